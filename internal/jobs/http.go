@@ -1,0 +1,176 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/sse"
+)
+
+// KeepaliveInterval is how often a silent stream gets a ": keepalive"
+// comment (PROTOCOL.md §2). A variable so tests can shorten it.
+var KeepaliveInterval = 15 * time.Second
+
+// Dispatcher turns a validated job request into the work to run. An error
+// that is an *api.RequestError is answered 400; any other error 500.
+type Dispatcher interface {
+	Specs() api.OpSpecs
+	Prepare(req api.JobRequest) (Func, error)
+}
+
+// Mount registers the job API (POST /v1/jobs, GET /v1/jobs/{id},
+// GET /v1/jobs/{id}/stream, DELETE /v1/jobs/{id}) on mux.
+func (e *Engine) Mount(mux *http.ServeMux, d Dispatcher) {
+	mux.HandleFunc("POST /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		body, ok := ReadJSONBody(w, r)
+		if !ok {
+			return
+		}
+		req, err := api.DecodeJobRequest(body, d.Specs())
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+			return
+		}
+		fn, err := d.Prepare(req)
+		if err != nil {
+			var re *api.RequestError
+			if errors.As(err, &re) {
+				WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+				return
+			}
+			WriteError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
+			return
+		}
+		j := e.Submit(req.Operation, fn)
+		WriteJSON(w, http.StatusOK, api.JobAccepted{JobID: j.ID(), SSEURL: "/v1/jobs/" + j.ID() + "/stream"})
+	})
+	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		j, ok := e.Get(r.PathValue("id"))
+		if !ok {
+			WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("unknown job %q", r.PathValue("id")))
+			return
+		}
+		WriteJSON(w, http.StatusOK, j.Status())
+	})
+	mux.HandleFunc("DELETE /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		e.ServeCancel(w, r.PathValue("id"))
+	})
+	mux.HandleFunc("GET /v1/jobs/{id}/stream", func(w http.ResponseWriter, r *http.Request) {
+		e.ServeStream(w, r, r.PathValue("id"))
+	})
+}
+
+// ServeCancel answers a cancel request for job id.
+func (e *Engine) ServeCancel(w http.ResponseWriter, id string) {
+	j, err := e.Cancel(id, 10*time.Second)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("unknown job %q", id))
+	case errors.Is(err, ErrFinished):
+		WriteError(w, http.StatusConflict, api.CodeConflict, fmt.Sprintf("job %s already finished (%s)", id, j.State()))
+	default:
+		WriteJSON(w, http.StatusOK, api.CancelAnswer{JobID: id, State: api.StateCancelled})
+	}
+}
+
+// ServeStream streams job id's events as SSE: every recorded event after
+// Last-Event-ID, then live ones, with keepalive comments while silent,
+// until the terminator has been sent or the client goes away.
+func (e *Engine) ServeStream(w http.ResponseWriter, r *http.Request, id string) {
+	j, ok := e.Get(id)
+	if !ok {
+		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("unknown job %q", id))
+		return
+	}
+	after := 0
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, fmt.Sprintf("bad Last-Event-ID %q: want a non-negative integer", v))
+			return
+		}
+		after = n
+	}
+	flusher, _ := w.(http.Flusher)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	keepalive := time.NewTicker(KeepaliveInterval)
+	defer keepalive.Stop()
+	for {
+		evs, notify, finished := j.EventsAfter(after)
+		for _, ev := range evs {
+			if err := sse.Write(w, ev); err != nil {
+				return
+			}
+			after = ev.ID
+		}
+		if len(evs) > 0 && flusher != nil {
+			flusher.Flush()
+		}
+		if finished { // the terminator was among evs or sent before
+			return
+		}
+		select {
+		case <-notify:
+		case <-keepalive.C:
+			if err := sse.WriteComment(w, "keepalive"); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// ReadJSONBody enforces the JSON content type (415) and the 1 MiB limit
+// (413) and returns the body. On failure it has answered already.
+func ReadJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if ct == "" || err != nil || mt != "application/json" {
+		WriteError(w, http.StatusUnsupportedMediaType, api.CodeUnsupportedMediaType,
+			fmt.Sprintf("Content-Type must be application/json, got %q", ct))
+		return nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes+1))
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, "reading body: "+err.Error())
+		return nil, false
+	}
+	if len(body) > api.MaxBodyBytes {
+		WriteError(w, http.StatusRequestEntityTooLarge, api.CodePayloadTooLarge,
+			fmt.Sprintf("body is over the limit of %d bytes", api.MaxBodyBytes))
+		return nil, false
+	}
+	return body, true
+}
+
+// WriteJSON writes v as a JSON answer.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes the protocol's JSON error body.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	WriteJSON(w, status, api.ErrorBody{Error: api.ErrorDetail{Code: code, Message: msg}})
+}
