@@ -1,0 +1,369 @@
+// Package registry is the queen's in-memory view of the cluster: which
+// workers and hives exist, what they serve and when the queen last heard
+// from them. Heartbeats update it (PROTOCOL.md §3 fix: upstream only logged
+// them); a worker or hive that sent nothing for stale_after is stale, and
+// stale workers are never scheduled. After a queen restart the registry is
+// rebuilt from the next round of heartbeats.
+//
+//	go test ./internal/registry/...
+package registry
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+)
+
+// DefaultStaleAfter is PROTOCOL.md's default stale_after.
+const DefaultStaleAfter = 30 * time.Second
+
+// HiveSpec is a hive known from hives.conf.
+type HiveSpec struct {
+	Alias    string
+	Hostname string
+	HivePort int
+	SSHPort  int
+}
+
+// Worker is the registry's record of one worker.
+type Worker struct {
+	api.WorkerInfo
+}
+
+type workerEntry struct {
+	info api.WorkerInfo
+	seen time.Time // receive time on the queen's clock, with monotonic reading
+}
+
+type hiveEntry struct {
+	spec       HiveSpec
+	configured bool   // from hives.conf (else learned from a heartbeat)
+	url        string // advertised URL from the last heartbeat
+	seen       time.Time
+	offline    bool // explicitly stopped; cleared by the next heartbeat
+	devices    []api.Device
+	workers    []string
+}
+
+// Registry is safe for concurrent use. Reads take a shared lock, so the
+// hot path (heartbeat ingest) contends only with other writers.
+type Registry struct {
+	staleAfter time.Duration
+	now        func() time.Time
+	// base anchors reported wall times: lastSeen = base + (seen - base)
+	// measured on the monotonic clock, so a wall-clock step backwards can
+	// never make last_seen go backwards.
+	base time.Time
+
+	mu      sync.RWMutex
+	workers map[string]*workerEntry
+	hives   map[string]*hiveEntry
+	order   []string // hive aliases: configured ones first in config order
+}
+
+// Options configure a Registry.
+type Options struct {
+	StaleAfter time.Duration    // default 30 s
+	Now        func() time.Time // default time.Now (tests inject a fake clock)
+}
+
+// New returns a registry that knows the configured hives (state unknown
+// until their first heartbeat).
+func New(hives []HiveSpec, opts Options) *Registry {
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = DefaultStaleAfter
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	r := &Registry{
+		staleAfter: opts.StaleAfter,
+		now:        opts.Now,
+		workers:    map[string]*workerEntry{},
+		hives:      map[string]*hiveEntry{},
+	}
+	r.base = r.now()
+	for _, h := range hives {
+		if _, dup := r.hives[h.Alias]; dup {
+			continue
+		}
+		r.hives[h.Alias] = &hiveEntry{spec: h, configured: true}
+		r.order = append(r.order, h.Alias)
+	}
+	return r
+}
+
+// StaleAfter returns the staleness threshold.
+func (r *Registry) StaleAfter() time.Duration { return r.staleAfter }
+
+// wall turns a receive time into the reported last_seen.
+func (r *Registry) wall(t time.Time) time.Time {
+	return r.base.Add(t.Sub(r.base)).UTC()
+}
+
+// later returns the later of prev and now; a clock that steps back never
+// moves a last_seen backwards.
+func later(prev, now time.Time) time.Time {
+	if now.Before(prev) {
+		return prev
+	}
+	return now
+}
+
+var validWorkerStates = map[string]bool{
+	api.WorkerStarting: true, api.WorkerReady: true, api.WorkerBusy: true, api.WorkerStopping: true,
+}
+
+// ValidateWorkerHeartbeat reports what is wrong with hb, if anything.
+func ValidateWorkerHeartbeat(hb api.WorkerHeartbeat) error {
+	switch {
+	case strings.TrimSpace(hb.WorkerID) == "":
+		return fmt.Errorf("missing field \"worker_id\"")
+	case strings.TrimSpace(hb.HiveID) == "":
+		return fmt.Errorf("missing field \"hive_id\"")
+	case strings.TrimSpace(hb.Model) == "":
+		return fmt.Errorf("missing field \"model\"")
+	case !validWorkerStates[hb.State]:
+		return fmt.Errorf("field \"state\" must be one of starting, ready, busy, stopping; got %q", hb.State)
+	}
+	if err := checkURL(hb.URL); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidateHiveHeartbeat reports what is wrong with hb, if anything.
+func ValidateHiveHeartbeat(hb api.HiveHeartbeat) error {
+	if strings.TrimSpace(hb.HiveID) == "" {
+		return fmt.Errorf("missing field \"hive_id\"")
+	}
+	return checkURL(hb.URL)
+}
+
+func checkURL(s string) error {
+	if s == "" {
+		return fmt.Errorf("missing field \"url\"")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("field \"url\" must be an absolute http(s) URL, got %q", s)
+	}
+	return nil
+}
+
+// WorkerHeartbeat records a worker heartbeat received now. The heartbeat's
+// own timestamp is informational only: staleness uses the queen's clock so
+// skewed hosts cannot make a worker look fresh or stale.
+func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) error {
+	if err := ValidateWorkerHeartbeat(hb); err != nil {
+		return err
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.workers[hb.WorkerID]
+	if !ok {
+		e = &workerEntry{}
+		r.workers[hb.WorkerID] = e
+	}
+	e.seen = later(e.seen, now)
+	e.info = api.WorkerInfo{
+		WorkerID: hb.WorkerID, HiveID: hb.HiveID, Model: hb.Model, Device: hb.Device,
+		URL: hb.URL, State: hb.State,
+	}
+	return nil
+}
+
+// HiveHeartbeat records a hive heartbeat received now. A hive that is not
+// in hives.conf is learned from its advertised URL, so a hive started by
+// hand still shows up (it cannot be driven over SSH).
+func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) error {
+	if err := ValidateHiveHeartbeat(hb); err != nil {
+		return err
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.hiveLocked(hb.HiveID, hb.URL)
+	e.seen = later(e.seen, now)
+	e.offline = false
+	e.url = hb.URL
+	if hb.Devices != nil {
+		e.devices = append([]api.Device(nil), hb.Devices...)
+	}
+	e.workers = append([]string(nil), hb.Workers...)
+	return nil
+}
+
+func (r *Registry) hiveLocked(alias, advertised string) *hiveEntry {
+	if e, ok := r.hives[alias]; ok {
+		return e
+	}
+	spec := HiveSpec{Alias: alias}
+	if u, err := url.Parse(advertised); err == nil {
+		spec.Hostname = u.Hostname()
+		fmt.Sscanf(u.Port(), "%d", &spec.HivePort)
+	}
+	e := &hiveEntry{spec: spec}
+	r.hives[alias] = e
+	r.order = append(r.order, alias)
+	return e
+}
+
+// MarkHiveSeen records first-hand evidence that a hive is up (a successful
+// health probe or start), as good as a heartbeat for its state.
+func (r *Registry) MarkHiveSeen(alias string) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.hives[alias]; ok {
+		e.seen = later(e.seen, now)
+		e.offline = false
+	}
+}
+
+// MarkHiveOffline records that a hive was stopped; it stays offline until
+// its next heartbeat. Its workers stay listed (they turn stale on their own)
+// but are not scheduled while the hive is offline.
+func (r *Registry) MarkHiveOffline(alias string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.hives[alias]; ok {
+		e.offline = true
+	}
+}
+
+// SetDevices stores a hive's devices (from GET /capabilities).
+func (r *Registry) SetDevices(alias string, devs []api.Device) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.hives[alias]; ok {
+		e.devices = append([]api.Device{}, devs...)
+	}
+}
+
+// RemoveWorker forgets a worker (deleted through the queen).
+func (r *Registry) RemoveWorker(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.workers, id)
+}
+
+func (r *Registry) workerInfo(e *workerEntry, now time.Time) api.WorkerInfo {
+	w := e.info
+	w.LastSeen = r.wall(e.seen)
+	w.Stale = now.Sub(e.seen) > r.staleAfter
+	return w
+}
+
+// Workers returns every known worker, sorted by hive then worker id.
+func (r *Registry) Workers() []api.WorkerInfo {
+	now := r.now()
+	r.mu.RLock()
+	out := make([]api.WorkerInfo, 0, len(r.workers))
+	for _, e := range r.workers {
+		out = append(out, r.workerInfo(e, now))
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(a, b int) bool {
+		if out[a].HiveID != out[b].HiveID {
+			return out[a].HiveID < out[b].HiveID
+		}
+		return out[a].WorkerID < out[b].WorkerID
+	})
+	return out
+}
+
+// Worker returns one worker.
+func (r *Registry) Worker(id string) (api.WorkerInfo, bool) {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.workers[id]
+	if !ok {
+		return api.WorkerInfo{}, false
+	}
+	return r.workerInfo(e, now), true
+}
+
+func (r *Registry) hiveInfo(e *hiveEntry, now time.Time) api.HiveInfo {
+	h := api.HiveInfo{
+		Alias: e.spec.Alias, Hostname: e.spec.Hostname, HivePort: e.spec.HivePort, SSHPort: e.spec.SSHPort,
+		State: api.HiveUnknown, Devices: append([]api.Device{}, e.devices...),
+	}
+	if !e.seen.IsZero() {
+		t := r.wall(e.seen)
+		h.LastSeen = &t
+		h.State = api.HiveOnline
+		if e.offline || now.Sub(e.seen) > r.staleAfter {
+			h.State = api.HiveOffline
+		}
+	} else if e.offline {
+		h.State = api.HiveOffline
+	}
+	return h
+}
+
+// Hives returns every hive: configured ones in config order, then learned ones.
+func (r *Registry) Hives() []api.HiveInfo {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]api.HiveInfo, 0, len(r.order))
+	for _, a := range r.order {
+		out = append(out, r.hiveInfo(r.hives[a], now))
+	}
+	return out
+}
+
+// Hive returns one hive.
+func (r *Registry) Hive(alias string) (api.HiveInfo, bool) {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.hives[alias]
+	if !ok {
+		return api.HiveInfo{}, false
+	}
+	return r.hiveInfo(e, now), true
+}
+
+// HiveURL returns the URL a hive advertised in its last heartbeat ("" if none).
+func (r *Registry) HiveURL(alias string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e, ok := r.hives[alias]; ok {
+		return e.url
+	}
+	return ""
+}
+
+// Candidates returns the fresh workers serving model whose state is ready
+// or busy, optionally only on hive hiveID. Stale workers are never returned.
+func (r *Registry) Candidates(model, hiveID string) []api.WorkerInfo {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []api.WorkerInfo
+	for _, e := range r.workers {
+		if e.info.Model != model || (hiveID != "" && e.info.HiveID != hiveID) {
+			continue
+		}
+		if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {
+			continue
+		}
+		if now.Sub(e.seen) > r.staleAfter {
+			continue
+		}
+		if h, ok := r.hives[e.info.HiveID]; ok && h.offline {
+			continue
+		}
+		out = append(out, r.workerInfo(e, now))
+	}
+	return out
+}
