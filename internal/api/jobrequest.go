@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 )
@@ -133,12 +132,6 @@ func DecodeJobRequest(body []byte, specs OpSpecs) (JobRequest, error) {
 			return JobRequest{}, reqErrf("field %q must be %s, got %s", te.Field, te.Type.String(), te.Value)
 		}
 		return JobRequest{}, reqErrf("invalid body: %v", err)
-	}
-	if dec.More() {
-		return JobRequest{}, reqErrf("body has trailing data after the JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return JobRequest{}, reqErrf("body has trailing data after the JSON object")
 	}
 	for _, f := range spec.Required {
 		if s, isStr := stringField(req, f); isStr && strings.TrimSpace(s) == "" {
