@@ -597,4 +597,3 @@ func BenchmarkInference(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "tokens/s")
 }
-
