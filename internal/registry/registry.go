@@ -156,40 +156,55 @@ func checkURL(s string) error {
 	return nil
 }
 
-// WorkerHeartbeat records a worker heartbeat received now. The heartbeat's
-// own timestamp is informational only: staleness uses the queen's clock so
+// WorkerHeartbeat records a worker heartbeat received now and says what
+// changed ("" when nothing worth a log line did). The heartbeat's own
+// timestamp is informational only: staleness uses the queen's clock so
 // skewed hosts cannot make a worker look fresh or stale.
-func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) error {
+func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) (string, error) {
 	if err := ValidateWorkerHeartbeat(hb); err != nil {
-		return err
+		return "", err
 	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	change := ""
 	e, ok := r.workers[hb.WorkerID]
-	if !ok {
+	switch {
+	case !ok:
 		e = &workerEntry{}
 		r.workers[hb.WorkerID] = e
+		change = "registered, state " + hb.State
+	case now.Sub(e.seen) > r.staleAfter:
+		change = "fresh again after being stale, state " + hb.State
+	case e.info.State != hb.State:
+		change = "state " + e.info.State + " -> " + hb.State
+	case e.info.URL != hb.URL || e.info.Model != hb.Model || e.info.HiveID != hb.HiveID:
+		change = "re-registered"
 	}
 	e.seen = later(e.seen, now)
 	e.info = api.WorkerInfo{
 		WorkerID: hb.WorkerID, HiveID: hb.HiveID, Model: hb.Model, Device: hb.Device,
 		URL: hb.URL, State: hb.State,
 	}
-	return nil
+	return change, nil
 }
 
-// HiveHeartbeat records a hive heartbeat received now. A hive that is not
-// in hives.conf is learned from its advertised URL, so a hive started by
-// hand still shows up (it cannot be driven over SSH).
-func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) error {
+// HiveHeartbeat records a hive heartbeat received now and says what changed
+// ("online" when it was not). A hive that is not in hives.conf is learned
+// from its advertised URL, so a hive started by hand still shows up (it
+// cannot be driven over SSH).
+func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) (string, error) {
 	if err := ValidateHiveHeartbeat(hb); err != nil {
-		return err
+		return "", err
 	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.hiveLocked(hb.HiveID, hb.URL)
+	change := ""
+	if e.seen.IsZero() || e.offline || now.Sub(e.seen) > r.staleAfter {
+		change = "online"
+	}
 	e.seen = later(e.seen, now)
 	e.offline = false
 	e.url = hb.URL
@@ -197,7 +212,7 @@ func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) error {
 		e.devices = append([]api.Device(nil), hb.Devices...)
 	}
 	e.workers = append([]string(nil), hb.Workers...)
-	return nil
+	return change, nil
 }
 
 func (r *Registry) hiveLocked(alias, advertised string) *hiveEntry {

@@ -49,7 +49,7 @@ func TestConfiguredHivesStartUnknown(t *testing.T) {
 func TestHiveOnlineThenOfflineWhenStale(t *testing.T) {
 	r, clk := newTest(t)
 	devs := []api.Device{{ID: "CPU-0", DeviceType: "cpu"}}
-	if err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000", Devices: devs}); err != nil {
+	if _, err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000", Devices: devs}); err != nil {
 		t.Fatal(err)
 	}
 	h, _ := r.Hive("hive-1")
@@ -60,7 +60,7 @@ func TestHiveOnlineThenOfflineWhenStale(t *testing.T) {
 	if h, _ := r.Hive("hive-1"); h.State != api.HiveOffline {
 		t.Fatalf("after 31s: state %q; want offline", h.State)
 	}
-	_ = r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000"})
+	_, _ = r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000"})
 	if h, _ := r.Hive("hive-1"); h.State != api.HiveOnline || len(h.Devices) != 1 {
 		t.Fatalf("after new heartbeat: %+v; want online, devices kept", h)
 	}
@@ -72,7 +72,7 @@ func TestHiveOnlineThenOfflineWhenStale(t *testing.T) {
 
 func TestUnknownHiveLearnedFromHeartbeat(t *testing.T) {
 	r, _ := newTest(t)
-	if err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-9", URL: "http://10.0.0.9:9123"}); err != nil {
+	if _, err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-9", URL: "http://10.0.0.9:9123"}); err != nil {
 		t.Fatal(err)
 	}
 	h, ok := r.Hive("hive-9")
@@ -83,7 +83,7 @@ func TestUnknownHiveLearnedFromHeartbeat(t *testing.T) {
 
 func TestWorkerStaleness(t *testing.T) {
 	r, clk := newTest(t)
-	if err := r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady)); err != nil {
+	if _, err := r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady)); err != nil {
 		t.Fatal(err)
 	}
 	if c := r.Candidates("m", ""); len(c) != 1 {
@@ -101,7 +101,7 @@ func TestWorkerStaleness(t *testing.T) {
 	if c := r.Candidates("m", ""); len(c) != 0 {
 		t.Fatalf("stale worker is a candidate: %+v", c)
 	}
-	_ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
+	_, _ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
 	if w, _ := r.Worker("w-1"); w.Stale {
 		t.Fatal("still stale after a fresh heartbeat")
 	}
@@ -109,18 +109,18 @@ func TestWorkerStaleness(t *testing.T) {
 
 func TestLastSeenNeverGoesBackwards(t *testing.T) {
 	r, clk := newTest(t)
-	_ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
+	_, _ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
 	first, _ := r.Worker("w-1")
 	clk.Add(-time.Hour) // the clock steps back
 	hb := whb("w-1", "hive-1", "m", api.WorkerReady)
 	hb.Timestamp = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // and the worker's clock is wrong
-	_ = r.WorkerHeartbeat(hb)
+	_, _ = r.WorkerHeartbeat(hb)
 	second, _ := r.Worker("w-1")
 	if second.LastSeen.Before(first.LastSeen) {
 		t.Fatalf("last_seen went backwards: %v → %v", first.LastSeen, second.LastSeen)
 	}
 	clk.Add(2 * time.Hour)
-	_ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
+	_, _ = r.WorkerHeartbeat(whb("w-1", "hive-1", "m", api.WorkerReady))
 	third, _ := r.Worker("w-1")
 	if !third.LastSeen.After(second.LastSeen) {
 		t.Fatalf("last_seen did not advance: %v → %v", second.LastSeen, third.LastSeen)
@@ -136,7 +136,7 @@ func TestCandidatesFilter(t *testing.T) {
 		whb("w-4", "hive-2", "m", api.WorkerStopping),
 		whb("w-5", "hive-1", "other", api.WorkerReady),
 	} {
-		if err := r.WorkerHeartbeat(hb); err != nil {
+		if _, err := r.WorkerHeartbeat(hb); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -166,14 +166,14 @@ func TestBadHeartbeats(t *testing.T) {
 		{"relative url", api.WorkerHeartbeat{WorkerID: "w", HiveID: "h", Model: "m", URL: "/x", State: "ready"}},
 		{"ftp url", api.WorkerHeartbeat{WorkerID: "w", HiveID: "h", Model: "m", URL: "ftp://x:1", State: "ready"}},
 	} {
-		if err := r.WorkerHeartbeat(tc.hb); err == nil {
+		if _, err := r.WorkerHeartbeat(tc.hb); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
 	}
-	if err := r.HiveHeartbeat(api.HiveHeartbeat{URL: "http://x:1"}); err == nil {
+	if _, err := r.HiveHeartbeat(api.HiveHeartbeat{URL: "http://x:1"}); err == nil {
 		t.Error("hive heartbeat without hive_id accepted")
 	}
-	if err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "nope"}); err == nil {
+	if _, err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "nope"}); err == nil {
 		t.Error("hive heartbeat with bad url accepted")
 	}
 	if len(r.Workers()) != 0 {
@@ -189,8 +189,8 @@ func TestConcurrentHeartbeats(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				_ = r.WorkerHeartbeat(whb("w-"+string(rune('a'+g)), "hive-1", "m", api.WorkerReady))
-				_ = r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000"})
+				_, _ = r.WorkerHeartbeat(whb("w-"+string(rune('a'+g)), "hive-1", "m", api.WorkerReady))
+				_, _ = r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000"})
 				_ = r.Workers()
 				_ = r.Hives()
 			}

@@ -11,7 +11,7 @@ import (
 
 func heartbeat(t *testing.T, r *registry.Registry, id, hive, state string) {
 	t.Helper()
-	err := r.WorkerHeartbeat(api.WorkerHeartbeat{WorkerID: id, HiveID: hive, Model: "m", Device: "cpu:0", URL: "http://" + hive + ":9100", State: state})
+	_, err := r.WorkerHeartbeat(api.WorkerHeartbeat{WorkerID: id, HiveID: hive, Model: "m", Device: "cpu:0", URL: "http://" + hive + ":9100", State: state})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,122 @@
+package queen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/jobs"
+	"github.com/rbee-dev/rbee/internal/scheduler"
+	"github.com/rbee-dev/rbee/internal/sse"
+)
+
+func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// maxWorkerTries bounds how many workers one infer tries when the chosen
+// one refuses connections (it died since its last heartbeat).
+const maxWorkerTries = 3
+
+func (s *Server) workerClient(url string) *client.Client {
+	opts := []client.Option{
+		client.WithHTTPClient(s.http.short),
+		client.WithStreamClient(s.http.stream),
+		client.WithReconnects(s.http.retries),
+		client.WithIdleTimeout(s.http.idleTimeout() + 5*time.Second),
+	}
+	if s.token != "" {
+		opts = append(opts, client.WithToken(s.token))
+	}
+	return client.New(url, opts...)
+}
+
+// infer schedules the request onto a worker and streams its tokens.
+func (s *Server) infer(ctx context.Context, j *jobs.Job, req api.JobRequest) error {
+	body := api.InferenceRequest{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Temperature: DefaultTemperature, Stop: []string{}}
+	if req.Temperature != nil {
+		body.Temperature = *req.Temperature
+	}
+	if req.Seed != nil {
+		body.Seed = *req.Seed
+	}
+	var tried []string
+	var lastErr error
+	for {
+		w, release, err := s.sched.Pick(req.Model, req.HiveID, tried...)
+		if err != nil {
+			var nw *scheduler.NoWorkerError
+			if errors.As(err, &nw) && lastErr != nil {
+				return fmt.Errorf("%v; no other ready worker for model %s", lastErr, req.Model)
+			}
+			return err
+		}
+		retry, err := s.inferOn(ctx, j, w, body, release)
+		if !retry || len(tried)+1 >= maxWorkerTries {
+			return err
+		}
+		tried, lastErr = append(tried, w.WorkerID), err
+		s.narrate(j, "schedule", w.HiveID, "%v; trying another worker", err)
+	}
+}
+
+// inferOn runs one inference on worker w. retry reports that the worker
+// never saw the request (it refused the connection), so another may be tried.
+func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, body api.InferenceRequest, release func()) (retry bool, err error) {
+	defer release()
+	name := fmt.Sprintf("worker %s (%s)", w.WorkerID, w.URL)
+	s.narrate(j, "schedule", w.HiveID, "routing inference for %s to worker %s on %s (%d in flight)",
+		w.Model, w.WorkerID, w.HiveID, s.sched.InFlight(w.WorkerID))
+	ctx = withNarrator(ctx, narrator(j, w.HiveID))
+	c := s.workerClient(w.URL)
+	var acc api.JobAccepted
+	// Not cut short by a cancel, so an accepted generation is known and
+	// can be stopped (see forward).
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.http.timeout*time.Duration(s.http.retries+2))
+	err = c.Do(pctx, http.MethodPost, "/v1/inference", body, &acc)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, jobs.ErrCancelled
+		}
+		return isConnRefused(err), fmt.Errorf("%s: %s", name, describeErr(err, s.http.timeout))
+	}
+	path := acc.SSEURL
+	if path == "" {
+		path = "/v1/inference/" + acc.JobID + "/stream"
+	}
+	if ctx.Err() != nil {
+		go s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
+		return false, jobs.ErrCancelled
+	}
+	out, err := c.FollowPath(ctx, path, acc.JobID, 0, func(ev sse.Event) error {
+		s.reemit(j, ev, w.HiveID)
+		return nil
+	})
+	if ctx.Err() != nil {
+		// Closing the stream is what stops the generation; the DELETE is a
+		// courtesy for workers that also support cancelling by id.
+		go s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
+		return false, jobs.ErrCancelled
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: lost the inference stream: %s", name, followCause(err, s.http.timeout))
+	}
+	switch out.Kind {
+	case sse.Done:
+		return false, nil
+	case sse.Cancelled:
+		return false, jobs.ErrCancelled
+	}
+	return false, fmt.Errorf("%s: %s", name, out.Error)
+}
+
+func (s *Server) cancelInference(c *client.Client, worker, path string) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.http.timeout, 3*time.Second))
+	defer cancel()
+	_ = c.Do(ctx, http.MethodDelete, path, nil, nil)
+}

@@ -1,0 +1,438 @@
+package queen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/jobs"
+	"github.com/rbee-dev/rbee/internal/sshx"
+)
+
+// SSHClient is what the hive lifecycle operations need from one SSH
+// connection; *sshx.Client implements it.
+type SSHClient interface {
+	Run(ctx context.Context, cmd string) (sshx.Result, error)
+	Upload(ctx context.Context, src io.Reader, remotePath string, mode os.FileMode) error
+	Close() error
+}
+
+// SSHDialer opens an SSH connection to a hive's host.
+type SSHDialer func(ctx context.Context, h config.Hive) (SSHClient, error)
+
+func defaultSSHDialer(cfg *config.Queen) SSHDialer {
+	return func(ctx context.Context, h config.Hive) (SSHClient, error) {
+		c, err := sshx.Dial(ctx, sshx.Config{
+			Host: h.Hostname, Port: h.SSHPort, User: h.SSHUser,
+			IdentityFile: cfg.SSH.IdentityFile, KnownHostsFile: cfg.SSH.KnownHosts,
+			ConnectTimeout: cfg.SSH.ConnectTimeout.D(), CommandTimeout: cfg.SSH.CommandTimeout.D(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+}
+
+// sshGate bounds concurrent SSH connections per host.
+type sshGate struct {
+	dial    SSHDialer
+	limiter *sshx.Limiter
+}
+
+func newSSHGate(dial SSHDialer, maxPerHost int) *sshGate {
+	if maxPerHost <= 0 {
+		maxPerHost = 4
+	}
+	return &sshGate{dial: dial, limiter: sshx.NewLimiter(maxPerHost)}
+}
+
+// Pid and log files on the hive host (the same ones the hive container's
+// entrypoint uses).
+const (
+	remoteStateDir = "~/.local/state/rbee"
+	remotePidFile  = remoteStateDir + "/rbee-hive.pid"
+	remoteLogFile  = remoteStateDir + "/rbee-hive.log"
+)
+
+// shellPath quotes a remote path for sh, keeping a leading "~/" expandable.
+func shellPath(p string) string {
+	if p == "~" {
+		return `"$HOME"`
+	}
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		return `"$HOME"/` + shellQuote(rest)
+	}
+	return shellQuote(p)
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func remoteDir(p string) string {
+	if i := strings.LastIndex(p, "/"); i > 0 {
+		return p[:i]
+	}
+	return "."
+}
+
+// sshSession is one lifecycle operation's SSH connection.
+type sshSession struct {
+	s       *Server
+	j       *jobs.Job
+	h       config.Hive
+	c       SSHClient
+	release func()
+}
+
+func (s *Server) sshConnect(ctx context.Context, j *jobs.Job, h config.Hive) (*sshSession, error) {
+	label := fmt.Sprintf("%s@%s:%d", h.SSHUser, h.Hostname, h.SSHPort)
+	release, err := s.ssh.limiter.Acquire(ctx, fmt.Sprintf("%s:%d", h.Hostname, h.SSHPort))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, jobs.ErrCancelled
+		}
+		return nil, fmt.Errorf("%s: ssh %s: %v", h.Alias, label, err)
+	}
+	s.narrate(j, "ssh", h.Alias, "connecting to %s over SSH", label)
+	c, err := s.ssh.dial(ctx, h)
+	if err != nil {
+		release()
+		if ctx.Err() != nil {
+			return nil, jobs.ErrCancelled
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, label) {
+			msg = "ssh " + label + ": " + msg
+		}
+		return nil, fmt.Errorf("%s: %s", h.Alias, msg)
+	}
+	return &sshSession{s: s, j: j, h: h, c: c, release: release}, nil
+}
+
+func (ss *sshSession) Close() {
+	ss.c.Close()
+	ss.release()
+}
+
+// run executes cmd; a transport error or (unless okCodes allow it) a
+// non-zero exit is an error naming the hive, the command and stderr.
+func (ss *sshSession) run(ctx context.Context, what, cmd string, okCodes ...int) (sshx.Result, error) {
+	res, err := ss.c.Run(ctx, cmd)
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, jobs.ErrCancelled
+		}
+		return res, fmt.Errorf("%s: %s: %v", ss.h.Alias, what, err)
+	}
+	if res.ExitCode == 0 {
+		return res, nil
+	}
+	for _, c := range okCodes {
+		if res.ExitCode == c {
+			return res, nil
+		}
+	}
+	detail := strings.TrimSpace(string(res.Stderr))
+	if detail == "" {
+		detail = strings.TrimSpace(string(res.Stdout))
+	}
+	if len(detail) > 500 {
+		detail = detail[len(detail)-500:]
+	}
+	return res, fmt.Errorf("%s: %s failed on %s@%s (exit %d): %s", ss.h.Alias, what, ss.h.SSHUser, ss.h.Hostname, res.ExitCode, detail)
+}
+
+func (ss *sshSession) exists(ctx context.Context, path string) (bool, error) {
+	res, err := ss.run(ctx, "checking "+path, "test -e "+shellPath(path), 1)
+	return err == nil && res.ExitCode == 0, err
+}
+
+func (s *Server) hiveInstall(ctx context.Context, j *jobs.Job, h config.Hive, force bool) error {
+	f, err := os.Open(s.cfg.HiveBinary)
+	if err != nil {
+		return fmt.Errorf("%s: cannot read the hive binary to install: %v", h.Alias, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%s: cannot read the hive binary to install: %v", h.Alias, err)
+	}
+	ss, err := s.sshConnect(ctx, j, h)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	there, err := ss.exists(ctx, h.BinaryPath)
+	if err != nil {
+		return err
+	}
+	if there && !force {
+		return fmt.Errorf("%s: rbee-hive is already installed at %s on %s; use force to overwrite", h.Alias, h.BinaryPath, h.Hostname)
+	}
+	if _, err := ss.run(ctx, "creating "+remoteDir(h.BinaryPath), "mkdir -p "+shellPath(remoteDir(h.BinaryPath))); err != nil {
+		return err
+	}
+	s.narrate(j, "hive_install", h.Alias, "uploading %s (%d bytes) to %s:%s", s.cfg.HiveBinary, st.Size(), h.Hostname, h.BinaryPath)
+	if err := ss.c.Upload(ctx, f, h.BinaryPath, 0o755); err != nil {
+		if ctx.Err() != nil {
+			return jobs.ErrCancelled
+		}
+		return fmt.Errorf("%s: upload: %v", h.Alias, err)
+	}
+	res, err := ss.run(ctx, "checking the installed binary", shellPath(h.BinaryPath)+" --version")
+	if err != nil {
+		return err
+	}
+	version := strings.TrimSpace(string(res.Stdout))
+	s.narrate(j, "hive_install", h.Alias, "installed %s on %s: %s", h.BinaryPath, h.Alias, version)
+	j.Result(map[string]any{"alias": h.Alias, "binary_path": h.BinaryPath, "version": version, "size": st.Size()})
+	return nil
+}
+
+func (s *Server) hiveUninstall(ctx context.Context, j *jobs.Job, h config.Hive) error {
+	if err := s.stopHive(ctx, j, h); err != nil {
+		return err
+	}
+	ss, err := s.sshConnect(ctx, j, h)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	there, err := ss.exists(ctx, h.BinaryPath)
+	if err != nil {
+		return err
+	}
+	if there {
+		if _, err := ss.run(ctx, "removing "+h.BinaryPath, "rm -f "+shellPath(h.BinaryPath)); err != nil {
+			return err
+		}
+		s.narrate(j, "hive_uninstall", h.Alias, "removed %s from %s", h.BinaryPath, h.Alias)
+	} else {
+		s.narrate(j, "hive_uninstall", h.Alias, "%s was not installed on %s", h.BinaryPath, h.Alias)
+	}
+	j.Result(map[string]any{"alias": h.Alias, "binary_path": h.BinaryPath, "removed": there})
+	return nil
+}
+
+func (s *Server) hiveURL(h config.Hive) string {
+	return fmt.Sprintf("http://%s:%d", h.Hostname, h.HivePort)
+}
+
+func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) error {
+	t := hiveTarget{alias: h.Alias, url: s.hiveURL(h)}
+	if state, _ := s.probe(ctx, t.url); state == api.HiveOnline {
+		s.narrate(j, "hive_start", h.Alias, "%s is already running at %s", h.Alias, t.url)
+		return s.startedResult(ctx, j, t, 0)
+	}
+	ss, err := s.sshConnect(ctx, j, h)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	res, err := ss.run(ctx, "checking "+h.BinaryPath, "test -x "+shellPath(h.BinaryPath), 1)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("%s: rbee-hive is not installed at %s on %s; run hive_install first", h.Alias, h.BinaryPath, h.Hostname)
+	}
+	cmd := fmt.Sprintf("mkdir -p %s && nohup %s --port %d --hive-id %s --queen-url %s --advertise-url %s >> %s 2>&1 < /dev/null & pid=$!; echo $pid > %s; echo $pid",
+		shellPath(remoteStateDir), shellPath(h.BinaryPath), h.HivePort, shellQuote(h.Alias), shellQuote(s.cfg.PublicURL),
+		shellQuote(t.url), shellPath(remoteLogFile), shellPath(remotePidFile))
+	s.narrate(j, "hive_start", h.Alias, "starting %s over SSH: %s --port %d --hive-id %s", h.Alias, h.BinaryPath, h.HivePort, h.Alias)
+	res, err = ss.run(ctx, "starting rbee-hive", cmd)
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("%s: starting rbee-hive: no pid in the answer %q", h.Alias, strings.TrimSpace(string(res.Stdout)))
+	}
+	s.narrate(j, "hive_start", h.Alias, "started pid %d; waiting for %s/health (up to %s)", pid, t.url, s.cfg.Lifecycle.StartTimeout.D())
+	deadline := time.Now().Add(s.cfg.Lifecycle.StartTimeout.D())
+	backoff := 100 * time.Millisecond
+	lastCheck := time.Now()
+	for {
+		state, probe := s.probe(ctx, t.url)
+		if ctx.Err() != nil {
+			return jobs.ErrCancelled
+		}
+		if state == api.HiveOnline {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: started pid %d but %s/health did not answer within %s (last probe: %s); see %s on %s",
+				h.Alias, pid, t.url, s.cfg.Lifecycle.StartTimeout.D(), probe, remoteLogFile, h.Hostname)
+		}
+		// A hive that exits at once (port taken, bad flag) fails fast
+		// instead of after start_timeout.
+		if time.Since(lastCheck) > time.Second {
+			lastCheck = time.Now()
+			r, err := ss.run(ctx, "checking pid", fmt.Sprintf("kill -0 %d", pid), 1)
+			if err != nil {
+				return err
+			}
+			if r.ExitCode != 0 {
+				tail, _ := ss.run(ctx, "reading the log", "tail -n 5 "+shellPath(remoteLogFile), 1)
+				return fmt.Errorf("%s: rbee-hive (pid %d) exited during start: %s", h.Alias, pid, strings.TrimSpace(string(tail.Stdout)))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return jobs.ErrCancelled
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	s.narrate(j, "hive_start", h.Alias, "%s is healthy at %s", h.Alias, t.url)
+	return s.startedResult(ctx, j, t, pid)
+}
+
+func (s *Server) startedResult(ctx context.Context, j *jobs.Job, t hiveTarget, pid int) error {
+	s.reg.MarkHiveSeen(t.alias)
+	caps, err := s.fetchCapabilities(ctx, j, t)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"alias": t.alias, "url": t.url, "state": api.HiveOnline, "devices": caps.Devices}
+	if pid > 0 {
+		out["pid"] = pid
+	}
+	j.Result(out)
+	return nil
+}
+
+func (s *Server) hiveStop(ctx context.Context, j *jobs.Job, h config.Hive) error {
+	if err := s.stopHive(ctx, j, h); err != nil {
+		return err
+	}
+	j.Result(map[string]any{"alias": h.Alias, "state": api.HiveOffline})
+	return nil
+}
+
+// stopHive asks the hive to shut down over HTTP and waits for it to stop
+// answering; if it does not, it signals the recorded PID over SSH (TERM,
+// then KILL), never a process found by name.
+func (s *Server) stopHive(ctx context.Context, j *jobs.Job, h config.Hive) error {
+	t := hiveTarget{alias: h.Alias, url: s.hiveURL(h)}
+	stopTimeout := s.cfg.Lifecycle.StopTimeout.D()
+	sctx, cancel := context.WithTimeout(ctx, s.http.timeout)
+	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, t.url+"/v1/shutdown", nil)
+	resp, err := s.http.probe.Do(req) // no retries: shutdown is not idempotent enough to repeat blindly
+	cancel()
+	if ctx.Err() != nil {
+		return jobs.ErrCancelled
+	}
+	asked := err == nil && resp.StatusCode == http.StatusOK
+	if resp != nil {
+		resp.Body.Close()
+	}
+	switch {
+	case asked:
+		s.narrate(j, "hive_stop", h.Alias, "asked %s to shut down; waiting up to %s", h.Alias, stopTimeout)
+		if s.waitDown(ctx, t.url, stopTimeout) {
+			s.reg.MarkHiveOffline(h.Alias)
+			s.narrate(j, "hive_stop", h.Alias, "%s stopped", h.Alias)
+			s.removePidFile(ctx, j, h)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return jobs.ErrCancelled
+		}
+		s.narrate(j, "hive_stop", h.Alias, "%s still answers after %s; signalling its recorded pid over SSH", h.Alias, stopTimeout)
+	case err != nil:
+		s.narrate(j, "hive_stop", h.Alias, "POST %s/v1/shutdown: %s; checking the recorded pid over SSH", t.url, describeErr(err, s.http.timeout))
+	default:
+		s.narrate(j, "hive_stop", h.Alias, "POST %s/v1/shutdown answered HTTP %d; signalling its recorded pid over SSH", t.url, resp.StatusCode)
+	}
+	return s.killRecorded(ctx, j, h, t)
+}
+
+func (s *Server) waitDown(ctx context.Context, url string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	backoff := 50 * time.Millisecond
+	for {
+		if state, _ := s.probe(ctx, url); state == api.HiveOffline {
+			return true
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+func (s *Server) removePidFile(ctx context.Context, j *jobs.Job, h config.Hive) {
+	ss, err := s.sshConnect(ctx, j, h)
+	if err != nil {
+		s.narrate(j, "hive_stop", h.Alias, "could not remove the pid file: %v", err)
+		return
+	}
+	defer ss.Close()
+	if _, err := ss.run(ctx, "removing the pid file", "rm -f "+shellPath(remotePidFile)); err != nil {
+		s.narrate(j, "hive_stop", h.Alias, "could not remove the pid file: %v", err)
+	}
+}
+
+// killScript signals the pid recorded in the pid file: TERM, wait up to
+// %d tenths of a second, then KILL. It refuses a pid whose command line is
+// not rbee-hive (the pid was reused), and always removes the pid file.
+// Exit codes: 0 stopped, 3 no pid file, 4 pid not running, 5 not rbee-hive.
+const killScript = `f=%[1]s
+[ -f "$f" ] || exit 3
+pid=$(cat "$f" 2>/dev/null | tr -cd 0-9)
+[ -n "$pid" ] || { rm -f "$f"; exit 3; }
+if ! kill -0 "$pid" 2>/dev/null; then rm -f "$f"; echo "$pid"; exit 4; fi
+if [ -r /proc/"$pid"/cmdline ] && ! tr '\0' ' ' < /proc/"$pid"/cmdline | grep -q rbee-hive; then rm -f "$f"; echo "$pid"; exit 5; fi
+kill -TERM "$pid" 2>/dev/null
+i=0
+while kill -0 "$pid" 2>/dev/null && [ $i -lt %[2]d ]; do sleep 0.1; i=$((i+1)); done
+sig=TERM
+if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; sig=KILL; fi
+rm -f "$f"
+echo "$pid $sig"`
+
+func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t hiveTarget) error {
+	ss, err := s.sshConnect(ctx, j, h)
+	if err != nil {
+		return err
+	}
+	defer ss.Close()
+	tenths := int(s.cfg.Lifecycle.StopTimeout.D() / (100 * time.Millisecond))
+	tenths = max(10, min(tenths, 300))
+	res, err := ss.run(ctx, "signalling the recorded pid", fmt.Sprintf(killScript, shellPath(remotePidFile), tenths), 3, 4, 5)
+	if err != nil {
+		return err
+	}
+	out := strings.TrimSpace(string(res.Stdout))
+	switch res.ExitCode {
+	case 3, 4:
+		if state, probe := s.probe(ctx, t.url); state == api.HiveOnline {
+			return fmt.Errorf("%s: %s still answers /health but no running pid is recorded in %s (health probe: %s)", h.Alias, t.url, remotePidFile, probe)
+		}
+		s.narrate(j, "hive_stop", h.Alias, "%s is not running", h.Alias)
+	case 5:
+		return fmt.Errorf("%s: recorded pid %s is not rbee-hive (pid reused?); removed the stale pid file and killed nothing", h.Alias, out)
+	default:
+		s.narrate(j, "hive_stop", h.Alias, "stopped %s: pid and signal %s", h.Alias, out)
+	}
+	s.reg.MarkHiveOffline(h.Alias)
+	return nil
+}
+
+var _ = errors.New
