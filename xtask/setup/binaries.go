@@ -1,0 +1,131 @@
+package setup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Program is one binary that goes into the images.
+type Program struct {
+	Name string // file name under build/bin
+	Pkg  string // Go package that builds it, relative to the root
+}
+
+// Programs are the binaries `mage build` produces. The first four are the
+// system under test (RBEE_BIN_DIR can replace them); the hub is test tooling.
+var Programs = []Program{
+	{"queen-rbee", "./cmd/queen-rbee"},
+	{"rbee-hive", "./cmd/rbee-hive"},
+	{"llm-worker-rbee", "./cmd/llm-worker-rbee"},
+	{"rbee-keeper", "./cmd/rbee-keeper"},
+	{"rbee-model-hub", "./xtask/cmd/rbee-model-hub"},
+}
+
+// BinDirEnv names the variable that makes image builds take the four rbee
+// programs from another directory (to test another implementation).
+const BinDirEnv = "RBEE_BIN_DIR"
+
+// MissingError lists programs whose package is not in the tree (yet).
+type MissingError struct{ Pkgs []string }
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("not in the tree yet: %s (write them, then run `go run mage.go build`)", strings.Join(e.Pkgs, ", "))
+}
+
+// BinDir is where Build writes the binaries.
+func BinDir(root string) string { return filepath.Join(root, "build", "bin") }
+
+// ProgramPath is where images take a program from: RBEE_BIN_DIR for the four
+// rbee programs when set, else build/bin.
+func ProgramPath(root, name string) string {
+	if d := os.Getenv(BinDirEnv); d != "" && name != "rbee-model-hub" {
+		return filepath.Join(d, name)
+	}
+	return filepath.Join(BinDir(root), name)
+}
+
+// Build compiles every program whose package exists into build/bin as a
+// static linux/amd64 binary. Programs that are not in the tree are skipped
+// and reported with a *MissingError (after building the others); compile
+// errors are returned joined.
+func Build(ctx context.Context, cfg Config) error {
+	out := BinDir(cfg.Root)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	ldflags := "-s -w -X github.com/rbee-dev/rbee/internal/buildinfo.Version=" + version()
+	if c := gitCommit(ctx, cfg.Root); c != "" {
+		ldflags += " -X github.com/rbee-dev/rbee/internal/buildinfo.Commit=" + c
+	}
+	var missing []string
+	var errs []error
+	for _, p := range Programs {
+		if !hasGoFiles(filepath.Join(cfg.Root, p.Pkg)) {
+			missing = append(missing, p.Pkg)
+			cfg.logf("build: %s: package %s is missing, skipped", p.Name, p.Pkg)
+			continue
+		}
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags,
+			"-o", filepath.Join(out, p.Name), p.Pkg)
+		cmd.Dir = cfg.Root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		var buf bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		if cfg.Verbose {
+			cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, cfg.out()), io.MultiWriter(&buf, cfg.out())
+		}
+		if err := cmd.Run(); err != nil {
+			errs = append(errs, fmt.Errorf("go build %s: %w\n%s", p.Pkg, err, strings.TrimSpace(buf.String())))
+			continue
+		}
+		cfg.vlogf("build: %s (%s)", filepath.Join("build/bin", p.Name), since(start))
+	}
+	if len(missing) > 0 {
+		errs = append(errs, &MissingError{Pkgs: missing})
+	}
+	return errors.Join(errs...)
+}
+
+// version is RBEE_VERSION or the development default.
+func version() string {
+	if v := os.Getenv("RBEE_VERSION"); v != "" {
+		return v
+	}
+	return "0.1.0-dev"
+}
+
+func gitCommit(ctx context.Context, root string) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD")
+	cmd.Dir = root
+	b, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// hasGoFiles reports whether dir holds a non-test Go file.
+func hasGoFiles(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if !e.IsDir() && strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+			return true
+		}
+	}
+	return false
+}
