@@ -333,20 +333,20 @@ func poll(t *testing.T, within time.Duration, cond func() (bool, string)) {
 // it serves /health, /capabilities and /v1/shutdown on --port.
 func fakeHiveMain(args []string) int {
 	port, alias := "", ""
-	for i := 0; i+1 < len(args); i++ {
-		switch args[i] {
+	for i, a := range args {
+		next := ""
+		if i+1 < len(args) {
+			next = args[i+1]
+		}
+		switch a {
 		case "--version":
 			fmt.Println("rbee-hive fake")
 			return 0
 		case "--port":
-			port = args[i+1]
+			port = next
 		case "--hive-id":
-			alias = args[i+1]
+			alias = next
 		}
-	}
-	if len(args) == 1 && args[0] == "--version" {
-		fmt.Println("rbee-hive fake")
-		return 0
 	}
 	fmt.Fprintf(os.Stderr, "fake hive %s on %s, args %v\n", alias, port, args)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
@@ -379,4 +379,12 @@ func fakeHiveMain(args []string) int {
 	defer cancel()
 	_ = srv.Shutdown(ctx)
 	return 0
+}
+
+func syscallKill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
 }

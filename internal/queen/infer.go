@@ -71,7 +71,7 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 	name := fmt.Sprintf("worker %s (%s)", w.WorkerID, w.URL)
 	s.narrate(j, "schedule", w.HiveID, "routing inference for %s to worker %s on %s (%d in flight)",
 		w.Model, w.WorkerID, w.HiveID, s.sched.InFlight(w.WorkerID))
-	ctx = withNarrator(ctx, narrator(j, w.HiveID))
+	ctx = withNarrator(ctx, s.narrator(j, w.HiveID))
 	c := s.workerClient(w.URL)
 	var acc api.JobAccepted
 	// Not cut short by a cancel, so an accepted generation is known and

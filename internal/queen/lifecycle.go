@@ -2,7 +2,6 @@ package queen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -246,7 +245,9 @@ func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) erro
 	if res.ExitCode != 0 {
 		return fmt.Errorf("%s: rbee-hive is not installed at %s on %s; run hive_install first", h.Alias, h.BinaryPath, h.Hostname)
 	}
-	cmd := fmt.Sprintf("mkdir -p %s && nohup %s --port %d --hive-id %s --queen-url %s --advertise-url %s >> %s 2>&1 < /dev/null & pid=$!; echo $pid > %s; echo $pid",
+	// mkdir must not be part of the background list ("a && b &" would
+	// background both and $! would be a subshell, not the hive).
+	cmd := fmt.Sprintf("mkdir -p %s || exit 1; nohup %s --port %d --hive-id %s --queen-url %s --advertise-url %s >> %s 2>&1 < /dev/null & pid=$!; echo $pid > %s && echo $pid",
 		shellPath(remoteStateDir), shellPath(h.BinaryPath), h.HivePort, shellQuote(h.Alias), shellQuote(s.cfg.PublicURL),
 		shellQuote(t.url), shellPath(remoteLogFile), shellPath(remotePidFile))
 	s.narrate(j, "hive_start", h.Alias, "starting %s over SSH: %s --port %d --hive-id %s", h.Alias, h.BinaryPath, h.HivePort, h.Alias)
@@ -278,7 +279,7 @@ func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) erro
 		// instead of after start_timeout.
 		if time.Since(lastCheck) > time.Second {
 			lastCheck = time.Now()
-			r, err := ss.run(ctx, "checking pid", fmt.Sprintf("kill -0 %d", pid), 1)
+			r, err := ss.run(ctx, "checking pid", fmt.Sprintf(`kill -0 %[1]d 2>/dev/null || exit 1; [ -r /proc/%[1]d/stat ] || exit 0; [ "$(sed 's/.*) //' /proc/%[1]d/stat | cut -c1)" != Z ] || exit 1`, pid), 1)
 			if err != nil {
 				return err
 			}
@@ -394,16 +395,21 @@ func (s *Server) removePidFile(ctx context.Context, j *jobs.Job, h config.Hive) 
 // not rbee-hive (the pid was reused), and always removes the pid file.
 // Exit codes: 0 stopped, 3 no pid file, 4 pid not running, 5 not rbee-hive.
 const killScript = `f=%[1]s
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ -r /proc/"$1"/stat ] || return 0
+  [ "$(sed 's/.*) //' /proc/"$1"/stat | cut -c1)" != Z ] # an unreaped zombie has exited
+}
 [ -f "$f" ] || exit 3
 pid=$(cat "$f" 2>/dev/null | tr -cd 0-9)
 [ -n "$pid" ] || { rm -f "$f"; exit 3; }
-if ! kill -0 "$pid" 2>/dev/null; then rm -f "$f"; echo "$pid"; exit 4; fi
+if ! alive "$pid"; then rm -f "$f"; echo "$pid"; exit 4; fi
 if [ -r /proc/"$pid"/cmdline ] && ! tr '\0' ' ' < /proc/"$pid"/cmdline | grep -q rbee-hive; then rm -f "$f"; echo "$pid"; exit 5; fi
 kill -TERM "$pid" 2>/dev/null
 i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt %[2]d ]; do sleep 0.1; i=$((i+1)); done
+while alive "$pid" && [ $i -lt %[2]d ]; do sleep 0.1; i=$((i+1)); done
 sig=TERM
-if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; sig=KILL; fi
+if alive "$pid"; then kill -KILL "$pid" 2>/dev/null; sig=KILL; fi
 rm -f "$f"
 echo "$pid $sig"`
 
@@ -434,5 +440,3 @@ func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t
 	s.reg.MarkHiveOffline(h.Alias)
 	return nil
 }
-
-var _ = errors.New

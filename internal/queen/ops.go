@@ -179,10 +179,9 @@ func (s *Server) hiveClient(t hiveTarget) *client.Client {
 	)
 }
 
-func narrator(j *jobs.Job, hive string) func(string) {
-	return func(msg string) {
-		j.Narrate(api.Narration{Actor: "queen", Action: "retry", Message: msg, Hive: hive})
-	}
+// narrator turns retries of a job's HTTP calls into narration (and log lines).
+func (s *Server) narrator(j *jobs.Job, hive string) func(string) {
+	return func(msg string) { s.narrate(j, "retry", hive, "%s", msg) }
 }
 
 func (s *Server) narrate(j *jobs.Job, action, hive, format string, args ...any) {
@@ -241,7 +240,7 @@ func (s *Server) refreshCapabilities(ctx context.Context, j *jobs.Job, t hiveTar
 }
 
 func (s *Server) fetchCapabilities(ctx context.Context, j *jobs.Job, t hiveTarget) (api.Capabilities, error) {
-	caps, err := s.hiveClient(t).Capabilities(withNarrator(ctx, narrator(j, t.alias)))
+	caps, err := s.hiveClient(t).Capabilities(withNarrator(ctx, s.narrator(j, t.alias)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return caps, jobs.ErrCancelled
@@ -257,7 +256,7 @@ func (s *Server) fetchCapabilities(ctx context.Context, j *jobs.Job, t hiveTarge
 // forward runs req on hive t and re-emits its events on j; the queen's
 // terminator is derived from the hive's.
 func (s *Server) forward(ctx context.Context, j *jobs.Job, t hiveTarget, req api.JobRequest) error {
-	ctx = withNarrator(ctx, narrator(j, t.alias))
+	ctx = withNarrator(ctx, s.narrator(j, t.alias))
 	c := s.hiveClient(t)
 	// The submit is not cut short by a cancel: a job the hive accepted must
 	// be known here so it can be cancelled there too.
