@@ -485,9 +485,11 @@ func (c *Catalog) fetch(ctx context.Context, m ModelID, dir string, progress Pro
 			h.Write(buf[:n])
 			written += int64(n)
 			if total >= 0 && written > total {
-				break
+				break // more than announced: refused below
 			}
-			pr.report(written, false, false)
+			if total < 0 || written < total {
+				pr.report(written, false, false) // the last report (Done) follows verification
+			}
 		}
 		if err != nil {
 			if err != io.EOF {

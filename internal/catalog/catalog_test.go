@@ -524,3 +524,25 @@ func TestListIgnoresForeignAndBroken(t *testing.T) {
 	}
 	assertNotListed(t, c)
 }
+
+func TestSizeMismatchLongBody(t *testing.T) {
+	// Content-Range announces 10 bytes in all, the body carries more.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Range", "bytes 5-9/10")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write([]byte(strings.Repeat("x", 20)))
+	}))
+	defer srv.Close()
+	c := newCat(t, srv.URL)
+	dir := filepath.Join(c.Dir(), "rbee--tiny--model.bin")
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, PartialFile), []byte("01234"), 0o644)
+	_, err := c.Download(context.Background(), testID, nil)
+	if err == nil || !strings.Contains(err.Error(), "size mismatch: got more than the 10 bytes") {
+		t.Fatalf("err = %v", err)
+	}
+	assertNotListed(t, c)
+	if _, err := os.Stat(filepath.Join(dir, PartialFile)); !os.IsNotExist(err) {
+		t.Fatalf("oversized partial kept: %v", err)
+	}
+}

@@ -338,6 +338,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var lastErr string
+	first := true
 	for {
 		err := s.SendHeartbeat(ctx)
 		if ctx.Err() != nil {
@@ -347,9 +348,9 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		case err != nil && err.Error() != lastErr:
 			s.cfg.Logf("hive %s: heartbeat to %s failed: %v", s.cfg.HiveID, s.cfg.QueenURL, err)
 			lastErr = err.Error()
-		case err == nil && lastErr != "":
-			s.cfg.Logf("hive %s: heartbeat to %s ok again", s.cfg.HiveID, s.cfg.QueenURL)
-			lastErr = ""
+		case err == nil && (first || lastErr != ""):
+			s.cfg.Logf("hive %s: heartbeat to %s accepted (every %s)", s.cfg.HiveID, s.cfg.QueenURL, s.cfg.HeartbeatInterval)
+			first, lastErr = false, ""
 		}
 		select {
 		case <-ctx.Done():

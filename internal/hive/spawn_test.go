@@ -310,7 +310,10 @@ func TestSpawnCancelKillsWorker(t *testing.T) {
 		_, err = fmt.Sscan(string(b), &pid)
 		return err == nil
 	})
-	if ws := s.Workers(); len(ws) != 1 || ws[0].State != ChildStarting {
+	// The script may write its pid before the hive has entered it in the
+	// table (cmd.Start has not returned yet).
+	waitFor(t, "child in table", 10*time.Second, func() bool { return len(s.Workers()) == 1 })
+	if ws := s.Workers(); len(ws) != 1 || ws[0].State != ChildStarting || ws[0].PID != pid {
 		t.Fatalf("table during spawn = %+v", ws)
 	}
 	code, body := do(t, http.MethodDelete, base+"/v1/jobs/"+id)
