@@ -1,0 +1,447 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/flags"
+	"github.com/docker/compose/v5/pkg/api"
+	"github.com/docker/compose/v5/pkg/compose"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// Harness is one running topology: its containers, network, active faults
+// and transcript. Methods are safe for concurrent use. Create it with New
+// (or Start in a test) and always Close it.
+type Harness struct {
+	cfg     config
+	topo    Topology
+	name    string // compose project name, unique per harness
+	repoDir string
+	started time.Time
+
+	docker  client.APIClient
+	compose api.Compose
+	project *types.Project
+	nets    []plannedNetwork
+	gateway map[string]netip.Addr // network key → gateway (the host side of the bridge)
+
+	mu       sync.Mutex
+	services map[string]*service
+	closed   bool
+
+	faultMu    sync.Mutex // serialises fault changes (each may exec into helpers)
+	faults     []effect   // active, in injection order
+	helpers    map[string]*helper
+	netemOK    *bool
+	transcript []string
+}
+
+// service is what the harness knows about one compose service's container.
+type service struct {
+	name  string
+	id    string
+	ips   map[string]netip.Addr // network key → address
+	ports map[int]int           // container tcp port → host port on 127.0.0.1
+	deps  types.DependsOnConfig
+}
+
+// New brings topo up: loads its compose file, isolates it (own project name,
+// subnet, ephemeral ports, labels), creates it with the Compose SDK, starts
+// services in dependency order and waits until each is healthy (see
+// WaitForHealthy). Resources of killed earlier runs are reaped first.
+//
+// On error New may still return a non-nil Harness holding what it created:
+// Close it (Close on nil is a no-op), or let Start do it. The returned error
+// then includes the last log lines of the failing service.
+func New(ctx context.Context, topo Topology, opts ...Option) (*Harness, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	return newHarness(ctx, topo, cfg, projectName(cfg.name))
+}
+
+func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*Harness, error) {
+	if err := topo.validate(); err != nil {
+		return nil, err
+	}
+	h := &Harness{cfg: cfg, topo: topo, name: name, started: time.Now(), services: map[string]*service{}, helpers: map[string]*helper{}, gateway: map[string]netip.Addr{}}
+	var err error
+	if h.repoDir = cfg.repoDir; h.repoDir == "" {
+		if h.repoDir, err = findRepoDir(); err != nil {
+			return nil, err
+		}
+	}
+	if h.cfg.keysDir == "" {
+		h.cfg.keysDir = h.repoDir + "/keys"
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+
+	if h.docker, h.compose, err = connect(ctx); err != nil {
+		return nil, err
+	}
+	if n, err := reap(ctx, h.docker); err != nil {
+		h.logf("reaper: %v", err)
+	} else if n > 0 {
+		h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
+	}
+	if h.project, err = h.loadProject(ctx); err != nil {
+		return nil, err
+	}
+	if err := h.checkImages(ctx); err != nil {
+		return nil, err
+	}
+	// From here on resources exist: return h so the caller can Close it.
+	if err := h.createNetworks(ctx); err != nil {
+		return h, err
+	}
+	t0 := time.Now()
+	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
+		return h, fmt.Errorf("compose create %s: %w", h.name, err)
+	}
+	if err := h.discover(ctx); err != nil {
+		return h, err
+	}
+	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
+	if err := h.startAll(ctx); err != nil {
+		return h, err
+	}
+	h.logf("%s: %s up and healthy in %v (subnet %s)", h.name, topo, time.Since(h.started).Round(time.Millisecond), h.subnets())
+	return h, nil
+}
+
+// connect builds the Docker CLI (DOCKER_HOST, contexts and TLS as the
+// docker CLI reads them) and the Compose service on top of it.
+func connect(ctx context.Context) (client.APIClient, api.Compose, error) {
+	dcli, err := command.NewDockerCli()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := dcli.Initialize(flags.NewClientOptions()); err != nil {
+		return nil, nil, fmt.Errorf("docker client: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := dcli.Client().Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return nil, nil, fmt.Errorf("no Docker engine at %s: start dockerd or set DOCKER_HOST: %w", dcli.DockerEndpoint().Host, err)
+	}
+	svc, err := compose.NewComposeService(dcli, compose.WithStreams(discard{}, discard{}, strings.NewReader("")))
+	if err != nil {
+		return nil, nil, err
+	}
+	return dcli.Client(), svc, nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// labels are the harness labels every resource of this run carries.
+func (h *Harness) labels() map[string]string {
+	l := map[string]string{
+		LabelProject:    ProjectValue,
+		LabelTest:       h.cfg.name,
+		LabelRun:        h.name,
+		LabelOwnerPID:   strconv.Itoa(os.Getpid()),
+		LabelOwnerHost:  hostname(),
+		LabelOwnerStart: procStart(os.Getpid()),
+		LabelStartedAt:  h.started.UTC().Format(time.RFC3339),
+	}
+	if h.cfg.keep {
+		l[LabelKeep] = "1"
+	}
+	return l
+}
+
+func (h *Harness) checkImages(ctx context.Context) error {
+	seen := map[string]bool{}
+	for _, s := range h.project.Services {
+		if s.Image == "" || seen[s.Image] {
+			continue
+		}
+		seen[s.Image] = true
+		if _, err := h.docker.ImageInspect(ctx, s.Image); err != nil {
+			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
+		}
+	}
+	return nil
+}
+
+// createNetworks creates the project's networks in free subnets. Parallel
+// runs race for subnets; the loser gets "Pool overlaps" and tries the next.
+func (h *Harness) createNetworks(ctx context.Context) error {
+	plan, err := planNetworks(h.project)
+	if err != nil {
+		return err
+	}
+	for i := range plan {
+		pn := &plan[i]
+		var lastErr error
+		for attempt := 0; attempt < 20; attempt++ {
+			used, err := usedSubnets(ctx, h.docker)
+			if err != nil {
+				return err
+			}
+			subnet, err := pickSubnet(used, randInt())
+			if err != nil {
+				return err
+			}
+			gw := subnet.Addr().Next()
+			labels := h.labels()
+			labels[api.ProjectLabel] = h.name
+			labels[api.NetworkLabel] = pn.key
+			labels[api.VersionLabel] = api.ComposeVersion
+			_, err = h.docker.NetworkCreate(ctx, pn.name, client.NetworkCreateOptions{
+				Driver: "bridge",
+				IPAM:   &network.IPAM{Driver: "default", Config: []network.IPAMConfig{{Subnet: subnet, Gateway: gw}}},
+				Labels: labels,
+			})
+			if err == nil {
+				pn.subnet = subnet
+				h.gateway[pn.key] = gw
+				lastErr = nil
+				break
+			}
+			lastErr = err
+			if !strings.Contains(err.Error(), "overlap") {
+				return fmt.Errorf("create network %s: %w", pn.name, err)
+			}
+		}
+		if lastErr != nil {
+			return fmt.Errorf("create network %s: no free subnet after 20 tries: %w", pn.name, lastErr)
+		}
+		if !pn.from.IsValid() {
+			pn.from = pn.subnet
+		}
+		h.nets = append(h.nets, *pn)
+	}
+	return rewriteNetworks(h.project, h.nets)
+}
+
+func usedSubnets(ctx context.Context, d client.APIClient) ([]netip.Prefix, error) {
+	res, err := d.NetworkList(ctx, client.NetworkListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	var used []netip.Prefix
+	for _, n := range res.Items {
+		for _, c := range n.IPAM.Config {
+			if c.Subnet.IsValid() {
+				used = append(used, c.Subnet)
+			}
+		}
+	}
+	return used, nil
+}
+
+// discover maps every service to its container and reads addresses and ports.
+func (h *Harness) discover(ctx context.Context) error {
+	res, err := h.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", api.ProjectLabel+"="+h.name)})
+	if err != nil {
+		return fmt.Errorf("list containers of %s: %w", h.name, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range res.Items {
+		svc := c.Labels[api.ServiceLabel]
+		if svc == "" {
+			continue
+		}
+		h.services[svc] = &service{name: svc, id: c.ID, deps: h.project.Services[svc].DependsOn}
+	}
+	for name := range h.project.Services {
+		if _, ok := h.services[name]; !ok {
+			return fmt.Errorf("compose created no container for service %s", name)
+		}
+	}
+	return nil
+}
+
+// refresh re-reads a service's addresses and published ports: Docker picks
+// new ephemeral host ports each time a container starts.
+func (h *Harness) refresh(ctx context.Context, name string) error {
+	s, err := h.service(name)
+	if err != nil {
+		return err
+	}
+	res, err := h.docker.ContainerInspect(ctx, s.id, client.ContainerInspectOptions{})
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", name, err)
+	}
+	h.updateFromInspect(name, res)
+	return nil
+}
+
+func (h *Harness) updateFromInspect(name string, res client.ContainerInspectResult) {
+	c := res.Container
+	ips := map[string]netip.Addr{}
+	ports := map[int]int{}
+	if c.NetworkSettings != nil {
+		for _, pn := range h.nets {
+			if ep, ok := c.NetworkSettings.Networks[pn.name]; ok && ep != nil && ep.IPAddress.IsValid() {
+				ips[pn.key] = ep.IPAddress
+			}
+		}
+		for p, bs := range c.NetworkSettings.Ports {
+			if p.Proto() != network.TCP {
+				continue
+			}
+			for _, b := range bs {
+				if hp, err := strconv.Atoi(b.HostPort); err == nil && hp > 0 {
+					ports[int(p.Num())] = hp
+					break
+				}
+			}
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.services[name]
+	if s == nil {
+		return
+	}
+	if len(ips) > 0 {
+		s.ips = ips
+	}
+	s.ports = ports // empty while stopped: URL then says so
+}
+
+func (h *Harness) service(name string) (*service, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, fmt.Errorf("harness %s is closed", h.name)
+	}
+	s, ok := h.services[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown service %q in %s (have %s)", name, h.topo, strings.Join(h.serviceNamesLocked(), ", "))
+	}
+	return s, nil
+}
+
+// Services lists the topology's service names, sorted.
+func (h *Harness) Services() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.serviceNamesLocked()
+}
+
+func (h *Harness) serviceNamesLocked() []string {
+	names := make([]string, 0, len(h.services))
+	for n := range h.services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Name is the compose project name: `docker compose -p NAME ps` shows the stack.
+func (h *Harness) Name() string { return h.name }
+
+// Project is the resolved compose project the harness brought up.
+func (h *Harness) Project() *types.Project { return h.project }
+
+func (h *Harness) subnets() string {
+	var s []string
+	for _, n := range h.nets {
+		s = append(s, n.subnet.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (h *Harness) logf(format string, args ...any) { h.cfg.logf(format, args...) }
+
+// Close heals active faults, then removes every container, network and volume
+// of this harness (compose down by project name, then a sweep by label for
+// anything compose does not own, such as fault helpers). It is safe to call
+// more than once and on a nil or half-built Harness.
+func (h *Harness) Close(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.mu.Unlock()
+	if h.docker == nil {
+		return nil
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	h.faultMu.Lock()
+	if len(h.faults) > 0 {
+		h.record("close: %d active faults dropped with the stack: %s", len(h.faults), describe(h.faults))
+	}
+	h.faults = nil
+	h.faultMu.Unlock()
+	err := removeRun(ctx, h.docker, h.compose, h.name)
+	h.logf("%s: closed in %v", h.name, time.Since(t0).Round(time.Millisecond))
+	return err
+}
+
+// removeRun deletes everything of one run: helpers first (they share the
+// targets' network namespaces), then compose down, then a label sweep.
+func removeRun(ctx context.Context, d client.APIClient, c api.Compose, run string) error {
+	var errs []error
+	byRun := make(client.Filters).Add("label", LabelRun+"="+run)
+	if res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byRun.Clone().Add("label", LabelRole+"=fault-helper")}); err == nil {
+		forceRemove(ctx, d, res.Items, &errs)
+	}
+	zero := time.Duration(0)
+	if c != nil {
+		if err := c.Down(ctx, run, api.DownOptions{Timeout: &zero, Volumes: true, RemoveOrphans: true}); err != nil {
+			errs = append(errs, fmt.Errorf("compose down %s: %w", run, err))
+		}
+	}
+	// Sweep: whatever compose did not remove (external network, helpers, markers).
+	if res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byRun}); err == nil {
+		forceRemove(ctx, d, res.Items, &errs)
+	} else {
+		errs = append(errs, err)
+	}
+	if res, err := d.NetworkList(ctx, client.NetworkListOptions{Filters: byRun}); err == nil {
+		for _, n := range res.Items {
+			if _, err := d.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	if res, err := d.VolumeList(ctx, client.VolumeListOptions{Filters: byRun}); err == nil {
+		for _, v := range res.Items {
+			if _, err := d.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	_ = os.RemoveAll(stateDir(run))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove %s: %w", run, err)
+	}
+	return nil
+}

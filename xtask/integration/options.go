@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"time"
+)
+
+// An Option changes how New brings a topology up.
+type Option func(*config) error
+
+type config struct {
+	env        map[string]string // compose interpolation environment, over os.Environ
+	services   []string          // nil: all services
+	name       string            // test name (label dev.rbee.test, project name prefix)
+	repoDir    string            // repository root (tests/docker/, configs/, keys/)
+	keysDir    string            // default <repo>/keys
+	timeout    time.Duration     // bring-up budget until every service is healthy
+	faultImage string            // image of the fault helper containers
+	logf       func(format string, args ...any)
+	keep       bool // Up: keep the stack after the process exits
+}
+
+func defaultConfig() config {
+	return config{
+		env:        map[string]string{},
+		name:       "manual",
+		timeout:    90 * time.Second,
+		faultImage: DefaultFaultImage,
+		logf:       func(string, ...any) {},
+	}
+}
+
+// WithEnv sets variables for compose interpolation (${RBEE_HEARTBEAT_INTERVAL},
+// RBEE_GPUS, RBEE_HIVE_PREINSTALLED, RBEE_HIVE_AUTOSTART …); they win over the
+// process environment. Later calls add to earlier ones.
+func WithEnv(env map[string]string) Option {
+	return func(c *config) error {
+		for k := range env {
+			if k == "" {
+				return fmt.Errorf("WithEnv: empty variable name")
+			}
+		}
+		maps.Copy(c.env, env)
+		return nil
+	}
+}
+
+// WithServices starts only these services (and, as compose does, the services
+// they depend on). Unknown names are an error from New.
+func WithServices(services ...string) Option {
+	return func(c *config) error {
+		if len(services) == 0 {
+			return fmt.Errorf("WithServices: no services given")
+		}
+		c.services = append([]string(nil), services...)
+		return nil
+	}
+}
+
+// WithName sets the test name: it labels every resource (dev.rbee.test), prefixes
+// the compose project name and names the artifacts directory. Start sets it
+// from t.Name().
+func WithName(name string) Option {
+	return func(c *config) error {
+		if sanitize(name) == "" {
+			return fmt.Errorf("WithName: %q has no usable characters", name)
+		}
+		c.name = name
+		return nil
+	}
+}
+
+// WithRepoDir sets the repository root (where tests/docker/, configs/ and
+// keys/ live). By default New walks up from the working directory to the
+// directory holding tests/docker/.
+func WithRepoDir(dir string) Option {
+	return func(c *config) error { c.repoDir = dir; return nil }
+}
+
+// WithKeysDir sets where test_id_rsa and hosts/<hive>/ are (default <repo>/keys).
+func WithKeysDir(dir string) Option {
+	return func(c *config) error { c.keysDir = dir; return nil }
+}
+
+// WithTimeout bounds bring-up: creating, starting and waiting until every
+// service is healthy (default 90 s). It must be positive.
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("WithTimeout: %v is not a positive duration", d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
+// WithFaultImage sets the image of the helper containers that inject network
+// faults; it needs iptables and tc (default DefaultFaultImage).
+func WithFaultImage(image string) Option {
+	return func(c *config) error {
+		if image == "" {
+			return fmt.Errorf("WithFaultImage: empty image")
+		}
+		c.faultImage = image
+		return nil
+	}
+}
+
+// WithLog sends the harness's progress lines and fault transcript to logf as
+// they happen (Start passes t.Logf).
+func WithLog(logf func(format string, args ...any)) Option {
+	return func(c *config) error {
+		if logf != nil {
+			c.logf = logf
+		}
+		return nil
+	}
+}
+
+// WithLogWriter is WithLog for an io.Writer (Mage passes os.Stderr).
+func WithLogWriter(w io.Writer) Option {
+	return WithLog(func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) })
+}

@@ -1,0 +1,218 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	rbeeclient "github.com/rbee-dev/rbee/internal/client"
+)
+
+// Start is New for tests: it names the stack after t.Name(), logs through
+// t.Logf, and registers cleanup before checking New's error, so that even a
+// failed bring-up is cleaned up. When the test has failed, cleanup first
+// writes artifacts (see CollectArtifacts) to ArtifactsDir and logs the
+// summary ("artifacts: <dir>" first, then each log's last lines); with
+// RBEE_KEEP_FAILED=1 a failed test's stack is kept and the log says how to
+// remove it. Cleanup also runs after a panic in the test.
+func Start(t testing.TB, topo Topology, opts ...Option) *Harness {
+	t.Helper()
+	all := append([]Option{WithName(t.Name()), WithLog(t.Logf)}, opts...)
+	h, err := New(context.Background(), topo, all...)
+	t.Cleanup(func() { cleanup(t, h) })
+	if err != nil {
+		t.Fatalf("start %s: %v", topo, err)
+	}
+	return h
+}
+
+func cleanup(t testing.TB, h *Harness) {
+	if h == nil {
+		return
+	}
+	ctx := context.Background()
+	if t.Failed() && h.docker != nil {
+		sum, err := h.CollectArtifacts(ctx, ArtifactsDir(h.repoDir, t.Name()), 20)
+		t.Log(sum)
+		if err != nil {
+			t.Logf("artifacts incomplete: %v", err)
+		}
+		if os.Getenv("RBEE_KEEP_FAILED") == "1" {
+			if msg, err := h.Keep(ctx); err == nil {
+				t.Log(msg)
+				return
+			} else {
+				t.Logf("could not keep the stack: %v", err)
+			}
+		}
+	}
+	if err := h.Close(ctx); err != nil {
+		t.Errorf("close %s: %v", h.name, err)
+	}
+}
+
+// mustCtx bounds a Must call that is not given a context.
+func mustCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Minute)
+}
+
+// MustExec is Exec that fails the test if the command cannot be run (a
+// non-zero exit code is returned, not fatal).
+func (h *Harness) MustExec(t testing.TB, svc string, cmd []string, opts ...ExecOption) CommandResult {
+	t.Helper()
+	ctx, cancel := mustCtx()
+	defer cancel()
+	r, err := h.Exec(ctx, svc, cmd, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// MustURL is URL that fails the test on error.
+func (h *Harness) MustURL(t testing.TB, svc string, port int) string {
+	t.Helper()
+	u, err := h.URL(svc, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// MustIP is IP that fails the test on error.
+func (h *Harness) MustIP(t testing.TB, svc string) string {
+	t.Helper()
+	ip, err := h.IP(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ip
+}
+
+// MustQueen is Queen that fails the test on error.
+func (h *Harness) MustQueen(t testing.TB) *rbeeclient.Client {
+	t.Helper()
+	c, err := h.Queen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// MustSSH is SSH that fails the test on error and closes the client at cleanup.
+func (h *Harness) MustSSH(t testing.TB, svc string) *ssh.Client {
+	t.Helper()
+	ctx, cancel := mustCtx()
+	defer cancel()
+	c, err := h.SSH(ctx, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// MustLogs is Logs that fails the test on error.
+func (h *Harness) MustLogs(t testing.TB, svc string) string {
+	t.Helper()
+	ctx, cancel := mustCtx()
+	defer cancel()
+	s, err := h.Logs(ctx, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (h *Harness) must(t testing.TB, f func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := mustCtx()
+	defer cancel()
+	if err := f(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// MustRestart is Restart that fails the test on error.
+func (h *Harness) MustRestart(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Restart(ctx, svc) })
+}
+
+// MustStop is Stop that fails the test on error.
+func (h *Harness) MustStop(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Stop(ctx, svc) })
+}
+
+// MustStart is (Harness).Start that fails the test on error.
+func (h *Harness) MustStart(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Start(ctx, svc) })
+}
+
+// MustKill is Kill that fails the test on error.
+func (h *Harness) MustKill(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Kill(ctx, svc) })
+}
+
+// MustSignal is Signal that fails the test on error.
+func (h *Harness) MustSignal(t testing.TB, svc string, sig syscall.Signal) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Signal(ctx, svc, sig) })
+}
+
+// MustPause is Pause that fails the test on error.
+func (h *Harness) MustPause(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Pause(ctx, svc) })
+}
+
+// MustUnpause is Unpause that fails the test on error.
+func (h *Harness) MustUnpause(t testing.TB, svc string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Unpause(ctx, svc) })
+}
+
+// MustInject is Inject that fails the test on error.
+func (h *Harness) MustInject(t testing.TB, f Fault) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Inject(ctx, f) })
+}
+
+// MustRecover is Recover that fails the test on error.
+func (h *Harness) MustRecover(t testing.TB, f Fault) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.Recover(ctx, f) })
+}
+
+// MustBlockNetwork is BlockNetwork that fails the test on error.
+func (h *Harness) MustBlockNetwork(t testing.TB, from, to string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.BlockNetwork(ctx, from, to) })
+}
+
+// MustRestoreNetwork is RestoreNetwork that fails the test on error.
+func (h *Harness) MustRestoreNetwork(t testing.TB, from, to string) {
+	t.Helper()
+	h.must(t, func(ctx context.Context) error { return h.RestoreNetwork(ctx, from, to) })
+}
+
+// MustHeal is Heal that fails the test on error.
+func (h *Harness) MustHeal(t testing.TB) {
+	t.Helper()
+	h.must(t, h.Heal)
+}
+
+// MustWaitForHealthy is WaitForHealthy that fails the test on error.
+func (h *Harness) MustWaitForHealthy(t testing.TB, svc string, timeout time.Duration) {
+	t.Helper()
+	if err := h.WaitForHealthy(context.Background(), svc, timeout); err != nil {
+		t.Fatal(err)
+	}
+}
