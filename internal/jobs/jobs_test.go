@@ -213,8 +213,8 @@ func TestHTTPBadInput(t *testing.T) {
 	base := c.BaseURL()
 	cases := []struct {
 		name, method, path, ctype, body string
-		status                           int
-		want                             string
+		status                          int
+		want                            string
 	}{
 		{"malformed", "POST", "/v1/jobs", "application/json", `{"operation"`, 400, "malformed JSON"},
 		{"unknown op", "POST", "/v1/jobs", "application/json", `{"operation":"dance"}`, 400, "unknown operation"},

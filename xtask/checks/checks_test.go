@@ -16,7 +16,9 @@ import (
 
 type ops struct{}
 
-func (ops) Specs() api.OpSpecs { return api.OpSpecs{"status": {}, "model_get": {Required: []string{"model"}}} }
+func (ops) Specs() api.OpSpecs {
+	return api.OpSpecs{"status": {}, "model_get": {Required: []string{"model"}}}
+}
 func (ops) Prepare(req api.JobRequest) (jobs.Func, error) {
 	return func(ctx context.Context, j *jobs.Job) error {
 		if req.Operation == "model_get" {
