@@ -268,3 +268,34 @@ type InferenceRequest struct {
 	Seed        uint64   `json:"seed"`
 	Stop        []string `json:"stop"`
 }
+
+// HiveInstallResult is the result of hive_install.
+type HiveInstallResult struct {
+	Alias      string `json:"alias"`
+	BinaryPath string `json:"binary_path"`
+	Version    string `json:"version"`
+	Size       int64  `json:"size"`
+}
+
+// HiveUninstallResult is the result of hive_uninstall.
+type HiveUninstallResult struct {
+	Alias      string `json:"alias"`
+	BinaryPath string `json:"binary_path"`
+	Removed    bool   `json:"removed"`
+}
+
+// HiveStartResult is the result of hive_start. PID is the recorded pid of
+// the started daemon; 0 when the hive was already healthy.
+type HiveStartResult struct {
+	Alias   string   `json:"alias"`
+	URL     string   `json:"url"`
+	State   string   `json:"state"`
+	Devices []Device `json:"devices"`
+	PID     int      `json:"pid,omitempty"`
+}
+
+// HiveStopResult is the result of hive_stop.
+type HiveStopResult struct {
+	Alias string `json:"alias"`
+	State string `json:"state"`
+}

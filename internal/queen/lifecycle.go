@@ -194,7 +194,7 @@ func (s *Server) hiveInstall(ctx context.Context, j *jobs.Job, h config.Hive, fo
 	}
 	version := strings.TrimSpace(string(res.Stdout))
 	s.narrate(j, "hive_install", h.Alias, "installed %s on %s: %s", h.BinaryPath, h.Alias, version)
-	j.Result(map[string]any{"alias": h.Alias, "binary_path": h.BinaryPath, "version": version, "size": st.Size()})
+	j.Result(api.HiveInstallResult{Alias: h.Alias, BinaryPath: h.BinaryPath, Version: version, Size: st.Size()})
 	return nil
 }
 
@@ -219,7 +219,7 @@ func (s *Server) hiveUninstall(ctx context.Context, j *jobs.Job, h config.Hive) 
 	} else {
 		s.narrate(j, "hive_uninstall", h.Alias, "%s was not installed on %s", h.BinaryPath, h.Alias)
 	}
-	j.Result(map[string]any{"alias": h.Alias, "binary_path": h.BinaryPath, "removed": there})
+	j.Result(api.HiveUninstallResult{Alias: h.Alias, BinaryPath: h.BinaryPath, Removed: there})
 	return nil
 }
 
@@ -305,11 +305,7 @@ func (s *Server) startedResult(ctx context.Context, j *jobs.Job, t hiveTarget, p
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"alias": t.alias, "url": t.url, "state": api.HiveOnline, "devices": caps.Devices}
-	if pid > 0 {
-		out["pid"] = pid
-	}
-	j.Result(out)
+	j.Result(api.HiveStartResult{Alias: t.alias, URL: t.url, State: api.HiveOnline, Devices: caps.Devices, PID: pid})
 	return nil
 }
 
@@ -317,7 +313,7 @@ func (s *Server) hiveStop(ctx context.Context, j *jobs.Job, h config.Hive) error
 	if err := s.stopHive(ctx, j, h); err != nil {
 		return err
 	}
-	j.Result(map[string]any{"alias": h.Alias, "state": api.HiveOffline})
+	j.Result(api.HiveStopResult{Alias: h.Alias, State: api.HiveOffline})
 	return nil
 }
 
