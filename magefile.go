@@ -5,9 +5,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/setup"
 )
 
@@ -88,4 +90,26 @@ func (Cleanup) Stack(ctx context.Context) error {
 		return err
 	}
 	return setup.Cleanup(ctx, c, setup.CleanupOptions{Images: false})
+}
+
+// Env groups the targets that keep a topology running for poking at by hand.
+type Env mg.Namespace
+
+// Up brings a topology (localhost, multi-hive, full-stack) up as stack rbee-<topology>, waits until healthy, prints its URLs.
+func (Env) Up(ctx context.Context, topology string) error {
+	topo, err := integration.ParseTopology(topology)
+	if err != nil {
+		return err
+	}
+	desc, err := integration.Up(ctx, topo, "rbee-"+topology)
+	if err != nil {
+		return err
+	}
+	fmt.Println(desc)
+	return nil
+}
+
+// Down removes a stack left by env:up or by a kept failed test, given its name (rbee-localhost, …).
+func (Env) Down(ctx context.Context, name string) error {
+	return integration.Down(ctx, name)
 }
