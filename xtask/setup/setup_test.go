@@ -68,13 +68,13 @@ Components: main
 			want: "http://on.example/debian",
 		},
 		{
-			name: "continuation lines",
+			name:  "continuation lines",
 			files: map[string]string{"sources.list.d/a.sources": "Types: deb\nURIs:\n http://cont.example/debian\nSuites: bookworm\nComponents: contrib\n main\n"},
-			want: "http://cont.example/debian",
+			want:  "http://cont.example/debian",
 		},
 		{
-			name:  "disabled-by-farm files are not sources",
-			files: map[string]string{"sources.list.d/x.list.disabled": "deb http://no.example/debian bookworm main\n"},
+			name:    "disabled-by-farm files are not sources",
+			files:   map[string]string{"sources.list.d/x.list.disabled": "deb http://no.example/debian bookworm main\n"},
 			wantErr: true,
 		},
 		{
