@@ -30,6 +30,7 @@ type Client struct {
 	maxRetries  int
 	idleTimeout time.Duration
 	backoff     time.Duration
+	noEventLog  bool
 }
 
 // Option configures a Client.
@@ -54,6 +55,11 @@ func WithReconnects(n int) Option { return func(c *Client) { c.maxRetries = n } 
 // WithIdleTimeout makes Follow treat a stream that sends nothing (not even a
 // keepalive) for d as dropped. Default 40 s: keepalives come every 15 s.
 func WithIdleTimeout(d time.Duration) Option { return func(c *Client) { c.idleTimeout = d } }
+
+// WithoutEventLog makes Follow pass events to its callback only, without
+// keeping them in Outcome.Events: for relays of long streams, whose memory
+// must not grow with the stream's length.
+func WithoutEventLog() Option { return func(c *Client) { c.noEventLog = true } }
 
 // New returns a client for the server at baseURL (e.g. "http://127.0.0.1:8500").
 func New(baseURL string, opts ...Option) *Client {
@@ -330,7 +336,9 @@ func (c *Client) followOnce(ctx context.Context, path string, out *Outcome, onEv
 			out.Kind, out.Error = k, msg
 			return true, nil
 		}
-		out.Events = append(out.Events, ev)
+		if !c.noEventLog {
+			out.Events = append(out.Events, ev)
+		}
 		if onEvent != nil {
 			if err := onEvent(ev); err != nil {
 				return false, &callbackError{err}

@@ -27,6 +27,7 @@ func (s *Server) workerClient(url string) *client.Client {
 		client.WithHTTPClient(s.http.short),
 		client.WithStreamClient(s.http.stream),
 		client.WithReconnects(s.http.retries),
+		client.WithoutEventLog(),
 		client.WithIdleTimeout(s.http.idleTimeout() + 5*time.Second),
 	}
 	if s.token != "" {

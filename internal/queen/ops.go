@@ -174,6 +174,7 @@ func (s *Server) hiveClient(t hiveTarget) *client.Client {
 		client.WithHTTPClient(s.http.short),
 		client.WithStreamClient(s.http.stream),
 		client.WithReconnects(s.http.retries),
+		client.WithoutEventLog(),
 		// The transport's idle cut fires first and names the cause.
 		client.WithIdleTimeout(s.http.idleTimeout()+5*time.Second),
 	)
