@@ -144,6 +144,7 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("inspect: %w", err)
 	}
+	h.updateFromInspect(name, res) // ports vanish when it stops and change when it restarts
 	st := res.Container.State
 	switch {
 	case st == nil:
@@ -157,7 +158,6 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 	case !st.Running:
 		return fmt.Errorf("%w: %s, exit code %d%s", errExited, st.Status, st.ExitCode, oom(st.OOMKilled))
 	}
-	h.updateFromInspect(name, res)
 	if st.Health != nil && st.Health.Status == container.Healthy {
 		return nil
 	}

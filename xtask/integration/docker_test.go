@@ -1,0 +1,516 @@
+//go:build docker
+
+package integration
+
+// Tests of the harness against real containers. They need a Docker engine
+// and the images from `go run mage.go setup`:
+//
+//	go test -tags docker -p 1 -v ./xtask/integration/
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/compose/v5/pkg/api"
+	"github.com/moby/moby/client"
+)
+
+// TestMain checks, after all tests, that nothing this process labelled is
+// left on the engine: no container, network or volume.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if os.Getenv("RBEE_HARNESS_HELPER") == "" && code == 0 {
+		if left := leftovers(context.Background(), os.Getpid()); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: labelled resources left after the package:\n  %s\n", strings.Join(left, "\n  "))
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leftovers lists containers, networks and volumes labelled as owned by pid.
+func leftovers(ctx context.Context, pid int) []string {
+	d, _, err := connect(ctx)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	f := make(client.Filters).Add("label", LabelProject+"="+ProjectValue).Add("label", LabelOwnerPID+"="+strconv.Itoa(pid))
+	var out []string
+	if cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f}); err == nil {
+		for _, c := range cs.Items {
+			out = append(out, "container "+strings.Join(c.Names, ","))
+		}
+	}
+	if ns, err := d.NetworkList(ctx, client.NetworkListOptions{Filters: f}); err == nil {
+		for _, n := range ns.Items {
+			out = append(out, "network "+n.Name)
+		}
+	}
+	if vs, err := d.VolumeList(ctx, client.VolumeListOptions{Filters: f}); err == nil {
+		for _, v := range vs.Items {
+			out = append(out, "volume "+v.Name)
+		}
+	}
+	return out
+}
+
+// curl runs curl inside svc against url and reports whether it got an HTTP
+// answer within 2 s (exit 0) and the exit code otherwise (7: refused,
+// 28: timed out).
+func curl(t *testing.T, h *Harness, svc, url string) (bool, int) {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"curl", "-sS", "-o", "/dev/null", "-m", "2", "--connect-timeout", "2", url})
+	return r.ExitCode == 0, r.ExitCode
+}
+
+// The localhost topology comes up isolated, labelled, and reachable through
+// URL, Exec, Logs, SSH and the typed queen client.
+func TestLocalhostBasics(t *testing.T) {
+	h := Start(t, Localhost, WithEnv(map[string]string{"RBEE_GPUS": "2"}))
+	ctx := context.Background()
+
+	q := h.MustQueen(t)
+	if body, err := q.Health(ctx); err != nil {
+		t.Fatalf("queen /health: %v (%q)", err, body)
+	}
+	hiveURL := h.MustURL(t, "hive-localhost", 9000)
+	if !strings.HasPrefix(hiveURL, "http://127.0.0.1:") || strings.HasSuffix(hiveURL, ":9000") {
+		t.Fatalf("hive URL %s is not an ephemeral 127.0.0.1 port", hiveURL)
+	}
+	resp, err := http.Get(hiveURL + "/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("hive /health: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	r := h.MustExec(t, "hive-localhost", []string{"cat", "/etc/hostname"})
+	if r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "hive-localhost" {
+		t.Fatalf("hostname: %+v", r)
+	}
+	if r := h.MustExec(t, "hive-localhost", []string{"sh", "-c", "echo out; echo err >&2; exit 3"}); r.ExitCode != 3 || r.Stdout != "out\n" || r.Stderr != "err\n" {
+		t.Fatalf("exec streams/exit code: %+v", r)
+	}
+	if r := h.MustExec(t, "hive-localhost", []string{"printenv", "RBEE_GPUS"}); strings.TrimSpace(r.Stdout) != "2" {
+		t.Fatalf("WithEnv did not reach the hive: RBEE_GPUS=%q", r.Stdout)
+	}
+	if r := h.MustExec(t, "hive-localhost", []string{"id", "-un"}, AsUser("rbee")); strings.TrimSpace(r.Stdout) != "rbee" {
+		t.Fatalf("AsUser: %+v", r)
+	}
+
+	ip := h.MustIP(t, "queen")
+	if !strings.HasPrefix(ip, "172.28.") && !strings.HasPrefix(ip, "172.29.") && !strings.HasPrefix(ip, "172.30.") && !strings.HasPrefix(ip, "172.31.") {
+		t.Fatalf("queen IP %s is outside the harness pool", ip)
+	}
+	if !strings.HasSuffix(ip, ".10") {
+		t.Fatalf("queen IP %s lost the compose file's host part .10", ip)
+	}
+
+	sc := h.MustSSH(t, "hive-localhost")
+	sess, err := sc.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.Output("id -un")
+	sess.Close()
+	if err != nil || strings.TrimSpace(string(out)) != "rbee" {
+		t.Fatalf("ssh id -un = %q, %v", out, err)
+	}
+	if _, err := h.SSHWithKey(ctx, "hive-localhost", h.cfg.keysDir+"/wrong_id_rsa"); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Fatalf("ssh with the wrong key: %v", err)
+	}
+
+	if logs := h.MustLogs(t, "queen"); logs == "" {
+		t.Fatal("queen logs are empty")
+	}
+
+	// Every container and the network carry the labels.
+	for _, svc := range h.Services() {
+		s, _ := h.service(svc)
+		ins, err := h.docker.ContainerInspect(ctx, s.id, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := ins.Container.Config.Labels
+		if l[LabelProject] != ProjectValue || l[LabelTest] != t.Name() || l[LabelOwnerPID] != strconv.Itoa(os.Getpid()) || l[LabelStartedAt] == "" || l[api.ProjectLabel] != h.Name() {
+			t.Errorf("%s labels: %v", svc, l)
+		}
+		if caps := ins.Container.HostConfig.CapAdd; len(caps) != 0 {
+			t.Errorf("%s runs with extra capabilities %v", svc, caps)
+		}
+	}
+	ns, err := h.docker.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", LabelRun+"="+h.Name())})
+	if err != nil || len(ns.Items) != 1 || ns.Items[0].Labels[LabelTest] != t.Name() {
+		t.Fatalf("network labels: %v %v", ns.Items, err)
+	}
+}
+
+// A block drops TCP that hive opens to queen, checked from inside hive, and
+// not what queen opens to hive; restore restores.
+func TestBlockIsDirected(t *testing.T) {
+	h := Start(t, Localhost)
+	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("hive→queen before the block: curl exit %d", code)
+	}
+	t0 := time.Now()
+	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	t.Logf("block in effect after %v", time.Since(t0))
+	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
+		t.Fatalf("hive→queen while blocked: ok=%v exit %d, want timeout (28)", ok, code)
+	}
+	if ok, code := curl(t, h, "queen", hive); !ok {
+		t.Fatalf("queen→hive while hive→queen is blocked: curl exit %d", code)
+	}
+	if got := h.Faults(); len(got) != 1 || got[0] != "block hive-localhost→queen (drop)" {
+		t.Fatalf("Faults = %v", got)
+	}
+	h.MustRestoreNetwork(t, "hive-localhost", "queen")
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("hive→queen after restore: curl exit %d", code)
+	}
+	if err := h.RestoreNetwork(context.Background(), "hive-localhost", "queen"); err == nil {
+		t.Fatal("restoring twice succeeded")
+	}
+}
+
+// Reject refuses at once instead of timing out; Partition cuts both ways.
+func TestRejectAndPartition(t *testing.T) {
+	h := Start(t, Localhost)
+	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
+	h.MustInject(t, Reject("queen", "hive-localhost"))
+	t0 := time.Now()
+	if ok, code := curl(t, h, "queen", hive); ok || code != 7 {
+		t.Fatalf("queen→hive rejected: ok=%v exit %d, want refused (7)", ok, code)
+	}
+	if d := time.Since(t0); d > 1500*time.Millisecond {
+		t.Fatalf("reject took %v: it should fail fast", d)
+	}
+	h.MustRecover(t, Reject("queen", "hive-localhost"))
+
+	h.MustInject(t, Partition("queen", "hive-localhost"))
+	if ok, _ := curl(t, h, "queen", hive); ok {
+		t.Fatal("queen→hive works across a partition")
+	}
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("hive→queen works across a partition")
+	}
+	// Heal one direction only.
+	h.MustRestoreNetwork(t, "queen", "hive-localhost")
+	if ok, code := curl(t, h, "queen", hive); !ok {
+		t.Fatalf("queen→hive after restoring that direction: exit %d", code)
+	}
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("hive→queen healed with the other direction")
+	}
+	h.MustHeal(t)
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("hive→queen after Heal: exit %d", code)
+	}
+	if len(h.Faults()) != 0 {
+		t.Fatalf("faults after Heal: %v", h.Faults())
+	}
+}
+
+// A block stays in force across a restart of the blocked service (its
+// namespace, and the rules in it, are new) and of its peer.
+func TestFaultSurvivesRestart(t *testing.T) {
+	h := Start(t, Localhost)
+	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
+	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	h.MustRestart(t, "hive-localhost")
+	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
+	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
+		t.Fatalf("hive→queen after hive restart: ok=%v exit %d, want still blocked", ok, code)
+	}
+	if ok, code := curl(t, h, "queen", hive); !ok {
+		t.Fatalf("queen→hive after hive restart: exit %d", code)
+	}
+	h.MustRestart(t, "queen")
+	h.MustWaitForHealthy(t, "queen", 30*time.Second)
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("hive→queen after queen restart: block lost")
+	}
+	// Stop/Start re-applies too.
+	h.MustStop(t, "hive-localhost")
+	h.MustStart(t, "hive-localhost")
+	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("hive→queen after stop/start: block lost")
+	}
+	tr := strings.Join(h.Transcript(), "\n")
+	if !strings.Contains(tr, "re-applied faults of hive-localhost") {
+		t.Fatalf("transcript does not show the re-application:\n%s", tr)
+	}
+}
+
+// Pause makes requests time out; Unpause recovers.
+func TestPauseAndUnpause(t *testing.T) {
+	h := Start(t, Localhost)
+	url := h.MustURL(t, "queen", 8500) + "/health"
+	hc := &http.Client{Timeout: time.Second}
+	h.MustPause(t, "queen")
+	t0 := time.Now()
+	resp, err := hc.Get(url)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("paused queen answered %s", resp.Status)
+	}
+	if d := time.Since(t0); d < 900*time.Millisecond {
+		t.Fatalf("request to a paused queen failed after %v with %v: want a timeout", d, err)
+	}
+	if err := h.WaitForHealthy(context.Background(), "queen", 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "paused") {
+		t.Fatalf("WaitForHealthy on a paused queen: %v", err)
+	}
+	h.MustUnpause(t, "queen")
+	h.MustWaitForHealthy(t, "queen", 10*time.Second)
+	resp, err = hc.Get(url)
+	if err != nil {
+		t.Fatalf("after unpause: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// WaitForHealthy on a killed service fails at once, with its last log lines.
+func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
+	h := Start(t, Localhost)
+	h.MustKill(t, "hive-localhost")
+	t0 := time.Now()
+	err := h.WaitForHealthy(context.Background(), "hive-localhost", 60*time.Second)
+	if err == nil {
+		t.Fatal("WaitForHealthy on a killed hive succeeded")
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("WaitForHealthy took %v on an exited container", d)
+	}
+	if !strings.Contains(err.Error(), "not running") || !strings.Contains(err.Error(), "last 30 log lines of hive-localhost") {
+		t.Fatalf("error lacks state or logs: %v", err)
+	}
+	if _, err := h.URL("hive-localhost", 9000); err == nil {
+		t.Fatal("URL of a dead container still answers a port")
+	}
+	h.MustStart(t, "hive-localhost")
+	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
+	// Graceful stop through a signal: tini forwards SIGTERM.
+	h.MustSignal(t, "queen", syscall.SIGTERM)
+	if err := h.WaitForHealthy(context.Background(), "queen", 15*time.Second); err == nil || !strings.Contains(err.Error(), "exit code") {
+		t.Fatalf("queen after SIGTERM: %v", err)
+	}
+}
+
+// Isolate cuts a service from its peers both ways but not from the test;
+// 100 % loss drops everything; rate limits install; latency is supported or
+// says it is not.
+func TestIsolateLossRateLatency(t *testing.T) {
+	h := Start(t, Localhost)
+	ctx := context.Background()
+	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
+
+	h.MustInject(t, Isolate("hive-localhost"))
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("isolated hive reached the queen")
+	}
+	if ok, _ := curl(t, h, "queen", hive); ok {
+		t.Fatal("queen reached the isolated hive")
+	}
+	h.MustWaitForHealthy(t, "hive-localhost", 5*time.Second) // the host path stays open
+	h.MustHeal(t)
+
+	h.MustInject(t, Loss("queen", 100))
+	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
+		t.Fatal("100% loss let a request through")
+	}
+	h.MustHeal(t)
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("after healing loss: exit %d", code)
+	}
+
+	h.MustInject(t, RateLimit("queen", "1mbit"))
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("small request under a 1mbit limit: exit %d", code)
+	}
+	h.MustHeal(t)
+
+	err := h.Latency(ctx, "queen", 50*time.Millisecond)
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		t.Logf("latency unsupported here, as expected without sch_netem: %v", err)
+	case err != nil:
+		t.Fatalf("latency: %v", err)
+	default:
+		h.MustHeal(t)
+	}
+}
+
+// Two harnesses in parallel get their own subnets and ports, and a fault in
+// one does not touch the other.
+func TestParallelHarnesses(t *testing.T) {
+	type up struct {
+		h   *Harness
+		sub string
+	}
+	results := make(chan up, 2)
+	for i := range 2 {
+		t.Run(fmt.Sprintf("h%d", i), func(t *testing.T) {
+			t.Parallel()
+			h := Start(t, Localhost)
+			results <- up{h, h.subnets()}
+			if i == 0 {
+				h.MustBlockNetwork(t, "hive-localhost", "queen")
+				if ok, _ := curl(t, h, "hive-localhost", "http://queen:8500/health"); ok {
+					t.Fatal("block not in effect")
+				}
+			} else {
+				for range 3 {
+					if ok, code := curl(t, h, "hive-localhost", "http://queen:8500/health"); !ok {
+						t.Fatalf("the other harness's block reached this one: exit %d", code)
+					}
+				}
+			}
+		})
+	}
+	t.Cleanup(func() {
+		close(results)
+		var subs []string
+		for r := range results {
+			subs = append(subs, r.sub)
+		}
+		if len(subs) == 2 && subs[0] == subs[1] {
+			t.Errorf("parallel harnesses share subnet %s", subs[0])
+		}
+	})
+}
+
+// MultiHiveN generates hives with their own names, addresses and host keys,
+// and a hives.conf listing them all.
+func TestMultiHiveN(t *testing.T) {
+	h := Start(t, MultiHiveN(3))
+	if got := strings.Join(h.Services(), ","); got != "hive-1,hive-2,hive-3,queen" {
+		t.Fatalf("services = %s", got)
+	}
+	r := h.MustExec(t, "queen", []string{"grep", "-c", `^\[\[hive\]\]`, "/etc/rbee/hives.conf"})
+	if strings.TrimSpace(r.Stdout) != "3" {
+		t.Fatalf("hives.conf lists %q hives", r.Stdout)
+	}
+	sc := h.MustSSH(t, "hive-3") // pinned to keys/hosts/hive-3
+	sess, err := sc.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.Output("hostname")
+	sess.Close()
+	if err != nil || strings.TrimSpace(string(out)) != "hive-3" {
+		t.Fatalf("hive-3 hostname %q, %v", out, err)
+	}
+	if ok, code := curl(t, h, "queen", "http://hive-3:9000/health"); !ok {
+		t.Fatalf("queen→hive-3: exit %d", code)
+	}
+}
+
+// CollectArtifacts writes logs, inspect output, transcript and the resolved
+// project, and its summary starts with the directory.
+func TestArtifacts(t *testing.T) {
+	h := Start(t, Localhost)
+	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	dir := t.TempDir()
+	sum, err := h.CollectArtifacts(context.Background(), dir, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(sum, "artifacts: "+dir+"\n") {
+		t.Fatalf("summary does not start with the directory:\n%s", sum)
+	}
+	for _, f := range []string{"queen.log", "hive-localhost.log", "queen.inspect.json", "hive-localhost.inspect.json", "faults.log", "compose.yaml"} {
+		b, err := os.ReadFile(dir + "/" + f)
+		if err != nil || len(b) == 0 {
+			t.Errorf("%s: %v (%d bytes)", f, err, len(b))
+		}
+	}
+	if b, _ := os.ReadFile(dir + "/faults.log"); !strings.Contains(string(b), "inject block(hive-localhost→queen)") {
+		t.Errorf("faults.log:\n%s", b)
+	}
+}
+
+// The helper side of TestReapAfterSIGKILL: bring a stack up, say so, hang.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("RBEE_HARNESS_HELPER") != "1" {
+		t.Skip("helper process for TestReapAfterSIGKILL")
+	}
+	h, err := New(context.Background(), Localhost, WithName("TestReapAfterSIGKILL-victim"), WithServices("queen"))
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println("UP", h.Name())
+	time.Sleep(5 * time.Minute) // killed long before
+}
+
+// A run killed with SIGKILL never cleans up; the next New reaps it.
+func TestReapAfterSIGKILL(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "RBEE_HARNESS_HELPER=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var project string
+	sc := bufio.NewScanner(stdout)
+	lines := make(chan string)
+	go func() {
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(90 * time.Second)
+	for project == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("helper exited without bringing a stack up")
+			}
+			if p, found := strings.CutPrefix(l, "UP "); found {
+				project = p
+			}
+			if strings.HasPrefix(l, "ERR ") {
+				t.Fatal(l)
+			}
+		case <-deadline:
+			t.Fatal("helper did not come up in 90 s")
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	pid := cmd.Process.Pid
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	ctx := context.Background()
+	if left := leftovers(ctx, pid); len(left) == 0 {
+		t.Fatal("the killed run left nothing behind: the test proves nothing")
+	}
+	n, err := Reap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(ctx, pid); len(left) > 0 {
+		t.Fatalf("after Reap (%d runs), %s still has %v", n, project, left)
+	}
+}
