@@ -147,11 +147,26 @@ func TestLocalhostBasics(t *testing.T) {
 		if caps := ins.Container.HostConfig.CapAdd; len(caps) != 0 {
 			t.Errorf("%s runs with extra capabilities %v", svc, caps)
 		}
+		if hc := ins.Container.Config.Healthcheck; hc == nil || len(hc.Test) == 0 || hc.Test[0] != "NONE" {
+			t.Errorf("%s: Docker healthcheck not disabled: %+v", svc, hc)
+		}
 	}
 	ns, err := h.docker.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", LabelRun+"="+h.Name())})
 	if err != nil || len(ns.Items) != 1 || ns.Items[0].Labels[LabelTest] != t.Name() {
 		t.Fatalf("network labels: %v %v", ns.Items, err)
 	}
+}
+
+// A hive without its daemon (only sshd) is healthy by its healthcheck, which
+// the harness runs itself, even though port 9000 never answers.
+func TestHealthcheckDecidesWhenAPortIsSilent(t *testing.T) {
+	h := Start(t, Localhost, WithServices("hive-localhost"), WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0"}))
+	resp, err := http.Get(h.MustURL(t, "hive-localhost", 9000) + "/health")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("hive port answered %s without an autostarted hive", resp.Status)
+	}
+	h.MustSSH(t, "hive-localhost")
 }
 
 // A block drops TCP that hive opens to queen, checked from inside hive, and
@@ -302,8 +317,12 @@ func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
 	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
 	// Graceful stop through a signal: tini forwards SIGTERM.
 	h.MustSignal(t, "queen", syscall.SIGTERM)
-	if err := h.WaitForHealthy(context.Background(), "queen", 15*time.Second); err == nil || !strings.Contains(err.Error(), "exit code") {
-		t.Fatalf("queen after SIGTERM: %v", err)
+	code, err := h.WaitForExit(context.Background(), "queen", 15*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("queen after SIGTERM: exit %d, %v; want a graceful exit 0", code, err)
+	}
+	if err := h.WaitForHealthy(context.Background(), "queen", 15*time.Second); err == nil || !strings.Contains(err.Error(), "exit code 0") {
+		t.Fatalf("WaitForHealthy on the stopped queen: %v", err)
 	}
 }
 

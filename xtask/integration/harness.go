@@ -17,6 +17,7 @@ import (
 	"github.com/docker/cli/cli/flags"
 	"github.com/docker/compose/v5/pkg/api"
 	"github.com/docker/compose/v5/pkg/compose"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
@@ -36,6 +37,10 @@ type Harness struct {
 	project *types.Project
 	nets    []plannedNetwork
 	gateway map[string]netip.Addr // network key → gateway (the host side of the bridge)
+	// healthTests are the services' healthcheck commands (compose file or
+	// image), run by ready instead of by Docker.
+	healthTests map[string][]string
+	lastCheck   map[string]checkResult // container id → latest healthcheck run
 
 	mu       sync.Mutex
 	services map[string]*service
@@ -82,7 +87,7 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	if err := topo.validate(); err != nil {
 		return nil, err
 	}
-	h := &Harness{cfg: cfg, topo: topo, name: name, started: time.Now(), services: map[string]*service{}, helpers: map[string]*helper{}, gateway: map[string]netip.Addr{}}
+	h := &Harness{cfg: cfg, topo: topo, name: name, started: time.Now(), services: map[string]*service{}, helpers: map[string]*helper{}, gateway: map[string]netip.Addr{}, healthTests: map[string][]string{}}
 	var err error
 	if h.repoDir = cfg.repoDir; h.repoDir == "" {
 		if h.repoDir, err = findRepoDir(); err != nil {
@@ -180,6 +185,19 @@ func (h *Harness) checkImages(ctx context.Context) error {
 		seen[s.Image] = true
 		if _, err := h.docker.ImageInspect(ctx, s.Image); err != nil {
 			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
+		}
+	}
+	// Services without a healthcheck in the compose file use the image's.
+	for name, s := range h.project.Services {
+		if _, ok := h.healthTests[name]; ok || s.Image == "" {
+			continue
+		}
+		img, err := h.docker.ImageInspect(ctx, s.Image)
+		if err != nil {
+			return fmt.Errorf("inspect image %s: %w", s.Image, err)
+		}
+		if img.Config != nil && img.Config.Healthcheck != nil && len(img.Config.Healthcheck.Test) > 0 {
+			h.healthTests[name] = img.Config.Healthcheck.Test
 		}
 	}
 	return nil
@@ -408,6 +426,26 @@ func removeRun(ctx context.Context, d client.APIClient, c api.Compose, run strin
 	byRun := make(client.Filters).Add("label", LabelRun+"="+run)
 	if res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byRun.Clone().Add("label", LabelRole+"=fault-helper")}); err == nil {
 		forceRemove(ctx, d, res.Items, &errs)
+	}
+	// Kill before removing: a container is never removed while it still
+	// runs (dockerd 20.10 can panic when an exec races with removal).
+	if res, err := d.ContainerList(ctx, client.ContainerListOptions{Filters: byRun}); err == nil {
+		var wg sync.WaitGroup
+		for _, c := range res.Items {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := d.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"}); err == nil {
+					w := d.ContainerWait(ctx, c.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+					select {
+					case <-w.Result:
+					case <-w.Error:
+					case <-ctx.Done():
+					}
+				}
+			}()
+		}
+		wg.Wait()
 	}
 	zero := time.Duration(0)
 	if c != nil {

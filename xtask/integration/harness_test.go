@@ -186,6 +186,8 @@ func TestHarnessRejectsBadArguments(t *testing.T) {
 		{"ip unknown", func() error { _, err := h.IP("nope"); return err }, `unknown service "nope"`},
 		{"ssh unknown", func() error { _, err := h.SSH(ctx, "nope"); return err }, `unknown service "nope"`},
 		{"wait zero timeout", func() error { return h.WaitForHealthy(ctx, "queen", 0) }, "timeout 0s must be positive"},
+		{"wait exit zero timeout", func() error { _, err := h.WaitForExit(ctx, "queen", 0); return err }, "timeout 0s must be positive"},
+		{"wait exit unknown", func() error { _, err := h.WaitForExit(ctx, "nope", time.Second); return err }, `unknown service "nope"`},
 		{"wait unknown", func() error { return h.WaitForHealthy(ctx, "nope", time.Second) }, `unknown service "nope"`},
 		{"block self", func() error { return h.BlockNetwork(ctx, "queen", "queen") }, "cannot block queen from itself"},
 		{"block unknown from", func() error { return h.BlockNetwork(ctx, "nope", "queen") }, `unknown service "nope"`},

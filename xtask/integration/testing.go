@@ -216,3 +216,13 @@ func (h *Harness) MustWaitForHealthy(t testing.TB, svc string, timeout time.Dura
 		t.Fatal(err)
 	}
 }
+
+// MustWaitForExit is WaitForExit that fails the test on error.
+func (h *Harness) MustWaitForExit(t testing.TB, svc string, timeout time.Duration) int {
+	t.Helper()
+	code, err := h.WaitForExit(context.Background(), svc, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}

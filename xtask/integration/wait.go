@@ -23,8 +23,8 @@ var errExited = errors.New("container is not running")
 
 // startAll starts every service once its depends_on conditions hold, all in
 // parallel along the dependency graph, then waits until each is healthy.
-// Compose's own start would poll health every 500 ms per dependency level;
-// this checks the application directly (see ready) every 50 ms.
+// Compose's own start would poll Docker's health every 500 ms per dependency
+// level; this checks the application directly (see ready) every 50 ms.
 func (h *Harness) startAll(ctx context.Context) error {
 	names := h.Services()
 	started := map[string]chan struct{}{}
@@ -69,6 +69,30 @@ func (h *Harness) startAll(ctx context.Context) error {
 	return g.Wait()
 }
 
+// WaitForExit waits until svc's container stops (after Signal, Stop, or a
+// crash) and returns its exit code. A timeout ≤ 0 is an error.
+func (h *Harness) WaitForExit(ctx context.Context, svc string, timeout time.Duration) (int, error) {
+	if timeout <= 0 {
+		return 0, fmt.Errorf("wait for %s to exit: timeout %v must be positive", svc, timeout)
+	}
+	s, err := h.service(svc)
+	if err != nil {
+		return 0, fmt.Errorf("wait for %s to exit: %w", svc, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res := h.docker.ContainerWait(ctx, s.id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case r := <-res.Result:
+		_ = h.refresh(context.WithoutCancel(ctx), svc)
+		return int(r.StatusCode), nil
+	case err := <-res.Error:
+		return 0, fmt.Errorf("wait for %s to exit: %w", svc, err)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("wait for %s to exit: still running after %v", svc, timeout)
+	}
+}
+
 func (h *Harness) awaitExit0(ctx context.Context, name string) error {
 	s, err := h.service(name)
 	if err != nil {
@@ -88,13 +112,15 @@ func (h *Harness) awaitExit0(ctx context.Context, name string) error {
 	}
 }
 
-// WaitForHealthy polls until svc is healthy or timeout passes. Healthy means
-// running and either Docker reports its healthcheck healthy, or every
-// published port answers at the application level (an HTTP response, or an
-// SSH banner on port 22: a bare TCP connect proves nothing, docker-proxy
-// accepts it before the application listens). It fails at once, with the
-// container's last log lines, if the container is not running (exited,
-// killed, stopped). A timeout ≤ 0 is an error.
+// WaitForHealthy polls (every 50 ms, then 200 ms) until svc is healthy or
+// timeout passes. Healthy means: running, every published HTTP port answers
+// GET /health below 500 (a bare TCP connect proves nothing: docker-proxy
+// accepts it before the application listens), and, where the service has a
+// healthcheck (compose file or image) and a port is silent or is SSH, that
+// healthcheck passes. Docker's own health probes are disabled in harness
+// stacks; the harness runs the same command itself while waiting. It fails
+// at once, with the container's last log lines, if the container is not
+// running (exited, killed, stopped). A timeout ≤ 0 is an error.
 func (h *Harness) WaitForHealthy(ctx context.Context, svc string, timeout time.Duration) error {
 	if timeout <= 0 {
 		return fmt.Errorf("wait for %s: timeout %v must be positive", svc, timeout)
@@ -158,9 +184,6 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 	case !st.Running:
 		return fmt.Errorf("%w: %s, exit code %d%s", errExited, st.Status, st.ExitCode, oom(st.OOMKilled))
 	}
-	if st.Health != nil && st.Health.Status == container.Healthy {
-		return nil
-	}
 	h.mu.Lock()
 	ports := make([]int, 0, len(s.ports))
 	hostPorts := map[int]int{}
@@ -170,20 +193,86 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 	}
 	h.mu.Unlock()
 	sort.Ints(ports)
-	if len(ports) == 0 {
-		if st.Health == nil {
-			return nil // running, nothing to probe, no healthcheck: as ready as it gets
-		}
-		return fmt.Errorf("health %s%s", st.Health.Status, lastHealth(st.Health))
-	}
+	test := h.healthTests[name]
+	var portErr error
+	ssh := false
 	for _, p := range ports {
-		if err := probe(ctx, p, hostPorts[p]); err != nil {
-			health := ""
-			if st.Health != nil {
-				health = fmt.Sprintf("; health %s%s", st.Health.Status, lastHealth(st.Health))
-			}
-			return fmt.Errorf("port %d (127.0.0.1:%d): %v%s", p, hostPorts[p], err, health)
+		if p == 22 && len(test) > 0 {
+			ssh = true // the healthcheck looks at sshd's socket: no probe line in sshd's log
+			continue
 		}
+		if err := probe(ctx, p, hostPorts[p]); err != nil {
+			portErr = fmt.Errorf("port %d (127.0.0.1:%d): %v", p, hostPorts[p], err)
+			break
+		}
+	}
+	switch {
+	case portErr == nil && !ssh:
+		return nil // every port answered (or none to probe, no healthcheck)
+	case len(test) == 0:
+		return portErr
+	}
+	// The healthcheck decides when a port is left to it (sshd) and when a
+	// port does not answer: some services are healthy without every port
+	// (a hive whose daemon is not autostarted runs only sshd).
+	if err := h.healthcheck(ctx, s.id, test); err != nil {
+		if portErr != nil {
+			return fmt.Errorf("%v; healthcheck: %v", portErr, err)
+		}
+		return fmt.Errorf("healthcheck: %v", err)
+	}
+	return nil
+}
+
+// healthcheck runs a Docker healthcheck test (["CMD", …] or
+// ["CMD-SHELL", "…"]) in the container, at most every 500 ms per container.
+func (h *Harness) healthcheck(ctx context.Context, id string, test []string) error {
+	h.mu.Lock()
+	if h.lastCheck == nil {
+		h.lastCheck = map[string]checkResult{}
+	}
+	if last, ok := h.lastCheck[id]; ok && time.Since(last.at) < 500*time.Millisecond {
+		h.mu.Unlock()
+		return last.err
+	}
+	h.mu.Unlock()
+	err := h.runHealthcheck(ctx, id, test)
+	h.mu.Lock()
+	h.lastCheck[id] = checkResult{at: time.Now(), err: err}
+	h.mu.Unlock()
+	return err
+}
+
+// checkResult is a healthcheck's latest outcome (nil: passed).
+type checkResult struct {
+	at  time.Time
+	err error
+}
+
+func (h *Harness) runHealthcheck(ctx context.Context, id string, test []string) error {
+	var cmd []string
+	switch {
+	case test[0] == "CMD" && len(test) > 1:
+		cmd = test[1:]
+	case test[0] == "CMD-SHELL" && len(test) > 1:
+		cmd = []string{"/bin/sh", "-c", test[1]}
+	case test[0] == "NONE":
+		return nil
+	default:
+		cmd = test
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := execIn(ctx, h.docker, id, cmd)
+	if err != nil {
+		return err
+	}
+	if r.ExitCode != 0 {
+		out := strings.TrimSpace(r.Stdout + r.Stderr)
+		if len(out) > 200 {
+			out = out[:200] + "…"
+		}
+		return fmt.Errorf("%s exited %d: %s", strings.Join(cmd, " "), r.ExitCode, out)
 	}
 	return nil
 }
@@ -193,20 +282,6 @@ func oom(killed bool) string {
 		return " (OOM-killed)"
 	}
 	return ""
-}
-
-func lastHealth(hl *container.Health) string {
-	if len(hl.Log) == 0 {
-		return ""
-	}
-	out := strings.TrimSpace(hl.Log[len(hl.Log)-1].Output)
-	if len(out) > 200 {
-		out = out[:200] + "…"
-	}
-	if out == "" {
-		return ""
-	}
-	return " (last check: " + out + ")"
 }
 
 var probeClient = &http.Client{
