@@ -459,10 +459,21 @@ func TestArtifacts(t *testing.T) {
 	}
 }
 
-// The helper side of TestReapAfterSIGKILL: bring a stack up, say so, hang.
+// The helper side of TestReapAfterSIGKILL (RBEE_HARNESS_HELPER=1: bring a
+// stack up, say so, hang) and of TestFailedRun (=fail: fail the test;
+// =panic: panic).
 func TestHelperProcess(t *testing.T) {
-	if os.Getenv("RBEE_HARNESS_HELPER") != "1" {
-		t.Skip("helper process for TestReapAfterSIGKILL")
+	switch os.Getenv("RBEE_HARNESS_HELPER") {
+	case "fail":
+		h := Start(t, Localhost, WithServices("queen"))
+		h.MustInject(t, Block("queen", "nope")) // unknown service: fails the test
+		return
+	case "panic":
+		Start(t, Localhost, WithServices("queen"))
+		panic("deliberate panic with a stack up")
+	case "1":
+	default:
+		t.Skip("helper process for TestReapAfterSIGKILL and TestFailedRun")
 	}
 	h, err := New(context.Background(), Localhost, WithName("TestReapAfterSIGKILL-victim"), WithServices("queen"))
 	if err != nil {
@@ -531,5 +542,69 @@ func TestReapAfterSIGKILL(t *testing.T) {
 	}
 	if left := leftovers(ctx, pid); len(left) > 0 {
 		t.Fatalf("after Reap (%d runs), %s still has %v", n, project, left)
+	}
+}
+
+// runHelper runs TestHelperProcess in a child process in the given mode and
+// returns its combined output and pid.
+func runHelper(t *testing.T, mode string, env ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
+	cmd.Env = append(append(os.Environ(), "RBEE_HARNESS_HELPER="+mode), env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("helper %s passed; want a failed test:\n%s", mode, out)
+	}
+	return string(out), cmd.Process.Pid
+}
+
+// A failed test writes artifacts and, with RBEE_KEEP_FAILED=1, keeps its
+// stack and says how to remove it; a panicking test leaves nothing behind.
+func TestFailedRun(t *testing.T) {
+	art := t.TempDir()
+	out, pid := runHelper(t, "fail", "RBEE_KEEP_FAILED=1", "RBEE_TEST_ARTIFACTS="+art)
+	dir := art + "/TestHelperProcess"
+	if !strings.Contains(out, "artifacts: "+dir+"\n") {
+		t.Fatalf("output lacks the artifacts line:\n%s", out)
+	}
+	if !strings.Contains(out, "--- queen: last") {
+		t.Fatalf("output lacks the queen's log tail:\n%s", out)
+	}
+	for _, f := range []string{"queen.log", "queen.inspect.json", "faults.log", "compose.yaml"} {
+		if _, err := os.Stat(dir + "/" + f); err != nil {
+			t.Errorf("artifact %s: %v", f, err)
+		}
+	}
+	i := strings.Index(out, "kept stack ")
+	if i < 0 {
+		t.Fatalf("RBEE_KEEP_FAILED=1 did not keep the stack:\n%s", out)
+	}
+	name := strings.Fields(out[i+len("kept stack "):])[0]
+	ctx := context.Background()
+	if left := leftovers(ctx, pid); len(left) == 0 {
+		t.Fatalf("kept stack %s is gone", name)
+	}
+	// The next run's reaper leaves a kept stack alone.
+	if _, err := Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(ctx, pid); len(left) == 0 {
+		t.Fatalf("the reaper removed kept stack %s", name)
+	}
+	if err := Down(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(ctx, pid); len(left) > 0 {
+		t.Fatalf("Down(%s) left %v", name, left)
+	}
+
+	out, pid = runHelper(t, "panic")
+	if !strings.Contains(out, "deliberate panic") {
+		t.Fatalf("helper did not panic:\n%s", out)
+	}
+	if left := leftovers(ctx, pid); len(left) > 0 {
+		t.Fatalf("a panicking test left %v\n%s", left, out)
 	}
 }

@@ -69,7 +69,7 @@ func (h *Harness) describe() string {
 		sort.Strings(ports)
 		fmt.Fprintf(&b, "  %-16s %-15s %s\n", n, ip, strings.Join(ports, " "))
 	}
-	fmt.Fprintf(&b, "remove with: go run mage.go env:down %s   (or: docker compose -p %s down)", h.name, h.name)
+	fmt.Fprintf(&b, "remove with: go run mage.go env:down %s", h.name)
 	return b.String()
 }
 
