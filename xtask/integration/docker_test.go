@@ -435,6 +435,21 @@ func TestMultiHiveN(t *testing.T) {
 	}
 }
 
+// The full stack comes up: hub first, workers once it is healthy.
+func TestFullStackUp(t *testing.T) {
+	h := Start(t, FullStack)
+	for _, svc := range []string{"worker-1", "worker-2"} {
+		resp, err := http.Get(h.MustURL(t, svc, 9100) + "/health")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s /health: %v %v", svc, resp, err)
+		}
+		resp.Body.Close()
+	}
+	if ok, code := curl(t, h, "hive-1", "http://hub:8080/"); !ok {
+		t.Fatalf("hive-1→hub: exit %d", code)
+	}
+}
+
 // CollectArtifacts writes logs, inspect output, transcript and the resolved
 // project, and its summary starts with the directory.
 func TestArtifacts(t *testing.T) {
