@@ -623,3 +623,21 @@ func TestFailedRun(t *testing.T) {
 		t.Fatalf("a panicking test left %v\n%s", left, out)
 	}
 }
+
+func TestWithFileReplacesAMount(t *testing.T) {
+	conf := []byte("# replaced by the test\n[[hive]]\nalias = \"hive-x\"\nhostname = \"hive-x\"\nssh_user = \"rbee\"\n")
+	h := Start(t, Localhost, WithServices("queen"),
+		WithFile("queen", "/etc/rbee/hives.conf", conf),
+		WithFile("queen", "/etc/rbee/extra.txt", []byte("extra\n")))
+	if got := h.MustExec(t, "queen", []string{"cat", "/etc/rbee/hives.conf"}).Stdout; got != string(conf) {
+		t.Fatalf("hives.conf in the container:\n%s", got)
+	}
+	if got := h.MustExec(t, "queen", []string{"cat", "/etc/rbee/extra.txt"}).Stdout; got != "extra\n" {
+		t.Fatalf("extra.txt: %q", got)
+	}
+	// The queen really runs with the replaced file.
+	hs, err := h.MustQueen(t).Hives(context.Background())
+	if err != nil || len(hs) != 1 || hs[0].Alias != "hive-x" {
+		t.Fatalf("hives %+v %v", hs, err)
+	}
+}

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 	"time"
 )
 
@@ -20,6 +22,13 @@ type config struct {
 	faultImage string            // image of the fault helper containers
 	logf       func(format string, args ...any)
 	keep       bool // Up: keep the stack after the process exits
+	files      []fileOverride
+}
+
+// fileOverride is a file WithFile mounts into a service.
+type fileOverride struct {
+	service, target string
+	content         []byte
 }
 
 func defaultConfig() config {
@@ -122,4 +131,21 @@ func WithLog(logf func(format string, args ...any)) Option {
 // WithLogWriter is WithLog for an io.Writer (Mage passes os.Stderr).
 func WithLogWriter(w io.Writer) Option {
 	return WithLog(func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) })
+}
+
+// WithFile mounts content read-only at path inside service, replacing the
+// compose file's bind mount at that path if there is one. Suites use it for
+// configuration variants: a queen.toml with other timeouts, a queen that
+// holds the wrong SSH key. Unknown services are an error from New.
+func WithFile(service, path string, content []byte) Option {
+	return func(c *config) error {
+		if service == "" {
+			return fmt.Errorf("WithFile: empty service name")
+		}
+		if !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("WithFile: container path %q must be absolute", path)
+		}
+		c.files = append(c.files, fileOverride{service: service, target: path, content: bytes.Clone(content)})
+		return nil
+	}
 }

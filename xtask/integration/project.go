@@ -84,6 +84,9 @@ func (h *Harness) loadProject(ctx context.Context) (*types.Project, error) {
 		}
 		p = p.WithoutUnnecessaryResources()
 	}
+	if err := h.applyFiles(p); err != nil {
+		return nil, err
+	}
 	labels := h.labels()
 	for name, s := range p.Services {
 		s.ContainerName = "" // fixed names would collide between parallel runs
@@ -357,6 +360,38 @@ func (h *Harness) writeHivesConf(hives []string) (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// applyFiles writes each WithFile override under the stack's state directory
+// and bind-mounts it at its target, replacing a mount already there.
+func (h *Harness) applyFiles(p *types.Project) error {
+	for i, f := range h.cfg.files {
+		svc, ok := p.Services[f.service]
+		if !ok {
+			return fmt.Errorf("WithFile: unknown service %q in topology %s (have %s)", f.service, h.topo, strings.Join(sortedNames(p), ", "))
+		}
+		dir := filepath.Join(stateDir(h.name), "files", fmt.Sprintf("%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		src := filepath.Join(dir, filepath.Base(f.target))
+		if err := os.WriteFile(src, f.content, 0o644); err != nil {
+			return err
+		}
+		mount := types.ServiceVolumeConfig{Type: types.VolumeTypeBind, Source: src, Target: f.target, ReadOnly: true}
+		replaced := false
+		for j, v := range svc.Volumes {
+			if v.Target == f.target {
+				svc.Volumes[j] = mount
+				replaced = true
+			}
+		}
+		if !replaced {
+			svc.Volumes = append(svc.Volumes, mount)
+		}
+		p.Services[f.service] = svc
+	}
+	return nil
 }
 
 func sortedNames(p *types.Project) []string {
