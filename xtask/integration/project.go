@@ -18,13 +18,15 @@ import (
 
 // findRepoDir walks up from the working directory to the directory holding
 // tests/docker/ (go test runs in the package directory, Mage at the root).
+// It looks for a compose file, not just the directory: the suites live in
+// xtask/tests/docker/<category>/, and xtask/ must not pass for the root.
 func findRepoDir() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
-		if fi, err := os.Stat(filepath.Join(d, "tests", "docker")); err == nil && fi.IsDir() {
+		if fi, err := os.Stat(filepath.Join(d, "tests", "docker", Localhost.file)); err == nil && !fi.IsDir() {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
