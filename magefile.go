@@ -6,11 +6,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 
 	"github.com/magefile/mage/mg"
 
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/setup"
+	"github.com/rbee-dev/rbee/xtask/testrun"
 )
 
 // Aliases lets `cleanup` mean `cleanup:all`.
@@ -112,4 +116,143 @@ func (Env) Up(ctx context.Context, topology string) error {
 // Down removes a stack left by env:up or by a kept failed test, given its name (rbee-localhost, …).
 func (Env) Down(ctx context.Context, name string) error {
 	return integration.Down(ctx, name)
+}
+
+// Test groups the test targets. Each writes JUnit XML to test-results/ (or
+// $RBEE_JUNIT_DIR) and ends with a summary table.
+type Test mg.Namespace
+
+// remoteCategory is the suite test:all runs a second time through a TCP
+// listener, to prove DOCKER_HOST is honoured end to end.
+const remoteCategory = "sshcomm"
+
+func testOptions() (testrun.Options, error) {
+	root, err := setup.FindRoot(".")
+	return testrun.Options{Root: root}, err
+}
+
+func unitSpec() testrun.Spec {
+	return testrun.Spec{Name: "unit", Packages: []string{"./..."}, Collapse: "unit (no Docker)", Verbose: mg.Verbose()}
+}
+
+func dockerSpec(name string, run string, env map[string]string, cats ...testrun.Category) testrun.Spec {
+	s := testrun.Spec{Name: name, Docker: true, Run: run, Env: env, Verbose: mg.Verbose()}
+	for _, c := range cats {
+		s.Packages = append(s.Packages, c.Package)
+	}
+	return s
+}
+
+func runTests(ctx context.Context, needsImages bool, specs ...testrun.Spec) error {
+	if needsImages {
+		mg.CtxDeps(ctx, Setup)
+	}
+	o, err := testOptions()
+	if err != nil {
+		return err
+	}
+	return testrun.RunAll(ctx, o, specs...)
+}
+
+func shard(topology string) testrun.Spec {
+	return dockerSpec("docker-"+topology, "", map[string]string{integration.ShardEnv: topology}, testrun.Categories...)
+}
+
+// Unit runs the unit and process-level tests (go test ./..., no Docker).
+func (Test) Unit(ctx context.Context) error { return runTests(ctx, false, unitSpec()) }
+
+// Docker runs every Docker suite on every topology (after setup).
+func (Test) Docker(ctx context.Context) error {
+	return runTests(ctx, true, dockerSpec("docker", "", nil, testrun.Categories...))
+}
+
+// Localhost runs the Docker suites' tests that use the localhost topology.
+func (Test) Localhost(ctx context.Context) error { return runTests(ctx, true, shard("localhost")) }
+
+// MultiHive runs the Docker suites' tests that use the multi-hive topologies.
+func (Test) MultiHive(ctx context.Context) error { return runTests(ctx, true, shard("multi-hive")) }
+
+// FullStack runs the Docker suites' tests that use the full-stack topology.
+func (Test) FullStack(ctx context.Context) error { return runTests(ctx, true, shard("full-stack")) }
+
+// Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e or harness.
+func (Test) Category(ctx context.Context, name string) error {
+	c, err := testrun.FindCategory(name)
+	if err != nil {
+		return err
+	}
+	return runTests(ctx, true, dockerSpec("docker-"+c.Name, "", nil, c))
+}
+
+// Run runs the Docker tests whose names match a go test -run pattern (such as 'TestStaleness$' or 'Heartbeat').
+func (Test) Run(ctx context.Context, pattern string) error {
+	if pattern == "" {
+		return fmt.Errorf("test:run needs a pattern (go test -run syntax)")
+	}
+	return runTests(ctx, true, dockerSpec("docker-run", pattern, nil, testrun.Categories...))
+}
+
+// Remote runs one Docker suite against this engine through a TCP listener (DOCKER_HOST=tcp://127.0.0.1:PORT).
+func (Test) Remote(ctx context.Context, category string) error {
+	spec, stop, err := remoteSpec(ctx, category)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return runTests(ctx, true, spec)
+}
+
+func remoteSpec(ctx context.Context, category string) (testrun.Spec, func(), error) {
+	c, err := testrun.FindCategory(category)
+	if err != nil {
+		return testrun.Spec{}, nil, err
+	}
+	sock, err := testrun.LocalSocket()
+	if err != nil {
+		return testrun.Spec{}, nil, err
+	}
+	p, err := testrun.StartEngineProxy(ctx, sock)
+	if err != nil {
+		return testrun.Spec{}, nil, err
+	}
+	fmt.Printf("remote engine: DOCKER_HOST=%s → %s\n", p.DockerHost(), sock)
+	return dockerSpec("docker-remote-"+c.Name, "", map[string]string{"DOCKER_HOST": p.DockerHost()}, c), func() { p.Close() }, nil
+}
+
+// All runs what CI runs: unit tests, every Docker suite, and one suite again through DOCKER_HOST=tcp://….
+func (Test) All(ctx context.Context) error {
+	mg.CtxDeps(ctx, Setup)
+	remote, stop, err := remoteSpec(ctx, remoteCategory)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return runTests(ctx, false, unitSpec(), dockerSpec("docker", "", nil, testrun.Categories...), remote)
+}
+
+// Lint checks gofmt, go vet (with and without the docker tag) and the GitHub workflow with actionlint.
+func Lint(ctx context.Context) error {
+	root, err := setup.FindRoot(".")
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "gofmt", "-l", root).Output()
+	if err != nil {
+		return fmt.Errorf("gofmt: %w", err)
+	}
+	if files := strings.TrimSpace(string(out)); files != "" {
+		return fmt.Errorf("gofmt needed on:\n%s", files)
+	}
+	for _, args := range [][]string{
+		{"vet", "./..."},
+		{"vet", "-tags", "docker", "./..."},
+		{"tool", "-modfile=tools/actionlint/go.mod", "actionlint"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", args...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	return nil
 }

@@ -617,8 +617,28 @@ func TestShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	outc := make(chan client.Outcome, 1)
-	go func() { o, _ := c.Follow(ctx, acc.JobID, 0, nil); outc <- o }()
+	// Connect the reader before shutting down: ServeStream flushes the
+	// headers at once, so a 200 means the reader is attached.
+	resp, err := http.Get(c.BaseURL() + acc.SSEURL)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("open stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	outc := make(chan string, 1)
+	go func() {
+		r := sse.NewReader(resp.Body)
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				outc <- "stream error: " + err.Error()
+				return
+			}
+			if ev.IsTerminator() {
+				outc <- ev.Data
+				return
+			}
+		}
+	}()
 	start := time.Now()
 	if err := c.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -635,9 +655,9 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("shutdown took %s", d)
 	}
 	select {
-	case o := <-outc:
-		if o.Kind != sse.Cancelled {
-			t.Fatalf("running job ended %s; want [CANCELLED]", o.Terminator())
+	case term := <-outc:
+		if term != api.TermCancelled {
+			t.Fatalf("running job ended %q; want [CANCELLED]", term)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream reader never saw a terminator")

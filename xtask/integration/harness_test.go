@@ -469,3 +469,28 @@ func TestLatencyUnsupportedIsErrUnsupported(t *testing.T) {
 		t.Fatal("unsupported latency was recorded")
 	}
 }
+
+func TestShardSkip(t *testing.T) {
+	cases := []struct {
+		env  string
+		topo Topology
+		skip bool
+		bad  bool
+	}{
+		{"", FullStack, false, false},
+		{"all", Localhost, false, false},
+		{"localhost", Localhost, false, false},
+		{"localhost", MultiHive, true, false},
+		{"multi-hive", MultiHiveN(5), false, false},
+		{"multi-hive", FullStack, true, false},
+		{"full-stack", FullStack, false, false},
+		{"mars", Localhost, false, true},
+	}
+	for _, c := range cases {
+		t.Setenv(ShardEnv, c.env)
+		why, err := shardSkip(c.topo)
+		if (err != nil) != c.bad || (why != "") != c.skip {
+			t.Errorf("%s=%q, %s: skip %q err %v", ShardEnv, c.env, c.topo, why, err)
+		}
+	}
+}

@@ -21,6 +21,11 @@ import (
 // remove it. Cleanup also runs after a panic in the test.
 func Start(t testing.TB, topo Topology, opts ...Option) *Harness {
 	t.Helper()
+	if why, err := shardSkip(topo); err != nil {
+		t.Fatal(err)
+	} else if why != "" {
+		t.Skip(why)
+	}
 	all := append([]Option{WithName(t.Name()), WithLog(t.Logf)}, opts...)
 	h, err := New(context.Background(), topo, all...)
 	t.Cleanup(func() { cleanup(t, h) })
