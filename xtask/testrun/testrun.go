@@ -149,9 +149,9 @@ func Run(ctx context.Context, o Options, s Spec) error {
 
 // Row is one line of the summary table.
 type Row struct {
-	Category                      string
+	Category                       string
 	Tests, Passed, Failed, Skipped int
-	Duration                      time.Duration
+	Duration                       time.Duration
 }
 
 type junitSuites struct {
