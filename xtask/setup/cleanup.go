@@ -33,6 +33,22 @@ func Cleanup(ctx context.Context, cfg Config, opts CleanupOptions) error {
 	if err != nil {
 		return fmt.Errorf("cleanup: list containers: %w", err)
 	}
+	// Kill and wait before removing: dockerd 20.10 can panic when a health
+	// probe's exec races a forced removal of a running container.
+	for _, c := range cs.Items {
+		if c.State == "running" || c.State == "paused" {
+			if c.State == "paused" {
+				_, _ = cli.ContainerUnpause(ctx, c.ID, client.ContainerUnpauseOptions{})
+			}
+			_, _ = cli.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"})
+			wr := cli.ContainerWait(ctx, c.ID, client.ContainerWaitOptions{Condition: "not-running"})
+			select {
+			case <-wr.Result:
+			case <-wr.Error:
+			case <-ctx.Done():
+			}
+		}
+	}
 	for _, c := range cs.Items {
 		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove container %s: %w", name(c.Names, c.ID), err))
