@@ -1,6 +1,9 @@
 package setup
 
 import (
+	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/flags"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,9 +19,9 @@ import (
 // (DOCKER_HOST, DOCKER_CERT_PATH, …) with API version negotiation, after
 // checking that an engine answers.
 func Connect(ctx context.Context) (*client.Client, error) {
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := cliClient()
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
+		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -96,4 +99,25 @@ func readStream(r io.Reader, w io.Writer, verbose bool) (string, error) {
 			return id, fmt.Errorf("%s\n--- last output ---\n%s", msg, strings.Join(tail, "\n"))
 		}
 	}
+}
+
+// cliClient builds the engine client the way the docker CLI does, so that
+// DOCKER_HOST, DOCKER_CONTEXT and the current context (with its TLS
+// settings) are honoured exactly as by `docker` and by the harness.
+func cliClient() (*client.Client, error) {
+	dcli, err := command.NewDockerCli()
+	if err == nil {
+		err = dcli.Initialize(flags.NewClientOptions())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	if c, ok := dcli.Client().(*client.Client); ok {
+		return c, nil
+	}
+	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return c, nil
 }
