@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
@@ -16,7 +15,10 @@ import (
 	"github.com/rbee-dev/rbee/internal/sse"
 )
 
-func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+// isConnRefused reports whether the worker can never have seen the request:
+// the connection was refused, or its host is gone or unreachable (a crashed
+// machine), so another worker may be tried safely.
+func isConnRefused(err error) bool { return neverConnected(err) }
 
 // maxWorkerTries bounds how many workers one infer tries when the chosen
 // one refuses connections (it died since its last heartbeat).
