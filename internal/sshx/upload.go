@@ -47,7 +47,11 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 		return fail("start sftp", err)
 	}
 	// Hard stop: if the server stops answering after ctx ended, closing the
-	// SFTP session (after a grace period for cleanup) unblocks every call below.
+	// SSH connection (after a grace period for cleanup) unblocks every call
+	// below. Closing only the SFTP session is not enough: that writes to the
+	// connection too, and on a stalled transport (a dead network with the
+	// send buffer full of file data) the write blocks for as long as TCP
+	// keeps retrying, and so would the upload.
 	finished := make(chan struct{})
 	defer func() {
 		close(finished)
@@ -62,7 +66,7 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 		select {
 		case <-finished:
 		case <-time.After(cleanupGrace):
-			sc.Close()
+			c.Close()
 		}
 	}()
 
