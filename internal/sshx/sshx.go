@@ -180,6 +180,15 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
+		if isTimeout(err) {
+			// The dialer's deadline (dctx's) can fire a moment before dctx
+			// reports it; let the context catch up so that the checks below
+			// say which deadline ended the connect.
+			select {
+			case <-dctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("ssh %s: connect: %w", label, ctx.Err())
 		}

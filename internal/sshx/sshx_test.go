@@ -626,3 +626,53 @@ func TestExpandHomePathAndQuote(t *testing.T) {
 		}
 	}
 }
+
+// A TCP connect that hangs (the SYN is never answered) must end as a
+// *TimeoutError every time. The dialer's deadline used to fire a moment
+// before the context reported it, and then Dial returned a bare
+// "dial tcp …: i/o timeout" instead (seen against a blackholed hive).
+func TestDialConnectTimeoutWhileConnecting(t *testing.T) {
+	// A listener with a backlog of 0 that never accepts: once its queue is
+	// full, the kernel drops further SYNs and connect hangs.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	var fill []net.Conn
+	defer func() {
+		for _, c := range fill {
+			c.Close()
+		}
+	}()
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			break // the queue is full
+		}
+		fill = append(fill, c)
+	}
+	f := newFixture(t)
+	cfg := f.config()
+	cfg.Port = port
+	cfg.ConnectTimeout = 20 * time.Millisecond
+	for i := range 50 {
+		_, err := Dial(context.Background(), cfg)
+		var te *TimeoutError
+		if !errors.As(err, &te) || te.Op != "connect" {
+			t.Fatalf("attempt %d: want a connect *TimeoutError, got %T %v", i, err, err)
+		}
+	}
+}
