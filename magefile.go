@@ -12,6 +12,7 @@ import (
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/rbee-dev/rbee/xtask/bench"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/setup"
 	"github.com/rbee-dev/rbee/xtask/testrun"
@@ -255,4 +256,29 @@ func Lint(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Bench measures harness vs Compose CLI, faults, loopback throughput and the Docker suite; writes docs/BENCHMARKS.md.
+func Bench(ctx context.Context) error {
+	mg.CtxDeps(ctx, Setup)
+	root, err := setup.FindRoot(".")
+	if err != nil {
+		return err
+	}
+	o := bench.Options{Root: root}
+	if err := o.FromEnv(); err != nil {
+		return err
+	}
+	_, err = bench.Run(ctx, o)
+	return err
+}
+
+// Soak runs the whole Docker suite N times; prints per-test failures and leftovers, appends them to docs/BENCHMARKS.md.
+func Soak(ctx context.Context, n int) error {
+	mg.CtxDeps(ctx, Setup)
+	root, err := setup.FindRoot(".")
+	if err != nil {
+		return err
+	}
+	return bench.SoakReport(ctx, root, n, os.Stdout)
 }

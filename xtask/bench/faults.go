@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rbee-dev/rbee/xtask/integration"
+)
+
+// FaultResult is the fault-injection latency of n block/restore cycles on
+// one Localhost harness (hive-localhost → queen).
+type FaultResult struct {
+	BlockCall, RestoreCall     []time.Duration // how long the calls took (the first block creates the helper container)
+	BlockEffect, RestoreEffect []time.Duration // call returned → traffic dropped / flowing; ≤ 0: already so on return
+	ProbeEvery                 time.Duration
+}
+
+// probeScript starts an HTTP request from inside the container every 20 ms
+// for secs seconds, each in the background so a dropped one (which waits
+// for its 300 ms timeout) does not delay the next, and prints each one's
+// start time (ns, the host's clock: same kernel) and outcome.
+func probeScript(url string, secs int) string {
+	return fmt.Sprintf(`end=$(( $(date +%%s) + %d ))
+while [ "$(date +%%s)" -lt "$end" ]; do
+  ( s=$(date +%%s%%N); if curl -fsS -o /dev/null -m 0.3 %s 2>/dev/null; then echo "$s ok"; else echo "$s fail"; fi ) &
+  sleep 0.02
+done
+wait`, secs, url)
+}
+
+type probe struct {
+	at time.Time
+	ok bool
+}
+
+// parseProbes reads probeScript's output, sorted by start time.
+func parseProbes(out string) ([]probe, error) {
+	var ps []probe
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 2 || (f[1] != "ok" && f[1] != "fail") {
+			return nil, fmt.Errorf("probe line %q: want \"<ns> ok|fail\"", line)
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("probe line %q: %w", line, err)
+		}
+		ps = append(ps, probe{at: time.Unix(0, ns), ok: f[1] == "ok"})
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].at.Before(ps[j].at) })
+	return ps, nil
+}
+
+// effects finds, in probes around one block/restore cycle, when traffic
+// stopped and started again: dropped is the start of the first failed probe
+// after which none succeeds until restore; flowing the start of the first
+// probe after which every one succeeds. Both are relative to the
+// respective call's return. ok is false when the probes never showed a drop
+// or never recovered (the fault did not work, or the probe missed it).
+func effects(ps []probe, blockReturned, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
+	// The last success before the restore call returned marks the end of
+	// the blocked window from the left; the first failure after it, its start.
+	lastOKBefore := -1
+	for i, p := range ps {
+		if p.at.Before(restoreReturned) && p.ok {
+			lastOKBefore = i
+		}
+	}
+	dropIdx := lastOKBefore + 1
+	if dropIdx >= len(ps) || ps[dropIdx].ok || !ps[dropIdx].at.Before(restoreReturned) {
+		return 0, 0, false
+	}
+	// First probe from which all later ones succeed.
+	flowIdx := len(ps)
+	for i := len(ps) - 1; i > dropIdx && ps[i].ok; i-- {
+		flowIdx = i
+	}
+	if flowIdx == len(ps) {
+		return 0, 0, false
+	}
+	return ps[dropIdx].at.Sub(blockReturned), ps[flowIdx].at.Sub(restoreReturned), true
+}
+
+// Faults runs n block/restore cycles of hive-localhost → queen on one
+// Localhost harness, with the probe running inside hive-localhost.
+func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) (FaultResult, error) {
+	res := FaultResult{ProbeEvery: 20 * time.Millisecond}
+	h, err := integration.New(ctx, integration.Localhost, integration.WithName("bench-faults"), integration.WithRepoDir(root))
+	defer func() { _ = h.Close(context.WithoutCancel(ctx)) }()
+	if err != nil {
+		return res, err
+	}
+	const secs = 4
+	script := probeScript("http://queen:8500/health", secs)
+	for i := 0; i < n; i++ {
+		var wg sync.WaitGroup
+		var out integration.CommandResult
+		var perr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, perr = h.Exec(ctx, "hive-localhost", []string{"bash", "-c", script})
+		}()
+		// A fixed schedule inside the probe's window: ~1 s of traffic, the
+		// block, ~1.2 s blocked, the restore, the rest flowing.
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		if err := h.BlockNetwork(ctx, "hive-localhost", "queen"); err != nil {
+			wg.Wait()
+			return res, err
+		}
+		blocked := time.Now()
+		time.Sleep(1200 * time.Millisecond)
+		t1 := time.Now()
+		if err := h.RestoreNetwork(ctx, "hive-localhost", "queen"); err != nil {
+			wg.Wait()
+			return res, err
+		}
+		restored := time.Now()
+		wg.Wait()
+		if perr != nil {
+			return res, fmt.Errorf("probe: %w", perr)
+		}
+		ps, err := parseProbes(out.Stdout)
+		if err != nil {
+			return res, err
+		}
+		b, r, ok := effects(ps, blocked, restored)
+		if !ok {
+			return res, fmt.Errorf("cycle %d: the probe saw no drop and recovery (%d probes; stderr %q)", i+1, len(ps), tail(out.Stderr, 5))
+		}
+		res.BlockCall = append(res.BlockCall, blocked.Sub(t0))
+		res.RestoreCall = append(res.RestoreCall, restored.Sub(t1))
+		res.BlockEffect = append(res.BlockEffect, b)
+		res.RestoreEffect = append(res.RestoreEffect, r)
+		logf("  fault cycle %d/%d: block call %s, dropped %s after return; restore call %s, flowing %s after return",
+			i+1, n, Dur(blocked.Sub(t0)), Dur(b), Dur(restored.Sub(t1)), Dur(r))
+	}
+	return res, nil
+}

@@ -1,0 +1,370 @@
+package bench
+
+import (
+	"context"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/testrun"
+)
+
+// SuiteSpec is the whole Docker suite as `mage test:docker` runs it, with
+// its JUnit file named name.
+func SuiteSpec(name string) testrun.Spec {
+	s := testrun.Spec{Name: name, Docker: true}
+	for _, c := range testrun.Categories {
+		s.Packages = append(s.Packages, c.Package)
+	}
+	return s
+}
+
+// Outcome is one top-level test's result in one run.
+type Outcome struct {
+	Test   string // package base name + "." + test name
+	Failed bool
+}
+
+type junitFile struct {
+	Suites []struct {
+		Name     string `xml:"name,attr"`
+		Failures int    `xml:"failures,attr"`
+		Errors   int    `xml:"errors,attr"`
+		Cases    []struct {
+			Name    string    `xml:"name,attr"`
+			Skipped *struct{} `xml:"skipped"`
+			Failure *struct{} `xml:"failure"`
+			Error   *struct{} `xml:"error"`
+		} `xml:"testcase"`
+	} `xml:"testsuite"`
+}
+
+// ParseOutcomes reads gotestsum's JUnit XML into top-level test outcomes
+// (skipped tests left out, subtests folded into their test). A package that
+// failed without test cases (build error, panic before a test, timeout)
+// becomes one failed "<pkg>.(package)" outcome.
+func ParseOutcomes(data []byte) ([]Outcome, error) {
+	var jf junitFile
+	if err := xml.Unmarshal(data, &jf); err != nil {
+		return nil, fmt.Errorf("JUnit XML: %w", err)
+	}
+	var out []Outcome
+	for _, s := range jf.Suites {
+		pkg := s.Name[strings.LastIndexByte(s.Name, '/')+1:]
+		failed := map[string]bool{}
+		var order []string
+		for _, c := range s.Cases {
+			top, _, _ := strings.Cut(c.Name, "/")
+			if _, seen := failed[top]; !seen {
+				if c.Skipped != nil && top == c.Name {
+					continue
+				}
+				order = append(order, top)
+				failed[top] = false
+			}
+			if c.Failure != nil || c.Error != nil {
+				failed[top] = true
+			}
+		}
+		if len(order) == 0 && s.Failures+s.Errors > 0 {
+			out = append(out, Outcome{Test: pkg + ".(package)", Failed: true})
+		}
+		for _, t := range order {
+			out = append(out, Outcome{Test: pkg + "." + t, Failed: failed[t]})
+		}
+	}
+	return out, nil
+}
+
+// Leftovers counts labelled containers, networks and volumes.
+type Leftovers struct{ Containers, Networks, Volumes int }
+
+func (l Leftovers) Total() int { return l.Containers + l.Networks + l.Volumes }
+
+func (l Leftovers) String() string {
+	return fmt.Sprintf("%d containers, %d networks, %d volumes", l.Containers, l.Networks, l.Volumes)
+}
+
+// labelled lists resources labelled dev.rbee.project=rbee-netest as
+// "kind id owner-pid owner-start" lines ("-" for missing labels).
+func labelled(ctx context.Context) ([]resource, error) {
+	filter := "label=" + integration.LabelProject + "=" + integration.ProjectValue
+	var out []resource
+	for _, q := range []struct {
+		kind string
+		args []string
+	}{
+		{"container", []string{"ps", "-a", "--no-trunc", "--filter", filter, "--format", `{{.ID}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
+		{"network", []string{"network", "ls", "--no-trunc", "--filter", filter, "--format", `{{.ID}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
+		{"volume", []string{"volume", "ls", "--filter", filter, "--format", `{{.Name}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
+	} {
+		b, err := exec.CommandContext(ctx, "docker", q.args...).Output()
+		if err != nil {
+			return nil, fmt.Errorf("docker %s: %w", strings.Join(q.args[:2], " "), err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 0 {
+				continue
+			}
+			r := resource{kind: q.kind, id: f[0]}
+			if len(f) > 1 {
+				r.pid, _ = strconv.Atoi(f[1])
+			}
+			if len(f) > 2 {
+				r.start = f[2]
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+type resource struct {
+	kind, id string
+	pid      int
+	start    string
+}
+
+// countLeftovers counts the labelled resources that are not in before (they
+// existed when the run started: other people's stacks) and whose owner
+// process is gone. Other engineers' running suites share the engine: their
+// resources have a live owner and are not ours to count.
+func countLeftovers(now []resource, before map[string]bool) Leftovers {
+	var l Leftovers
+	for _, r := range now {
+		if before[r.kind+" "+r.id] || ownerAlive(r) {
+			continue
+		}
+		switch r.kind {
+		case "container":
+			l.Containers++
+		case "network":
+			l.Networks++
+		case "volume":
+			l.Volumes++
+		}
+	}
+	return l
+}
+
+// ownerAlive: the labelled owner pid runs and, if labelled, with the same start time.
+func ownerAlive(r resource) bool {
+	if r.pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(r.pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if r.start == "" {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return true
+	}
+	f := strings.Fields(s[i+1:])
+	return len(f) >= 20 && f[19] == r.start
+}
+
+func snapshot(rs []resource) map[string]bool {
+	m := map[string]bool{}
+	for _, r := range rs {
+		m[r.kind+" "+r.id] = true
+	}
+	return m
+}
+
+// SuiteRun is one run of the whole Docker suite.
+type SuiteRun struct {
+	Wall      time.Duration
+	Outcomes  []Outcome
+	Err       error // the suite failed (some test, or the run)
+	Leftovers Leftovers
+}
+
+// RunSuite runs the whole Docker suite once (gotestsum, JUnit into junitDir
+// as name.xml), and counts what it left behind.
+func RunSuite(ctx context.Context, root, junitDir, name string) (SuiteRun, error) {
+	before, err := labelled(ctx)
+	if err != nil {
+		return SuiteRun{}, err
+	}
+	o := testrun.Options{Root: root, JUnitDir: junitDir}
+	spec := SuiteSpec(name)
+	t0 := time.Now()
+	runErr := testrun.Run(ctx, o, spec)
+	r := SuiteRun{Wall: time.Since(t0), Err: runErr}
+	data, err := os.ReadFile(o.JUnitPath(spec))
+	if err != nil {
+		return r, fmt.Errorf("%s: no JUnit results: %w (run: %v)", name, err, runErr)
+	}
+	if r.Outcomes, err = ParseOutcomes(data); err != nil {
+		return r, err
+	}
+	after, err := labelled(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Leftovers = countLeftovers(after, snapshot(before))
+	return r, nil
+}
+
+// FlakeRow is one test's failures over a soak.
+type FlakeRow struct {
+	Test        string
+	Runs, Fails int
+}
+
+// Flakes tallies per-test failures over runs, failing tests first, then by name.
+func Flakes(runs [][]Outcome) []FlakeRow {
+	idx := map[string]*FlakeRow{}
+	for _, run := range runs {
+		for _, o := range run {
+			r := idx[o.Test]
+			if r == nil {
+				r = &FlakeRow{Test: o.Test}
+				idx[o.Test] = r
+			}
+			r.Runs++
+			if o.Failed {
+				r.Fails++
+			}
+		}
+	}
+	out := make([]FlakeRow, 0, len(idx))
+	for _, r := range idx {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if (out[i].Fails > 0) != (out[j].Fails > 0) {
+			return out[i].Fails > 0
+		}
+		return out[i].Test < out[j].Test
+	})
+	return out
+}
+
+// SoakTables renders a soak: one row per run, one per test that failed at
+// least once, and the totals.
+func SoakTables(runs []SuiteRun) []Table {
+	perRun := Table{Title: "Soak runs", Header: []string{"run", "wall time", "tests", "failed", "leftovers (containers/networks/volumes)"}}
+	var outs [][]Outcome
+	left := 0
+	for i, r := range runs {
+		failed := 0
+		for _, o := range r.Outcomes {
+			if o.Failed {
+				failed++
+			}
+		}
+		outs = append(outs, r.Outcomes)
+		left += r.Leftovers.Total()
+		perRun.Add(strconv.Itoa(i+1), Dur(r.Wall), strconv.Itoa(len(r.Outcomes)), strconv.Itoa(failed),
+			fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes))
+	}
+	rows := Flakes(outs)
+	flaky := Table{Title: "Tests that failed at least once", Header: []string{"test", "failed runs", "runs"}}
+	nflaky := 0
+	for _, r := range rows {
+		if r.Fails == 0 {
+			continue
+		}
+		nflaky++
+		flaky.Add(r.Test, strconv.Itoa(r.Fails), strconv.Itoa(r.Runs))
+	}
+	if nflaky == 0 {
+		flaky.Notes = append(flaky.Notes, fmt.Sprintf("none: every one of %d tests passed in every run", len(rows)))
+	}
+	perRun.Notes = append(perRun.Notes,
+		fmt.Sprintf("%d runs, %d distinct tests, %d failed at least once; leftovers over all runs: %d", len(runs), len(rows), nflaky, left),
+		"leftovers: resources labelled dev.rbee.project=rbee-netest, created during the run, whose owner process is gone (other engineers' live stacks on the same engine are not counted)")
+	return []Table{perRun, flaky}
+}
+
+// Soak runs the whole Docker suite n times and returns each run. A failing
+// run does not stop the soak; a run that produced no results does.
+func Soak(ctx context.Context, root string, n int, logf func(string, ...any)) ([]SuiteRun, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("soak: run count %d must be positive", n)
+	}
+	dir := filepath.Join(root, "test-results", "soak-"+time.Now().UTC().Format("20060102-150405"))
+	var runs []SuiteRun
+	for i := 0; i < n; i++ {
+		logf("soak run %d/%d (JUnit: %s)", i+1, n, dir)
+		r, err := RunSuite(ctx, root, dir, fmt.Sprintf("soak-%d", i+1))
+		if err != nil {
+			return runs, err
+		}
+		runs = append(runs, r)
+		logf("soak run %d/%d: %s, leftovers %s, run error: %v", i+1, n, Dur(r.Wall), r.Leftovers, r.Err)
+	}
+	return runs, nil
+}
+
+// SoakReport runs Soak, prints its tables and appends them, with the
+// machine's description, to root/docs/BENCHMARKS.md. It fails when a test
+// failed in any run or anything was left behind.
+func SoakReport(ctx context.Context, root string, n int, w io.Writer) error {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(w, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	m := DescribeMachine(ctx)
+	runs, err := Soak(ctx, root, n, logf)
+	if len(runs) == 0 {
+		return err
+	}
+	tables := SoakTables(runs)
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Soak %s: the whole Docker suite %d times\n\n", m.Date.Format("2006-01-02 15:04 MST"), len(runs))
+	b.WriteString(m.Table().Markdown())
+	for _, t := range tables {
+		_ = t.Text(w)
+		b.WriteString("\n" + t.Markdown())
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "\nThe soak stopped early: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	fmt.Fprintf(&b, "\nLoad average at start %s, at end %s.\n", m.LoadAvg, orUnknown(LoadNow()))
+	out := filepath.Join(root, "docs", "BENCHMARKS.md")
+	if werr := AppendSection(out, b.String()); werr != nil {
+		return werr
+	}
+	fmt.Fprintf(w, "\nappended to %s\n", out)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for _, r := range Flakes(outcomes(runs)) {
+		if r.Fails > 0 {
+			bad = append(bad, fmt.Sprintf("%s failed %d/%d", r.Test, r.Fails, r.Runs))
+		}
+	}
+	for i, r := range runs {
+		if r.Leftovers.Total() > 0 {
+			bad = append(bad, fmt.Sprintf("run %d left %s", i+1, r.Leftovers))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("soak: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func outcomes(runs []SuiteRun) [][]Outcome {
+	out := make([][]Outcome, len(runs))
+	for i, r := range runs {
+		out[i] = r.Outcomes
+	}
+	return out
+}
