@@ -1,0 +1,251 @@
+//go:build docker
+
+package failure
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/sse"
+	"github.com/rbee-dev/rbee/xtask/checks"
+	"github.com/rbee-dev/rbee/xtask/integration"
+)
+
+const (
+	hive        = "hive-1"
+	hivePort    = 9000
+	tinyModel   = "rbee/tiny-ngram:model.bin"
+	ngram4      = "rbee/ngram-4:model.bin"
+	bigModel    = "rbee/big-ngram:model.bin" // 8 MiB: long enough to crash a hive in the middle
+	modelsDir   = "/home/rbee/.local/share/rbee/models"
+	hivePIDFile = "/home/rbee/.local/state/rbee/rbee-hive.pid"
+	// opTimeout bounds one job through the queen; generous because other
+	// suites may share the two cores.
+	opTimeout = 90 * time.Second
+	// stateTimeout bounds waiting for a registry state (heartbeat every
+	// 500 ms, stale_after 3 s in configs/full-stack/queen.toml).
+	stateTimeout = 30 * time.Second
+)
+
+// startHive brings up the part of the full stack these tests need: the
+// queen, hive-1 and the model hub (localhost and multi-hive have no hub,
+// and workers need a downloaded model). It waits until hive-1 is online.
+func startHive(t *testing.T, opts ...integration.Option) (*integration.Harness, *client.Client) {
+	t.Helper()
+	all := append([]integration.Option{integration.WithServices("queen", hive, "hub")}, opts...)
+	h := integration.Start(t, integration.FullStack, all...)
+	q := h.MustQueen(t)
+	awaitHive(t, q, hive, api.HiveOnline)
+	return h, q
+}
+
+func awaitHive(t *testing.T, q *client.Client, alias, state string) {
+	t.Helper()
+	if err := checks.AwaitHiveState(context.Background(), q, alias, state, stateTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func awaitWorker(t *testing.T, q *client.Client, id, what string, pred func(api.WorkerInfo) bool) api.WorkerInfo {
+	t.Helper()
+	w, err := checks.AwaitWorker(context.Background(), q, id, stateTimeout, what, pred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// try submits req through hist (so it is checked for loss later) and
+// returns how it ended; only a client-side failure to follow it is fatal.
+func try(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	out, err := hist.Run(ctx, q, req)
+	if err != nil {
+		t.Fatalf("%s: %v", req.Operation, err)
+	}
+	return out
+}
+
+// run is try for a job that must end [DONE].
+func run(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
+	t.Helper()
+	out := try(t, q, hist, req)
+	if out.Kind != sse.Done {
+		t.Fatalf("%s %s: ended %s; want %s", req.Operation, out.JobID, out.Terminator(), api.TermDone)
+	}
+	return out
+}
+
+// result runs req to [DONE] and decodes its single result event.
+func result[T any](t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) T {
+	t.Helper()
+	v, err := checks.Result[T](run(t, q, hist, req))
+	if err != nil {
+		t.Fatalf("%s: %v", req.Operation, err)
+	}
+	return v
+}
+
+// mustError fails the test unless o ended [ERROR] with every one of parts.
+func mustError(t *testing.T, o client.Outcome, parts ...string) {
+	t.Helper()
+	if o.Kind != sse.Error {
+		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermError)
+	}
+	for _, p := range parts {
+		if !strings.Contains(o.Error, p) {
+			t.Errorf("job %s: error %q does not name %q", o.JobID, o.Error, p)
+		}
+	}
+}
+
+func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
+	t.Helper()
+	return result[api.Model](t, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
+}
+
+func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
+	t.Helper()
+	return result[api.WorkerProcess](t, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
+}
+
+func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
+	t.Helper()
+	return result[api.WorkerList](t, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
+}
+
+func modelList(t *testing.T, q *client.Client, hist *checks.History) []api.Model {
+	t.Helper()
+	return result[api.ModelList](t, q, hist, api.JobRequest{Operation: api.OpModelList, HiveID: hive}).Models
+}
+
+// inferReq is a short, seeded inference for model (on any hive).
+func inferReq(model string) api.JobRequest {
+	seed := uint64(7)
+	return api.JobRequest{Operation: api.OpInfer, Model: model, Prompt: "Alice was", MaxTokens: 8, Seed: &seed}
+}
+
+var routedRE = regexp.MustCompile(`routing inference for \S+ to worker (\S+) on `)
+
+// servedBy returns the workers the queen routed an infer job to, from its
+// schedule narration (PROTOCOL.md: "routing inference for M to worker W on H").
+func servedBy(o client.Outcome) []string {
+	var ids []string
+	for _, ev := range o.Events {
+		if ev.Name != api.EventNarration {
+			continue
+		}
+		var n api.Narration
+		if json.Unmarshal([]byte(ev.Data), &n) != nil {
+			continue
+		}
+		if m := routedRE.FindStringSubmatch(n.Message); m != nil {
+			ids = append(ids, m[1])
+		}
+	}
+	return ids
+}
+
+// procState is pid's state letters in svc ("S", "Z" …), "" if there is none.
+func procState(t *testing.T, h *integration.Harness, svc string, pid int) string {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"ps", "-o", "stat=", "-p", strconv.Itoa(pid)})
+	if r.ExitCode != 0 {
+		return ""
+	}
+	return strings.TrimSpace(r.Stdout)
+}
+
+// alive reports whether pid runs in svc and is not a zombie.
+func alive(t *testing.T, h *integration.Harness, svc string, pid int) bool {
+	t.Helper()
+	st := procState(t, h, svc, pid)
+	return st != "" && !strings.HasPrefix(st, "Z")
+}
+
+// hivePID is the pid in svc's hive pid file (written by the container
+// entrypoint or hive_start), checked to be a live rbee-hive.
+func hivePID(t *testing.T, h *integration.Harness, svc string) int {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"cat", hivePIDFile})
+	pid, err := strconv.Atoi(strings.TrimSpace(r.Stdout))
+	if err != nil || pid <= 0 {
+		t.Fatalf("%s: pid file %s holds %q (exit %d)", svc, hivePIDFile, r.Stdout, r.ExitCode)
+	}
+	cmd := h.MustExec(t, svc, []string{"cat", fmt.Sprintf("/proc/%d/comm", pid)})
+	if strings.TrimSpace(cmd.Stdout) != "rbee-hive" {
+		t.Fatalf("%s: pid %d from the pid file is %q, not rbee-hive", svc, pid, strings.TrimSpace(cmd.Stdout))
+	}
+	return pid
+}
+
+// sha256In is the sha256 of file in svc, "" if it cannot be read.
+func sha256In(t *testing.T, h *integration.Harness, svc, file string) string {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"sha256sum", file})
+	if r.ExitCode != 0 {
+		return ""
+	}
+	return strings.Fields(r.Stdout)[0]
+}
+
+// checkNothingLost fails the test unless every job in hist reached exactly
+// one terminator that its status on q agrees with.
+func checkNothingLost(t *testing.T, q *client.Client, hist *checks.History) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := hist.CheckNothingLost(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nothing lost: %d jobs, each with exactly one terminator that its status agrees with", len(hist.Entries()))
+}
+
+// queenConfig is configs/<topology>/queen.toml with the given keys set to raw
+// TOML values; each key must be in the file exactly once, so a typo fails
+// here rather than in the queen.
+func queenConfig(t *testing.T, topology string, set map[string]string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "configs", topology, "queen.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, v := range set {
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `\s*=.*$`)
+		if n := len(re.FindAll(b, -1)); n != 1 {
+			t.Fatalf("queen.toml variant: key %q is in configs/%s/queen.toml %d times, want once", key, topology, n)
+		}
+		b = re.ReplaceAll(b, []byte(key+" = "+v))
+	}
+	return string(b)
+}
+
+// repoRoot is the directory holding go.mod above the package directory.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = filepath.Dir(dir)
+	}
+}

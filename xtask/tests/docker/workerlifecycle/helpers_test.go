@@ -1,0 +1,152 @@
+//go:build docker
+
+package workerlifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/xtask/checks"
+	"github.com/rbee-dev/rbee/xtask/integration"
+)
+
+const (
+	hive      = "hive-1"
+	hivePort  = 9000
+	tinyModel = "rbee/tiny-ngram:model.bin"
+	// opTimeout bounds one job through the queen (download, spawn, list);
+	// generous because other suites may share the two cores.
+	opTimeout = 60 * time.Second
+)
+
+// startHive brings up the part of the full stack a worker needs: the queen,
+// hive-1 and the model hub (localhost and multi-hive have no hub, and
+// worker_spawn needs a downloaded model). It waits until the queen has seen
+// hive-1's heartbeat. gpus > 0 gives hive-1 that many simulated GPUs.
+func startHive(t *testing.T, gpus int) (*integration.Harness, *client.Client) {
+	t.Helper()
+	h := integration.Start(t, integration.FullStack,
+		integration.WithServices("queen", hive, "hub"),
+		integration.WithEnv(map[string]string{"RBEE_GPUS": strconv.Itoa(gpus)}))
+	q := h.MustQueen(t)
+	if err := checks.AwaitHiveState(context.Background(), q, hive, api.HiveOnline, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return h, q
+}
+
+// run submits req to the queen, records it in hist and follows it to its
+// terminator; a job that does not end [DONE] fails the test.
+func run(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	out, err := checks.MustSucceed(hist.Run(ctx, q, req))
+	if err != nil {
+		t.Fatalf("%s: %v", req.Operation, err)
+	}
+	return out
+}
+
+// result runs req and decodes its single result event.
+func result[T any](t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) T {
+	t.Helper()
+	v, err := checks.Result[T](run(t, q, hist, req))
+	if err != nil {
+		t.Fatalf("%s: %v", req.Operation, err)
+	}
+	return v
+}
+
+func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
+	t.Helper()
+	return result[api.Model](t, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
+}
+
+func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
+	t.Helper()
+	return result[api.WorkerProcess](t, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
+}
+
+func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
+	t.Helper()
+	return result[api.WorkerList](t, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
+}
+
+// workerHealth asks a worker's /health from inside the topology network (the
+// queen's container), at the URL the hive advertised: what the queen itself
+// would reach.
+func workerHealth(t *testing.T, h *integration.Harness, url string) (api.WorkerHealth, error) {
+	t.Helper()
+	r := h.MustExec(t, "queen", []string{"curl", "-sS", "-f", "-m", "5", url + "/health"})
+	if r.ExitCode != 0 {
+		return api.WorkerHealth{}, fmt.Errorf("curl %s/health from the queen's container: exit %d: %s", url, r.ExitCode, strings.TrimSpace(r.Stderr))
+	}
+	var wh api.WorkerHealth
+	if err := json.Unmarshal([]byte(r.Stdout), &wh); err != nil {
+		return wh, fmt.Errorf("worker /health %q: %v", r.Stdout, err)
+	}
+	return wh, nil
+}
+
+// procState is the state letter of pid in svc's /proc ("R", "S", "Z" …), or
+// "" when there is no such process.
+func procState(t *testing.T, h *integration.Harness, svc string, pid int) string {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"ps", "-o", "stat=", "-p", strconv.Itoa(pid)})
+	if r.ExitCode != 0 {
+		return ""
+	}
+	return strings.TrimSpace(r.Stdout)
+}
+
+// procCmdline is pid's command line in svc (arguments joined by spaces).
+func procCmdline(t *testing.T, h *integration.Harness, svc string, pid int) string {
+	t.Helper()
+	r := h.MustExec(t, svc, []string{"sh", "-c", fmt.Sprintf("tr '\\0' ' ' < /proc/%d/cmdline", pid)})
+	return strings.TrimSpace(r.Stdout)
+}
+
+// alive reports whether pid runs in svc and is not a zombie.
+func alive(t *testing.T, h *integration.Harness, svc string, pid int) bool {
+	st := procState(t, h, svc, pid)
+	return st != "" && !strings.HasPrefix(st, "Z")
+}
+
+// checkNothingLost fails the test unless every recorded job reached exactly
+// one terminator that its status agrees with.
+func checkNothingLost(t *testing.T, q *client.Client, hist *checks.History) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hist.CheckNothingLost(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsWorker(ws []api.WorkerProcess, id string, pid int) bool {
+	for _, w := range ws {
+		if w.WorkerID == id && w.PID == pid && w.State == "running" {
+			return true
+		}
+	}
+	return false
+}
