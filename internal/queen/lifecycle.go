@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -178,7 +179,12 @@ func (s *Server) hiveInstall(ctx context.Context, j *jobs.Job, h config.Hive, fo
 	if there && !force {
 		return fmt.Errorf("%s: rbee-hive is already installed at %s on %s; use force to overwrite", h.Alias, h.BinaryPath, h.Hostname)
 	}
-	if _, err := ss.run(ctx, "creating "+remoteDir(h.BinaryPath), "mkdir -p "+shellPath(remoteDir(h.BinaryPath))); err != nil {
+	// Also remove temporaries an interrupted earlier install left behind
+	// (sshx.Upload names them .<base>.tmp-<random> beside the target; a
+	// connection that died mid-upload cannot delete its own).
+	dir := shellPath(remoteDir(h.BinaryPath))
+	prep := "mkdir -p " + dir + " && rm -f " + dir + "/" + shellQuote("."+path.Base(h.BinaryPath)+".tmp-") + "*"
+	if _, err := ss.run(ctx, "preparing "+remoteDir(h.BinaryPath), prep); err != nil {
 		return err
 	}
 	s.narrate(j, "hive_install", h.Alias, "uploading %s (%d bytes) to %s:%s", s.cfg.HiveBinary, st.Size(), h.Hostname, h.BinaryPath)

@@ -124,8 +124,23 @@ func TestHiveInstallUploadsAtomicallyAndRefusesOverwrite(t *testing.T) {
 	}
 	out = q.run(t, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1"})
 	wantError(t, out, "hive-1: rbee-hive is already installed at ~/.local/bin/rbee-hive", "use force")
+	// A temporary an interrupted install left behind is removed by the
+	// next install; other files in the directory are not touched.
+	stale := h.path(".local/bin/.rbee-hive.tmp-0123456789abcdef")
+	other := h.path(".local/bin/keep-me")
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out = q.run(t, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
 	wantDone(t, out)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale temporary still there after install: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("install removed an unrelated file: %v", err)
+	}
 
 	out = q.run(t, api.JobRequest{Operation: api.OpHiveUninstall, Alias: "hive-1"})
 	wantDone(t, out)

@@ -446,8 +446,8 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	}
 	left := h.MustExec(t, alias, []string{"sh", "-c", "ls -la " + tmpGlob + " 2>/dev/null"}).Stdout
 	if left != "" {
-		// The queen cannot remove it over a dead connection; a later
-		// install uses a fresh temporary name, so it is litter, not harm.
+		// The queen cannot remove it over a dead connection; the next
+		// install removes it (checked below).
 		t.Logf("temporary file left by the cut upload (final path untouched): %s", strings.TrimSpace(left))
 	}
 
@@ -458,6 +458,9 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	}
 	if got, want := sha256In(t, h, alias, binary), sha256In(t, h, "queen", src); got == "" || got != want {
 		t.Fatalf("installed %s has sha256 %q; the queen's binary has %q", binary, got, want)
+	}
+	if left := h.MustExec(t, alias, []string{"sh", "-c", "ls " + tmpGlob + " 2>/dev/null"}).Stdout; left != "" {
+		t.Fatalf("temporaries of the interrupted install still there after a good one: %s", left)
 	}
 	checkNothingLost(t, q, &hist)
 }
