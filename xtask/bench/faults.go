@@ -60,33 +60,54 @@ func parseProbes(out string) ([]probe, error) {
 }
 
 // effects finds, in probes around one block/restore cycle, when traffic
-// stopped and started again: dropped is the start of the first failed probe
-// after which none succeeds until restore; flowing the start of the first
-// probe after which every one succeeds. Both are relative to the
-// respective call's return. ok is false when the probes never showed a drop
-// or never recovered (the fault did not work, or the probe missed it).
-func effects(ps []probe, blockReturned, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
-	// The last success before the restore call returned marks the end of
-	// the blocked window from the left; the first failure after it, its start.
-	lastOKBefore := -1
+// stopped and started again. dropped: the start of the failed run of probes
+// that reaches up to the restore call (a stray failure earlier, from load,
+// does not count); flowing: the first successful probe after that run. Both
+// are relative to the respective call's return. ok is false when the probes
+// show no drop before the restore or no recovery after it.
+func effects(ps []probe, blockReturned, restoreStarted, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
+	last := -1 // the last probe started before the restore call
 	for i, p := range ps {
-		if p.at.Before(restoreReturned) && p.ok {
-			lastOKBefore = i
+		if p.at.Before(restoreStarted) {
+			last = i
 		}
 	}
-	dropIdx := lastOKBefore + 1
-	if dropIdx >= len(ps) || ps[dropIdx].ok || !ps[dropIdx].at.Before(restoreReturned) {
+	if last < 0 || ps[last].ok {
 		return 0, 0, false
 	}
-	// First probe from which all later ones succeed.
-	flowIdx := len(ps)
-	for i := len(ps) - 1; i > dropIdx && ps[i].ok; i-- {
-		flowIdx = i
+	d := last
+	for d > 0 && !ps[d-1].ok {
+		d--
 	}
-	if flowIdx == len(ps) {
+	f := last + 1
+	for f < len(ps) && !ps[f].ok {
+		f++
+	}
+	if f == len(ps) {
 		return 0, 0, false
 	}
-	return ps[dropIdx].at.Sub(blockReturned), ps[flowIdx].at.Sub(restoreReturned), true
+	return ps[d].at.Sub(blockReturned), ps[f].at.Sub(restoreReturned), true
+}
+
+// runs summarises probes as run lengths ("12 ok, 40 fail, 70 ok") for an error.
+func runs(ps []probe) string {
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j < len(ps) && ps[j].ok == ps[i].ok {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		st := "fail"
+		if ps[i].ok {
+			st = "ok"
+		}
+		fmt.Fprintf(&b, "%d %s", j-i, st)
+		i = j
+	}
+	return b.String()
 }
 
 // Faults runs n block/restore cycles of hive-localhost → queen on one
@@ -98,7 +119,7 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 	if err != nil {
 		return res, err
 	}
-	const secs = 4
+	const secs = 6
 	script := probeScript("http://queen:8500/health", secs)
 	for i := 0; i < n; i++ {
 		var wg sync.WaitGroup
@@ -133,9 +154,10 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 		if err != nil {
 			return res, err
 		}
-		b, r, ok := effects(ps, blocked, restored)
+		b, r, ok := effects(ps, blocked, t1, restored)
 		if !ok {
-			return res, fmt.Errorf("cycle %d: the probe saw no drop and recovery (%d probes; stderr %q)", i+1, len(ps), tail(out.Stderr, 5))
+			return res, fmt.Errorf("cycle %d: the probe saw no drop before the restore or no recovery after it (probes in order: %s; block returned after %v, restore after %v; stderr %q)",
+				i+1, runs(ps), blocked.Sub(t0), restored.Sub(t1), tail(out.Stderr, 5))
 		}
 		res.BlockCall = append(res.BlockCall, blocked.Sub(t0))
 		res.RestoreCall = append(res.RestoreCall, restored.Sub(t1))
