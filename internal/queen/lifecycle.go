@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
@@ -179,14 +180,25 @@ func (s *Server) hiveInstall(ctx context.Context, j *jobs.Job, h config.Hive, fo
 	if there && !force {
 		return fmt.Errorf("%s: rbee-hive is already installed at %s on %s; use force to overwrite", h.Alias, h.BinaryPath, h.Hostname)
 	}
-	// Also remove temporaries an interrupted earlier install left behind
-	// (sshx.Upload names them .<base>.tmp-<random> beside the target; a
-	// connection that died mid-upload cannot delete its own).
 	dir := shellPath(remoteDir(h.BinaryPath))
-	prep := "mkdir -p " + dir + " && rm -f " + dir + "/" + shellQuote("."+path.Base(h.BinaryPath)+".tmp-") + "*"
-	if _, err := ss.run(ctx, "preparing "+remoteDir(h.BinaryPath), prep); err != nil {
+	if _, err := ss.run(ctx, "creating "+remoteDir(h.BinaryPath), "mkdir -p "+dir); err != nil {
 		return err
 	}
+	// Remove temporaries an interrupted earlier install left behind
+	// (sshx.Upload names them .<base>.tmp-<random> beside the target; a
+	// connection that died mid-upload cannot delete its own) — but only
+	// while no upload of ours to that directory is running, whose
+	// temporary this would delete.
+	lock := s.uploads.lock(h.Hostname + ":" + remoteDir(h.BinaryPath))
+	if lock.TryLock() {
+		_, err := ss.run(ctx, "removing stale temporaries", "rm -f "+dir+"/"+shellQuote("."+path.Base(h.BinaryPath)+".tmp-")+"*")
+		lock.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	lock.RLock()
+	defer lock.RUnlock()
 	s.narrate(j, "hive_install", h.Alias, "uploading %s (%d bytes) to %s:%s", s.cfg.HiveBinary, st.Size(), h.Hostname, h.BinaryPath)
 	if err := ss.c.Upload(ctx, f, h.BinaryPath, 0o755); err != nil {
 		if ctx.Err() != nil {
@@ -441,4 +453,26 @@ func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t
 	}
 	s.reg.MarkHiveOffline(h.Alias)
 	return nil
+}
+
+// uploadDirs holds one lock per remote directory that hive_install uploads
+// into: uploads share it (read), the removal of stale temporaries takes it
+// exclusively and is skipped while any upload runs.
+type uploadDirs struct {
+	mu    sync.Mutex
+	locks map[string]*sync.RWMutex
+}
+
+func (u *uploadDirs) lock(key string) *sync.RWMutex {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.locks == nil {
+		u.locks = map[string]*sync.RWMutex{}
+	}
+	l, ok := u.locks[key]
+	if !ok {
+		l = &sync.RWMutex{}
+		u.locks[key] = l
+	}
+	return l
 }

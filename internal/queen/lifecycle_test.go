@@ -1,11 +1,14 @@
 package queen
 
 import (
+	"sync"
+
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"github.com/rbee-dev/rbee/internal/sse"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -290,5 +293,36 @@ func TestHiveStartCancel(t *testing.T) {
 	pid, _ := os.ReadFile(h.path(".local/state/rbee/rbee-hive.pid"))
 	if p, _ := strconv.Atoi(strings.TrimSpace(string(pid))); p > 0 {
 		_ = syscallKill(p)
+	}
+}
+
+// Concurrent installs to one hive all succeed: removing stale temporaries
+// never deletes the temporary of an upload still running.
+func TestConcurrentInstallsKeepEachOthersTemporaries(t *testing.T) {
+	h := newSSHHive(t, "hive-1", true)
+	bin := filepath.Join(t.TempDir(), "rbee-hive")
+	// Big enough that uploads overlap.
+	script := "#!/bin/sh\necho 'rbee-hive 9.9.9 (test)'\nexit 0\n#" + strings.Repeat("x", 4<<20) + "\n"
+	if err := os.WriteFile(bin, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := h.queen(t, func(c *config.Queen) { c.HiveBinary = bin })
+	var wg sync.WaitGroup
+	outs := make([]client.Outcome, 6)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = q.run(t, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
+		}()
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o.Kind != sse.Done {
+			t.Errorf("install %d ended %s", i, o.Terminator())
+		}
+	}
+	if entries, _ := os.ReadDir(h.path(".local/bin")); len(entries) != 1 {
+		t.Fatalf("want only the binary left, have %v", entries)
 	}
 }

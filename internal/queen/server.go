@@ -58,6 +58,8 @@ type Server struct {
 	ssh    *sshGate
 	token  string
 
+	uploads uploadDirs // guards temporaries of hive_install uploads
+
 	mux          *http.ServeMux
 	draining     atomic.Bool
 	shutdownOnce sync.Once
