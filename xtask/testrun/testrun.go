@@ -188,7 +188,7 @@ func ReadJUnit(file string) ([]Row, error) {
 	}
 	var rows []Row
 	for _, s := range js.Suites {
-		r := Row{Category: path.Base(s.Name)}
+		r := Row{Category: categoryOf(s.Name)}
 		if secs, err := strconv.ParseFloat(s.Time, 64); err == nil {
 			r.Duration = time.Duration(secs * float64(time.Second))
 		}
@@ -284,4 +284,15 @@ func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 		return fmt.Errorf("tests failed:\n  %s", strings.Join(failed, "\n  "))
 	}
 	return nil
+}
+
+// categoryOf names a package's row: its category name when it is one of
+// Categories (xtask/integration is "harness"), else its last path element.
+func categoryOf(pkg string) string {
+	for _, c := range Categories {
+		if strings.HasSuffix(pkg, "/"+strings.Trim(c.Package, "./")) {
+			return c.Name
+		}
+	}
+	return path.Base(pkg)
 }

@@ -59,6 +59,18 @@ func TestReadJUnitAndSummary(t *testing.T) {
 	}
 }
 
+func TestCategoryOf(t *testing.T) {
+	for pkg, want := range map[string]string{
+		"github.com/rbee-dev/rbee/xtask/integration":            "harness",
+		"github.com/rbee-dev/rbee/xtask/tests/docker/heartbeat": "heartbeat",
+		"github.com/rbee-dev/rbee/internal/queen":               "queen",
+	} {
+		if got := categoryOf(pkg); got != want {
+			t.Errorf("categoryOf(%s) = %s, want %s", pkg, got, want)
+		}
+	}
+}
+
 func TestFindCategory(t *testing.T) {
 	if c, err := FindCategory("e2e"); err != nil || c.Package != "./xtask/tests/docker/e2e/" {
 		t.Fatalf("%+v %v", c, err)
