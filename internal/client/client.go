@@ -326,15 +326,16 @@ func (c *Client) followOnce(ctx context.Context, path string, out *Outcome, onEv
 			}
 			return false, err
 		}
+		if k, msg := sse.Terminator(ev.Data); ev.Name == "" && k != sse.NotTerminator {
+			out.Kind, out.Error = k, msg
+			out.LastID = max(out.LastID, ev.ID)
+			return true, nil
+		}
 		if ev.ID > 0 {
 			if ev.ID <= out.LastID {
 				continue // already seen before a reconnect
 			}
 			out.LastID = ev.ID
-		}
-		if k, msg := sse.Terminator(ev.Data); ev.Name == "" && k != sse.NotTerminator {
-			out.Kind, out.Error = k, msg
-			return true, nil
 		}
 		if !c.noEventLog {
 			out.Events = append(out.Events, ev)

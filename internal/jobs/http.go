@@ -30,6 +30,10 @@ type Dispatcher interface {
 // GET /v1/jobs/{id}/stream, DELETE /v1/jobs/{id}) on mux.
 func (e *Engine) Mount(mux *http.ServeMux, d Dispatcher) {
 	mux.HandleFunc("POST /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		if e.Closing() {
+			WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down: not accepting jobs")
+			return
+		}
 		body, ok := ReadJSONBody(w, r)
 		if !ok {
 			return
@@ -111,6 +115,11 @@ func (e *Engine) ServeStream(w http.ResponseWriter, r *http.Request, id string) 
 	}
 	keepalive := time.NewTicker(KeepaliveInterval)
 	defer keepalive.Stop()
+	if evs, _, finished := j.EventsAfter(0); finished && after >= len(evs) {
+		// Resuming at or past the terminator: send it again, so a client
+		// that missed only the end still ends.
+		after = len(evs) - 1
+	}
 	for {
 		evs, notify, finished := j.EventsAfter(after)
 		for _, ev := range evs {

@@ -50,8 +50,9 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	jobs map[string]*Job
+	mu     sync.Mutex
+	jobs   map[string]*Job
+	closed bool
 }
 
 // NewEngine returns an engine. Close it to cancel all running jobs.
@@ -112,11 +113,28 @@ func (e *Engine) Submit(op string, fn Func) *Job {
 	e.mu.Lock()
 	e.pruneLocked()
 	e.jobs[j.id] = j
+	closed := e.closed
+	if !closed {
+		e.wg.Add(1) // under e.mu, so Close never waits on a half-added job
+	}
 	e.mu.Unlock()
+	if closed {
+		// Shutting down: the job exists (its stream and status answer) but
+		// never runs.
+		j.cancel()
+		j.finish(api.StateCancelled, "", api.TermCancelled, e.opts.Now())
+		return j
+	}
 	e.opts.Logf("job %s: %s started", j.id, op)
-	e.wg.Add(1)
 	go e.run(ctx, j, fn)
 	return j
+}
+
+// Closing reports whether Close has begun; servers answer new jobs 503.
+func (e *Engine) Closing() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 func (e *Engine) run(ctx context.Context, j *Job, fn Func) {
@@ -137,7 +155,8 @@ func (e *Engine) run(ctx context.Context, j *Job, fn Func) {
 	switch {
 	case err == nil && !userCancelled:
 		j.finish(api.StateCompleted, "", api.TermDone, e.opts.Now())
-	case errors.Is(err, ErrCancelled) || ctx.Err() != nil:
+	case userCancelled || errors.Is(err, ErrCancelled) || ctx.Err() != nil:
+		// A DELETE wins even when the work finished in the same instant.
 		j.finish(api.StateCancelled, "", api.TermCancelled, e.opts.Now())
 	default:
 		msg := err.Error()
@@ -299,6 +318,9 @@ func (e *Engine) pruneLocked() {
 // Close cancels every running job and waits up to timeout for them to end.
 // Readers still following a stream see [CANCELLED].
 func (e *Engine) Close(timeout time.Duration) error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
 	e.cancel()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()

@@ -323,3 +323,54 @@ func BenchmarkSubmitToFirstEvent(b *testing.B) {
 		}
 	}
 }
+
+// A reader resuming at or past the terminator gets the terminator again
+// instead of an empty stream it would reconnect to forever.
+func TestResumePastTheEndGetsTheTerminator(t *testing.T) {
+	_, _, c := newServer(t)
+	ctx := context.Background()
+	out, err := c.Run(ctx, api.JobRequest{Operation: "status"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []int{out.LastID, out.LastID + 5} {
+		again, err := c.Follow(ctx, out.JobID, after, nil)
+		if err != nil || again.Kind != sse.Done || len(again.Events) != 0 {
+			t.Fatalf("resume after %d: %+v %v", after, again, err)
+		}
+	}
+}
+
+// After Close, a submitted job ends [CANCELLED] at once and the HTTP API
+// answers 503.
+func TestSubmitAfterClose(t *testing.T) {
+	e, _, c := newServer(t)
+	if err := e.Close(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	j := e.Submit("x", func(ctx context.Context, j *Job) error { t.Error("ran after Close"); return nil })
+	<-j.Done()
+	if j.State() != api.StateCancelled {
+		t.Fatalf("state %s", j.State())
+	}
+	if _, err := c.Submit(context.Background(), api.JobRequest{Operation: "status"}); !client.IsStatus(err, http.StatusServiceUnavailable) {
+		t.Fatalf("submit after close: %v, want 503", err)
+	}
+}
+
+// A DELETE that races the work's own success still ends [CANCELLED], never
+// a panic or a nil error message.
+func TestCancelRacingSuccess(t *testing.T) {
+	e := NewEngine(Options{})
+	defer e.Close(time.Second)
+	for i := 0; i < 200; i++ {
+		release := make(chan struct{})
+		j := e.Submit("x", func(ctx context.Context, j *Job) error { <-release; return nil })
+		go close(release)
+		_, _ = e.Cancel(j.ID(), 0)
+		<-j.Done()
+		if st := j.State(); st != api.StateCancelled && st != api.StateCompleted {
+			t.Fatalf("state %s", st)
+		}
+	}
+}
