@@ -221,6 +221,8 @@ func TestParseHivesBad(t *testing.T) {
 		{"hives plural", "[[hives]]\nalias = \"a\"\n", "hives.conf:1: ", []string{"[[hive]]", "[[hives]]"}},
 		{"single table", "[hive]\nalias = \"a\"\n", "hives.conf:1: ", []string{"[[hive]]"}},
 		{"duplicate alias", h() + h(), "hives.conf:7: ", []string{`duplicate hive alias "hive-1"`, "line 2"}},
+		{"same machine account", h() + "[[hive]]\nalias = \"hive-2\"\nhostname = \"HIVE-1\"\nssh_user = \"rbee\"\nhive_port = 9001\n", "hives.conf:", []string{`hive "hive-2" uses the same machine account rbee@hive-1:22`, "line 2"}},
+		{"same listen address", h() + "[[hive]]\nalias = \"hive-2\"\nhostname = \"hive-1\"\nssh_user = \"other\"\n", "hives.conf:", []string{`hive "hive-2" listens on hive-1:9000`, "line 2"}},
 		{"missing ssh_user", "[[hive]]\nalias = \"a\"\nhostname = \"h\"\n", "hives.conf:1: ", []string{`missing required key "ssh_user"`, "hive[0]"}},
 		{"missing alias second hive", h() + "[[hive]]\nhostname = \"h\"\nssh_user = \"u\"\n", "hives.conf:6: ", []string{`missing required key "alias"`, "hive[1]"}},
 		{"missing hostname", "[[hive]]\nalias = \"a\"\nssh_user = \"u\"\n", "hives.conf:1: ", []string{`missing required key "hostname"`}},

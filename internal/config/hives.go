@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Hive is one [[hive]] table of hives.conf.
@@ -64,6 +65,8 @@ func ParseHives(data []byte, name string) ([]Hive, error) {
 		}
 	case []any:
 		firstAlias := map[string]int{}
+		firstAccount := map[string]int{}
+		firstAddr := map[string]int{}
 		for i, e := range elems {
 			path := fmt.Sprintf("hive[%d]", i)
 			m, isTable := e.(map[string]any)
@@ -79,7 +82,23 @@ func ParseHives(data []byte, name string) ([]Hive, error) {
 				doc.fail(path+".alias", "duplicate hive alias %q (first defined on line %d)", h.Alias, l)
 				continue
 			}
+			// One rbee-hive per machine account: the queen keeps the
+			// daemon's pid file under that account's home, so two hives
+			// there would overwrite each other's and hive_stop could
+			// signal the wrong one. And two daemons cannot share a port.
+			acct := fmt.Sprintf("%s@%s:%d", h.SSHUser, strings.ToLower(h.Hostname), h.SSHPort)
+			if l, dup := firstAccount[acct]; dup {
+				doc.fail(path+".hostname", "hive %q uses the same machine account %s as the hive on line %d; run one hive per machine account", h.Alias, acct, l)
+				continue
+			}
+			addr := fmt.Sprintf("%s:%d", strings.ToLower(h.Hostname), h.HivePort)
+			if l, dup := firstAddr[addr]; dup {
+				doc.fail(path+".hive_port", "hive %q listens on %s like the hive on line %d", h.Alias, addr, l)
+				continue
+			}
 			firstAlias[h.Alias] = doc.line(path + ".alias")
+			firstAccount[acct] = doc.line(path + ".alias")
+			firstAddr[addr] = doc.line(path + ".alias")
 			hives = append(hives, h)
 		}
 	case map[string]any:

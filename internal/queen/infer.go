@@ -93,7 +93,7 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 		path = "/v1/inference/" + acc.JobID + "/stream"
 	}
 	if ctx.Err() != nil {
-		go s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
+		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
 		return false, jobs.ErrCancelled
 	}
 	out, err := c.FollowPath(ctx, path, acc.JobID, 0, func(ev sse.Event) error {
@@ -101,12 +101,14 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 		return nil
 	})
 	if ctx.Err() != nil {
-		// Closing the stream is what stops the generation; the DELETE is a
-		// courtesy for workers that also support cancelling by id.
-		go s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
+		// The worker's job runs whether or not anybody reads it: only the
+		// DELETE stops the generation. Sent synchronously (bounded) so a
+		// shutting-down queen does not exit before it goes out.
+		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
 		return false, jobs.ErrCancelled
 	}
 	if err != nil {
+		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
 		return false, fmt.Errorf("%s: lost the inference stream: %s", name, followCause(err, s.http.timeout))
 	}
 	switch out.Kind {

@@ -242,7 +242,7 @@ func (s *Server) hiveUninstall(ctx context.Context, j *jobs.Job, h config.Hive) 
 }
 
 func (s *Server) hiveURL(h config.Hive) string {
-	return fmt.Sprintf("http://%s:%d", h.Hostname, h.HivePort)
+	return h.URL()
 }
 
 func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) error {
@@ -262,6 +262,20 @@ func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) erro
 	}
 	if res.ExitCode != 0 {
 		return fmt.Errorf("%s: rbee-hive is not installed at %s on %s; run hive_install first", h.Alias, h.BinaryPath, h.Hostname)
+	}
+	// A daemon we recorded that still runs but does not answer /health
+	// (hung, or cut off from us) must not be orphaned by a second start
+	// overwriting its pid file: hive_stop is the way out.
+	alive := `f=` + shellPath(remotePidFile) + `; [ -r "$f" ] || exit 0; p=$(cat "$f"); ` +
+		`kill -0 "$p" 2>/dev/null || exit 0; [ "$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | cut -c1)" != Z ] || exit 0; ` +
+		`tr '\0' ' ' < /proc/"$p"/cmdline 2>/dev/null | grep -q rbee-hive || exit 0; echo "$p"; exit 3`
+	res, err = ss.run(ctx, "checking for a running rbee-hive", alive, 3)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode == 3 {
+		return fmt.Errorf("%s: rbee-hive (pid %s) is already running on %s but %s/health does not answer; stop it with hive_stop first",
+			h.Alias, strings.TrimSpace(string(res.Stdout)), h.Hostname, t.url)
 	}
 	// mkdir must not be part of the background list ("a && b &" would
 	// background both and $! would be a subshell, not the hive).
@@ -342,8 +356,11 @@ func (s *Server) stopHive(ctx context.Context, j *jobs.Job, h config.Hive) error
 	t := hiveTarget{alias: h.Alias, url: s.hiveURL(h)}
 	stopTimeout := s.cfg.Lifecycle.StopTimeout.D()
 	sctx, cancel := context.WithTimeout(ctx, s.http.timeout)
-	req, _ := http.NewRequestWithContext(sctx, http.MethodPost, t.url+"/v1/shutdown", nil)
-	resp, err := s.http.probe.Do(req) // no retries: shutdown is not idempotent enough to repeat blindly
+	var resp *http.Response
+	req, err := http.NewRequestWithContext(sctx, http.MethodPost, t.url+"/v1/shutdown", nil)
+	if err == nil {
+		resp, err = s.http.probe.Do(req) // no retries: shutdown is not idempotent enough to repeat blindly
+	}
 	cancel()
 	if ctx.Err() != nil {
 		return jobs.ErrCancelled

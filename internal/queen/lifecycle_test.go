@@ -2,6 +2,7 @@ package queen
 
 import (
 	"sync"
+	"syscall"
 
 	"context"
 	"crypto/ed25519"
@@ -325,4 +326,29 @@ func TestConcurrentInstallsKeepEachOthersTemporaries(t *testing.T) {
 	if entries, _ := os.ReadDir(h.path(".local/bin")); len(entries) != 1 {
 		t.Fatalf("want only the binary left, have %v", entries)
 	}
+}
+
+// hive_start does not orphan a recorded daemon that runs but does not
+// answer: it names the pid and points to hive_stop.
+func TestHiveStartRefusesWhileRecordedHiveHangs(t *testing.T) {
+	h := newSSHHive(t, "hive-1", true)
+	h.installFakeHive(t, "")
+	q := h.queen(t, nil)
+	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
+	pidData, err := os.ReadFile(h.path(".local/state/rbee/rbee-hive.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidData)))
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	out := q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"})
+	wantError(t, out, fmt.Sprintf("rbee-hive (pid %d) is already running", pid), "hive_stop")
+	if after, _ := os.ReadFile(h.path(".local/state/rbee/rbee-hive.pid")); string(after) != string(pidData) {
+		t.Fatalf("pid file changed from %q to %q", pidData, after)
+	}
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"}))
 }

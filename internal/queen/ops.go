@@ -145,7 +145,7 @@ type hiveTarget struct {
 
 func (s *Server) target(alias string) (hiveTarget, error) {
 	if h, ok := s.hives[alias]; ok {
-		return hiveTarget{alias: alias, url: fmt.Sprintf("http://%s:%d", h.Hostname, h.HivePort)}, nil
+		return hiveTarget{alias: alias, url: h.URL()}, nil
 	}
 	if u := s.reg.HiveURL(alias); u != "" {
 		return hiveTarget{alias: alias, url: strings.TrimRight(u, "/")}, nil
@@ -284,6 +284,9 @@ func (s *Server) forward(ctx context.Context, j *jobs.Job, t hiveTarget, req api
 		return jobs.ErrCancelled
 	}
 	if err != nil {
+		// Our job ends [ERROR]; the hive's must not run on unseen (a
+		// download nobody can cancel any more would block the next one).
+		s.cancelRemote(c, t.alias, acc.JobID)
 		return t.errorf("lost the job stream of " + acc.JobID + ": " + followCause(err, s.http.timeout))
 	}
 	switch out.Kind {
