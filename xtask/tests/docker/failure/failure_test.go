@@ -110,15 +110,14 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	// The hub's compose service does not pass HUB_RATE through, so the
 	// download is slowed on the wire: 2 mbit/s makes 8 MiB take ~30 s.
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
-	done := make(chan client.Outcome, 1)
+	// The goroutine reports through the channel only: it may outlive a
+	// failed test, and a t.Errorf after the test returned would panic.
+	done := make(chan runResult, 1)
+	dctx, dcancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	defer dcancel()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
-		defer cancel()
-		out, err := hist.Run(ctx, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: bigModel})
-		if err != nil {
-			t.Errorf("model_download: %v", err)
-		}
-		done <- out
+		out, err := hist.Run(dctx, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: bigModel})
+		done <- runResult{out, err}
 	}()
 
 	partial := modelsDir + "/rbee--big-ngram--model.bin/model.bin.partial"
@@ -138,7 +137,11 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 
 	var out client.Outcome
 	select {
-	case out = <-done:
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("model_download: %v", r.err)
+		}
+		out = r.out
 	case <-time.After(2 * opTimeout):
 		t.Fatal("the queen's download stream did not end after the hive was killed")
 	}
@@ -405,15 +408,12 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	// 8 mbit/s: the ~7.6 MB binary takes seconds, a window to cut it in.
 	h.MustInject(t, integration.RateLimit("queen", "8mbit"))
 
-	done := make(chan client.Outcome, 1)
+	done := make(chan runResult, 1) // reported by the test goroutine only
+	ictx, icancel := context.WithTimeout(context.Background(), opTimeout)
+	defer icancel()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		out, err := hist.Run(ctx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
-		if err != nil {
-			t.Errorf("hive_install: %v", err)
-		}
-		done <- out
+		out, err := hist.Run(ictx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
+		done <- runResult{out, err}
 	}()
 
 	// Cut the connection once a part of the binary has arrived in the
@@ -435,7 +435,11 @@ func TestSSHLostDuringInstall(t *testing.T) {
 
 	var out client.Outcome
 	select {
-	case out = <-done:
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("hive_install: %v", r.err)
+		}
+		out = r.out
 	case <-time.After(opTimeout):
 		t.Fatal("hive_install did not end after the connection was blocked")
 	}
@@ -473,4 +477,10 @@ func countHives(hs []api.HiveInfo, alias string) int {
 		}
 	}
 	return n
+}
+
+// runResult is what a job run in a goroutine saw.
+type runResult struct {
+	out client.Outcome
+	err error
 }
