@@ -1,6 +1,6 @@
 //go:build mage
 
-// Mage targets for the rbee Docker test environment; the logic is in xtask/setup. Run `go run mage.go <target>` (-v: verbose).
+// Mage targets for the rbee Docker test environment. They are thin: the logic is in xtask/setup (keys, binaries, images, cleanup), xtask/integration (topologies), xtask/testrun (test runs and summaries) and xtask/bench. Run `go run mage.go <target>` (-v: verbose).
 package main
 
 import (

@@ -17,9 +17,8 @@ import (
 	"github.com/rbee-dev/rbee/internal/model"
 )
 
-// workerBin is the real llm-worker-rbee built by TestMain ("" when the
-// package does not exist yet; skipReason says why).
-var workerBin, skipReason string
+// workerBin is the real llm-worker-rbee built by TestMain.
+var workerBin string
 
 // hiveBin is the rbee-hive binary built by TestMain.
 var hiveBin string
@@ -31,7 +30,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	if _, err := os.Stat("../../cmd/llm-worker-rbee/main.go"); err != nil {
-		skipReason = "cmd/llm-worker-rbee does not exist yet; real-worker spawn tests skipped"
+		// The spawn tests need the real worker; a move must not turn them
+		// into silent skips.
+		fmt.Fprintf(os.Stderr, "cmd/llm-worker-rbee not found: %v\n", err)
+		os.Exit(1)
 	} else {
 		out := filepath.Join(dir, "llm-worker-rbee")
 		cmd := exec.Command("go", "build", "-o", out, "../../cmd/llm-worker-rbee")
@@ -61,7 +63,7 @@ func TestMain(m *testing.M) {
 func needWorker(t *testing.T) {
 	t.Helper()
 	if workerBin == "" {
-		t.Skip(skipReason)
+		t.Fatal("TestMain did not build llm-worker-rbee")
 	}
 }
 

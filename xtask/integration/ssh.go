@@ -58,7 +58,10 @@ func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string) (*ssh.Cli
 		User:            "rbee",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.FixedHostKey(hostKey),
-		Timeout:         15 * time.Second,
+		// Offer only the pinned key's type, so a server with several host
+		// keys shows the pinned one instead of failing as a mismatch.
+		HostKeyAlgorithms: hostKeyAlgorithms(hostKey),
+		Timeout:           15 * time.Second,
 	})
 	if err != nil {
 		conn.Close()
@@ -66,4 +69,13 @@ func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string) (*ssh.Cli
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+// hostKeyAlgorithms lists the signature algorithms a host key of this type
+// can use (an RSA key signs with SHA-2 variants, not its "ssh-rsa" type).
+func hostKeyAlgorithms(k ssh.PublicKey) []string {
+	if k.Type() == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	return []string{k.Type()}
 }
