@@ -266,9 +266,9 @@ func (s *Server) hiveStart(ctx context.Context, j *jobs.Job, h config.Hive) erro
 	// A daemon we recorded that still runs but does not answer /health
 	// (hung, or cut off from us) must not be orphaned by a second start
 	// overwriting its pid file: hive_stop is the way out.
-	alive := `f=` + shellPath(remotePidFile) + `; [ -r "$f" ] || exit 0; p=$(cat "$f"); ` +
-		`kill -0 "$p" 2>/dev/null || exit 0; [ "$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | cut -c1)" != Z ] || exit 0; ` +
-		`tr '\0' ' ' < /proc/"$p"/cmdline 2>/dev/null | grep -q rbee-hive || exit 0; echo "$p"; exit 3`
+	alive := "f=" + shellPath(remotePidFile) + "\n" + recordedHiveFn + `
+pid=$(recorded_hive "$f") || exit 0
+echo "$pid"; exit 3`
 	res, err = ss.run(ctx, "checking for a running rbee-hive", alive, 3)
 	if err != nil {
 		return err
@@ -421,6 +421,33 @@ func (s *Server) removePidFile(ctx context.Context, j *jobs.Job, h config.Hive) 
 	}
 }
 
+// recordedHiveFn defines recorded_hive PIDFILE for the remote shell: it
+// prints the recorded pid and returns 0 when that process is the rbee-hive
+// we started, 1 when there is no (usable) pid file, 2 when the process is
+// gone (or a zombie), 3 when the pid now belongs to something else: the
+// checking shell itself, a process that started after the pid file was
+// written (pids are reused, e.g. in a restarted container whose file
+// system kept the old pid file), or one whose command line is not
+// rbee-hive.
+const recordedHiveFn = `recorded_hive() {
+  rf=$1
+  [ -f "$rf" ] || return 1
+  p=$(tr -cd 0-9 < "$rf")
+  [ -n "$p" ] || return 1
+  echo "$p"
+  [ "$p" != "$$" ] || return 3
+  kill -0 "$p" 2>/dev/null || return 2
+  [ -r /proc/"$p"/stat ] || return 0
+  st=$(sed 's/.*) //' /proc/"$p"/stat)
+  set -- $st
+  [ "$1" != Z ] || return 2
+  bt=$(sed -n 's/^btime //p' /proc/stat)
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  w=$(stat -c %Y "$rf")
+  [ $((bt + ${20} / hz)) -le $((w + 1)) ] || return 3
+  tr '\0' ' ' < /proc/"$p"/cmdline | grep -q rbee-hive || return 3
+}`
+
 // killScript signals the pid recorded in the pid file: TERM, wait up to
 // %d tenths of a second, then KILL. It refuses a pid whose command line is
 // not rbee-hive (the pid was reused), and always removes the pid file.
@@ -431,11 +458,12 @@ alive() {
   [ -r /proc/"$1"/stat ] || return 0
   [ "$(sed 's/.*) //' /proc/"$1"/stat | cut -c1)" != Z ] # an unreaped zombie has exited
 }
-[ -f "$f" ] || exit 3
-pid=$(cat "$f" 2>/dev/null | tr -cd 0-9)
-[ -n "$pid" ] || { rm -f "$f"; exit 3; }
-if ! alive "$pid"; then rm -f "$f"; echo "$pid"; exit 4; fi
-if [ -r /proc/"$pid"/cmdline ] && ! tr '\0' ' ' < /proc/"$pid"/cmdline | grep -q rbee-hive; then rm -f "$f"; echo "$pid"; exit 5; fi
+pid=$(recorded_hive "$f")
+case $? in
+  1) rm -f "$f"; exit 3 ;;
+  2) rm -f "$f"; echo "$pid"; exit 4 ;;
+  3) rm -f "$f"; echo "$pid"; exit 5 ;;
+esac
 kill -TERM "$pid" 2>/dev/null
 i=0
 while alive "$pid" && [ $i -lt %[2]d ]; do sleep 0.1; i=$((i+1)); done
@@ -452,7 +480,7 @@ func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t
 	defer ss.Close()
 	tenths := int(s.cfg.Lifecycle.StopTimeout.D() / (100 * time.Millisecond))
 	tenths = max(10, min(tenths, 300))
-	res, err := ss.run(ctx, "signalling the recorded pid", fmt.Sprintf(killScript, shellPath(remotePidFile), tenths), 3, 4, 5)
+	res, err := ss.run(ctx, "signalling the recorded pid", recordedHiveFn+"\n"+fmt.Sprintf(killScript, shellPath(remotePidFile), tenths), 3, 4, 5)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package queen
 
 import (
+	"os/exec"
 	"sync"
 	"syscall"
 
@@ -350,5 +351,35 @@ func TestHiveStartRefusesWhileRecordedHiveHangs(t *testing.T) {
 		t.Fatalf("pid file changed from %q to %q", pidData, after)
 	}
 	_ = syscall.Kill(pid, syscall.SIGCONT)
+	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"}))
+}
+
+// A pid file whose pid now belongs to a process that started after the file
+// was written (pid reuse, e.g. after a container restart) is not "our
+// hive": hive_start goes ahead, and the stranger is left alone.
+func TestHiveStartIgnoresAReusedPid(t *testing.T) {
+	h := newSSHHive(t, "hive-1", true)
+	h.installFakeHive(t, "")
+	q := h.queen(t, nil)
+	stranger := exec.Command("bash", "-c", "exec -a rbee-hive-lookalike sleep 60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stranger.Process.Kill(); _ = stranger.Wait() }()
+	pidFile := h.path(".local/state/rbee/rbee-hive.pid")
+	if err := os.MkdirAll(filepath.Dir(pidFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(stranger.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(pidFile, old, old); err != nil {
+		t.Fatal(err)
+	}
+	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
+	if err := stranger.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the stranger was signalled: %v", err)
+	}
 	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"}))
 }
