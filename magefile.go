@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/magefile/mage/mg"
@@ -231,7 +232,7 @@ func (Test) All(ctx context.Context) error {
 	return runTests(ctx, false, unitSpec(), dockerSpec("docker", "", nil, testrun.Categories...), remote)
 }
 
-// Lint checks gofmt, go vet (with and without the docker tag) and the GitHub workflow with actionlint.
+// Lint checks gofmt, go vet (with and without the docker tag), shell script syntax and the GitHub workflow with actionlint.
 func Lint(ctx context.Context) error {
 	root, err := setup.FindRoot(".")
 	if err != nil {
@@ -243,6 +244,15 @@ func Lint(ctx context.Context) error {
 	}
 	if files := strings.TrimSpace(string(out)); files != "" {
 		return fmt.Errorf("gofmt needed on:\n%s", files)
+	}
+	// Shell scripts: a syntax error must fail here, not in the CI run it breaks.
+	scripts, _ := filepath.Glob(filepath.Join(root, "tests", "docker", "scripts", "*.sh"))
+	more, _ := filepath.Glob(filepath.Join(root, "docker", "*", "*.sh"))
+	scripts = append(append(scripts, filepath.Join(root, ".ci", "run")), more...)
+	for _, sc := range scripts {
+		if out, err := exec.CommandContext(ctx, "bash", "-n", sc).CombinedOutput(); err != nil {
+			return fmt.Errorf("bash -n %s: %v\n%s", sc, err, out)
+		}
 	}
 	for _, args := range [][]string{
 		{"vet", "./..."},

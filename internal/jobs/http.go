@@ -19,6 +19,10 @@ import (
 // comment (PROTOCOL.md §2). A variable so tests can shorten it.
 var KeepaliveInterval = 15 * time.Second
 
+// CancelWait is how long DELETE waits for the work to stop before it
+// answers 202 instead of 200. A variable so tests can shorten it.
+var CancelWait = 10 * time.Second
+
 // Dispatcher turns a validated job request into the work to run. An error
 // that is an *api.RequestError is answered 400; any other error 500.
 type Dispatcher interface {
@@ -74,12 +78,16 @@ func (e *Engine) Mount(mux *http.ServeMux, d Dispatcher) {
 
 // ServeCancel answers a cancel request for job id.
 func (e *Engine) ServeCancel(w http.ResponseWriter, id string) {
-	j, err := e.Cancel(id, 10*time.Second)
+	j, err := e.Cancel(id, CancelWait)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("unknown job %q", id))
 	case errors.Is(err, ErrFinished):
 		WriteError(w, http.StatusConflict, api.CodeConflict, fmt.Sprintf("job %s already finished (%s)", id, j.State()))
+	case !j.State().Finished():
+		// The work has not stopped within the wait: the cancel stands and
+		// the stream will end [CANCELLED], but say what is true now.
+		WriteJSON(w, http.StatusAccepted, api.CancelAnswer{JobID: id, State: j.State()})
 	default:
 		WriteJSON(w, http.StatusOK, api.CancelAnswer{JobID: id, State: api.StateCancelled})
 	}

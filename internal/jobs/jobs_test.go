@@ -374,3 +374,47 @@ func TestCancelRacingSuccess(t *testing.T) {
 		}
 	}
 }
+
+// A cancel whose work does not stop within CancelWait is answered 202 with
+// the true state; the stream still ends [CANCELLED] once it stops.
+func TestSlowCancelIsAccepted(t *testing.T) {
+	old := CancelWait
+	CancelWait = 20 * time.Millisecond
+	defer func() { CancelWait = old }()
+	e := NewEngine(Options{})
+	defer e.Close(time.Second)
+	mux := http.NewServeMux()
+	release := make(chan struct{})
+	e.Mount(mux, slowOps{release})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := client.New(srv.URL)
+	acc, err := c.Submit(context.Background(), api.JobRequest{Operation: "status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/jobs/"+acc.JobID, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans api.CancelAnswer
+	_ = json.NewDecoder(resp.Body).Decode(&ans)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || ans.State != api.StateRunning {
+		t.Fatalf("slow cancel answered %d %+v, want 202 running", resp.StatusCode, ans)
+	}
+	close(release)
+	out, err := c.Follow(context.Background(), acc.JobID, 0, nil)
+	if err != nil || out.Kind != sse.Cancelled {
+		t.Fatalf("stream ended %+v %v", out, err)
+	}
+}
+
+// slowOps runs one job that ignores cancellation until released.
+type slowOps struct{ release chan struct{} }
+
+func (slowOps) Specs() api.OpSpecs { return api.OpSpecs{"status": {}} }
+func (o slowOps) Prepare(api.JobRequest) (Func, error) {
+	return func(ctx context.Context, j *Job) error { <-o.release; return nil }, nil
+}

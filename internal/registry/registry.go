@@ -11,6 +11,7 @@ package registry
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -60,6 +61,11 @@ type Registry struct {
 	// never make last_seen go backwards.
 	base time.Time
 
+	// evictAfter drops workers and learned hives silent this long, so that
+	// heartbeats from ever-new ids cannot grow the registry without bound.
+	evictAfter time.Duration
+	lastSweep  time.Time
+
 	mu      sync.RWMutex
 	workers map[string]*workerEntry
 	hives   map[string]*hiveEntry
@@ -69,6 +75,7 @@ type Registry struct {
 // Options configure a Registry.
 type Options struct {
 	StaleAfter time.Duration    // default 30 s
+	EvictAfter time.Duration    // default 10 × StaleAfter, at least 5 min
 	Now        func() time.Time // default time.Now (tests inject a fake clock)
 }
 
@@ -81,7 +88,14 @@ func New(hives []HiveSpec, opts Options) *Registry {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.EvictAfter <= 0 {
+		opts.EvictAfter = max(10*opts.StaleAfter, 5*time.Minute)
+	}
+	if opts.EvictAfter < opts.StaleAfter {
+		opts.EvictAfter = opts.StaleAfter
+	}
 	r := &Registry{
+		evictAfter: opts.EvictAfter,
 		staleAfter: opts.StaleAfter,
 		now:        opts.Now,
 		workers:    map[string]*workerEntry{},
@@ -167,6 +181,7 @@ func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) (string, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.sweepLocked(now)
 	change := ""
 	e, ok := r.workers[hb.WorkerID]
 	switch {
@@ -381,4 +396,25 @@ func (r *Registry) Candidates(model, hiveID string) []api.WorkerInfo {
 		out = append(out, r.workerInfo(e, now))
 	}
 	return out
+}
+
+// sweepLocked evicts workers and learned (not configured) hives that have
+// been silent for evictAfter. It runs on the heartbeat path at most once
+// per stale_after, so ingest stays cheap.
+func (r *Registry) sweepLocked(now time.Time) {
+	if now.Sub(r.lastSweep) < r.staleAfter {
+		return
+	}
+	r.lastSweep = now
+	for id, e := range r.workers {
+		if now.Sub(e.seen) > r.evictAfter {
+			delete(r.workers, id)
+		}
+	}
+	for alias, h := range r.hives {
+		if !h.configured && !h.seen.IsZero() && now.Sub(h.seen) > r.evictAfter {
+			delete(r.hives, alias)
+			r.order = slices.DeleteFunc(r.order, func(a string) bool { return a == alias })
+		}
+	}
 }

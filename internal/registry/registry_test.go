@@ -201,3 +201,36 @@ func TestConcurrentHeartbeats(t *testing.T) {
 		t.Fatalf("workers = %d; want 8", n)
 	}
 }
+
+// Workers and learned hives silent for EvictAfter leave the registry (so
+// ever-new ids cannot grow it without bound); stale ones stay listed
+// until then, and configured hives always stay.
+func TestEviction(t *testing.T) {
+	r, clk := newTest(t) // stale after 30 s, evict after 5 min
+	if _, err := r.WorkerHeartbeat(whb("w-old", "hive-1", "m", api.WorkerReady)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-x", URL: "http://hive-x:9000"}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.HiveHeartbeat(api.HiveHeartbeat{HiveID: "hive-1", URL: "http://hive-1:9000"})
+	clk.Add(time.Minute)
+	_, _ = r.WorkerHeartbeat(whb("w-new", "hive-1", "m", api.WorkerReady))
+	if w, ok := r.Worker("w-old"); !ok || !w.Stale {
+		t.Fatalf("after 1 min w-old should be listed and stale: %+v %v", w, ok)
+	}
+	clk.Add(5 * time.Minute)
+	_, _ = r.WorkerHeartbeat(whb("w-new", "hive-1", "m", api.WorkerReady))
+	if _, ok := r.Worker("w-old"); ok {
+		t.Fatal("w-old still listed after 6 min of silence")
+	}
+	if _, ok := r.Worker("w-new"); !ok {
+		t.Fatal("w-new was evicted")
+	}
+	if _, ok := r.Hive("hive-x"); ok {
+		t.Fatal("learned hive-x still listed after 6 min of silence")
+	}
+	if _, ok := r.Hive("hive-1"); !ok {
+		t.Fatal("configured hive-1 was evicted")
+	}
+}
