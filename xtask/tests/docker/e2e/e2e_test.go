@@ -12,6 +12,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // A bare machine (sshd only) becomes a serving hive through the queen alone
@@ -88,7 +89,7 @@ func TestFreshInstallToInference(t *testing.T) {
 	}
 	t.Logf("seed 7: %q", strings.TrimSpace(first.stdout))
 
-	nothingLost(t, &hist, q)
+	suite.NothingLost(t, opTimeout, q, &hist)
 }
 
 // With a worker for one model on each of two hives, 20 concurrent infer jobs
@@ -135,7 +136,7 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 		}
 	}
 
-	nothingLost(t, &hist, q)
+	suite.NothingLost(t, opTimeout, q, &hist)
 }
 
 // A model downloaded through the queen on the full stack comes from the
@@ -201,7 +202,7 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 		t.Fatalf("infer ran on %+v; want the new worker %s", rt, wp.WorkerID)
 	}
 
-	nothingLost(t, &hist, q)
+	suite.NothingLost(t, opTimeout, q, &hist)
 }
 
 // A hive machine that crashes while serving: requests move to the other
@@ -331,5 +332,5 @@ func TestHiveFailureRecovery(t *testing.T) {
 		t.Fatalf("after the recovery, jobs per hive %v; want both serving", served)
 	}
 
-	nothingLost(t, &hist, q)
+	suite.NothingLost(t, opTimeout, q, &hist)
 }

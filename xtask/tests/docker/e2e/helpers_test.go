@@ -92,17 +92,6 @@ func narrationOf(o client.Outcome) string {
 	return b.String()
 }
 
-// nothingLost re-reads every recorded job (checks.History.CheckNothingLost).
-func nothingLost(t *testing.T, hist *checks.History, q *client.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	if err := hist.CheckNothingLost(ctx, q); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("nothing lost: %d jobs recorded, each with exactly one terminator that its status agrees with", len(hist.Entries()))
-}
-
 // awaitOnline waits until the queen has a heartbeat from each hive.
 func awaitOnline(t *testing.T, q *client.Client, hives ...string) {
 	t.Helper()

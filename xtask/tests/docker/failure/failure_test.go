@@ -31,6 +31,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // Partition queen↔hive: the hive turns stale, forwarded jobs end [ERROR]
@@ -44,7 +45,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	download(t, q, &hist, tinyModel)
 	w := spawn(t, q, &hist, tinyModel, "cpu:0")
 	awaitWorker(t, q, w.WorkerID, "registered", checks.Fresh)
-	run(t, q, &hist, inferReq(tinyModel))
+	suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
 
 	h.MustInject(t, integration.Partition("queen", hive))
 	awaitHive(t, q, hive, api.HiveOffline)
@@ -57,15 +58,15 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	const forwardBound = 20 * time.Second
 	for _, op := range []string{api.OpModelList, api.OpWorkerProcessList} {
 		t0 := time.Now()
-		out := try(t, q, &hist, api.JobRequest{Operation: op, HiveID: hive})
+		out := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: op, HiveID: hive})
 		took := time.Since(t0)
-		mustError(t, out, hive+" (http://"+hive+":9000)")
+		suite.MustError(t, out, hive+" (http://"+hive+":9000)")
 		t.Logf("%s while partitioned: %s after %v", op, out.Terminator(), took.Round(time.Millisecond))
 		if took > forwardBound {
 			t.Errorf("%s took %v to fail; want within %v", op, took, forwardBound)
 		}
 	}
-	mustError(t, try(t, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
 
 	h.MustRestoreNetwork(t, "queen", hive)
 	h.MustRestoreNetwork(t, hive, "queen")
@@ -75,7 +76,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	if ms := modelList(t, q, &hist); len(ms) != 1 || ms[0].ID != tinyModel {
 		t.Fatalf("model_list after restore: %+v", ms)
 	}
-	out := run(t, q, &hist, inferReq(tinyModel))
+	out := suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
 	if got := servedBy(out); !slices.Equal(got, []string{w.WorkerID}) {
 		t.Errorf("infer after restore went to %v; want [%s]", got, w.WorkerID)
 	}
@@ -98,7 +99,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	if n := countHives(hs, hive); n != 1 {
 		t.Errorf("queen lists %s %d times", hive, n)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
 // Hive crash during a download: the queen's stream ends [ERROR] naming the
@@ -145,7 +146,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	case <-time.After(2 * opTimeout):
 		t.Fatal("the queen's download stream did not end after the hive was killed")
 	}
-	mustError(t, out, hive)
+	suite.MustError(t, out, hive)
 	st, err := q.Job(context.Background(), out.JobID)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 			t.Fatalf("the half-written %s is in the catalog after the restart: %+v", bigModel, m)
 		}
 	}
-	mustError(t, try(t, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: bigModel}), bigModel, "is not on "+hive)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: bigModel}), bigModel, "is not on "+hive)
 	// The catalog still works: the model downloads in full and is listed once.
 	m := download(t, q, &hist, bigModel)
 	if m.Size != 8<<20 {
@@ -173,7 +174,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	if got := sha256In(t, h, hive, m.Path); got != m.SHA256 {
 		t.Errorf("catalog says sha256 %s, the file on disk has %s", m.SHA256, got)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
 // Queen restart with active hives: hives and workers keep running (same
@@ -185,10 +186,10 @@ func TestQueenRestart(t *testing.T) {
 	download(t, q, &before, tinyModel)
 	w := spawn(t, q, &before, tinyModel, "cpu:0")
 	awaitWorker(t, q, w.WorkerID, "registered", checks.Fresh)
-	run(t, q, &before, inferReq(tinyModel))
+	suite.Run(t, opTimeout, q, &before, inferReq(tinyModel))
 	hpid := hivePID(t, h, hive)
 	// The old queen's jobs live in its memory: check them before it goes.
-	checkNothingLost(t, q, &before)
+	suite.NothingLost(t, 60*time.Second, q, &before)
 
 	h.MustRestart(t, "queen")
 	h.MustWaitForHealthy(t, "queen", 60*time.Second)
@@ -197,7 +198,7 @@ func TestQueenRestart(t *testing.T) {
 
 	awaitHive(t, q, hive, api.HiveOnline)
 	awaitWorker(t, q, w.WorkerID, "re-registered by heartbeat", checks.Fresh)
-	out := run(t, q, &after, inferReq(tinyModel))
+	out := suite.Run(t, opTimeout, q, &after, inferReq(tinyModel))
 	if got := servedBy(out); !slices.Equal(got, []string{w.WorkerID}) {
 		t.Errorf("infer after the restart went to %v; want [%s]", got, w.WorkerID)
 	}
@@ -215,7 +216,7 @@ func TestQueenRestart(t *testing.T) {
 	if len(ps) != 1 || ps[0].WorkerID != w.WorkerID || ps[0].PID != w.PID || ps[0].State != "running" {
 		t.Errorf("hive's workers after the queen restart: %+v; want only %s (pid %d) running", ps, w.WorkerID, w.PID)
 	}
-	checkNothingLost(t, q, &after)
+	suite.NothingLost(t, 60*time.Second, q, &after)
 }
 
 // Worker crash: a worker killed with SIGKILL turns stale in the queen; infer
@@ -239,7 +240,7 @@ func TestWorkerCrash(t *testing.T) {
 		awaitWorker(t, q, w.WorkerID, "stale after SIGKILL", checks.Stale)
 		var got api.WorkerProcess
 		if err := checks.Await(context.Background(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
-			got = result[api.WorkerProcess](t, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessGet, HiveID: hive, WorkerID: w.WorkerID})
+			got = suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessGet, HiveID: hive, WorkerID: w.WorkerID})
 			return got.State == "exited", fmt.Sprintf("%s is %s", w.WorkerID, got.State), nil
 		}); err != nil {
 			t.Fatal(err)
@@ -251,14 +252,14 @@ func TestWorkerCrash(t *testing.T) {
 
 	kill9(a)
 	for i := range 3 {
-		out := run(t, q, &hist, inferReq(tinyModel))
+		out := suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
 		if got := servedBy(out); !slices.Equal(got, []string{b.WorkerID}) {
 			t.Errorf("infer %d after %s died went to %v; want [%s]", i, a.WorkerID, got, b.WorkerID)
 		}
 	}
 
 	kill9(b)
-	mustError(t, try(t, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
 
 	ps := processList(t, q, &hist)
 	if len(ps) != 2 {
@@ -269,7 +270,7 @@ func TestWorkerCrash(t *testing.T) {
 			t.Errorf("hive lists killed worker %s as %s; want exited", p.WorkerID, p.State)
 		}
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
 // Concurrent operations on one hive: 10 spawns and model operations at once;
@@ -378,7 +379,7 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 	if r := h.MustExec(t, hive, []string{"find", modelsDir, "-name", "*.partial"}); strings.TrimSpace(r.Stdout) != "" {
 		t.Errorf("partial files left in the catalog: %s", r.Stdout)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
 // SSH lost during install: the connection blocked mid-upload → [ERROR], no
@@ -394,7 +395,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	// from the block, and the test does not wait the default 30 s for it.
 	h := integration.Start(t, integration.Localhost,
 		integration.WithEnv(map[string]string{"RBEE_HIVE_PREINSTALLED": "0", "RBEE_HIVE_AUTOSTART": "0"}),
-		integration.WithFile("queen", "/etc/rbee/queen.toml", []byte(queenConfig(t, "localhost", map[string]string{"command_timeout": `"20s"`}))))
+		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{"command_timeout": `"20s"`})))
 	q := h.MustQueen(t)
 	var hist checks.History
 
@@ -443,7 +444,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	case <-time.After(opTimeout):
 		t.Fatal("hive_install did not end after the connection was blocked")
 	}
-	mustError(t, out, alias, "upload")
+	suite.MustError(t, out, alias, "upload")
 	t.Logf("install ended %s", out.Terminator())
 	if r := h.MustExec(t, alias, []string{"test", "-e", binary}); r.ExitCode == 0 {
 		t.Fatalf("%s exists after the interrupted install: a partial binary at the final path", binary)
@@ -456,7 +457,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	}
 
 	h.MustHeal(t)
-	res := result[api.HiveInstallResult](t, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
+	res := suite.Result[api.HiveInstallResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
 	if res.Size != total || res.Version == "" {
 		t.Fatalf("hive_install after restore: %+v; want size %d and a version", res, total)
 	}
@@ -466,7 +467,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	if left := h.MustExec(t, alias, []string{"sh", "-c", "ls " + tmpGlob + " 2>/dev/null"}).Stdout; left != "" {
 		t.Fatalf("temporaries of the interrupted install still there after a good one: %s", left)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
 func countHives(hs []api.HiveInfo, alias string) int {

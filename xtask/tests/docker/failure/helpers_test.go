@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,9 +14,9 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
-	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 const (
@@ -65,70 +63,24 @@ func awaitWorker(t *testing.T, q *client.Client, id, what string, pred func(api.
 	return w
 }
 
-// try submits req through hist (so it is checked for loss later) and
-// returns how it ended; only a client-side failure to follow it is fatal.
-func try(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	out, err := hist.Run(ctx, q, req)
-	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
-	}
-	return out
-}
-
-// run is try for a job that must end [DONE].
-func run(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
-	t.Helper()
-	out := try(t, q, hist, req)
-	if out.Kind != sse.Done {
-		t.Fatalf("%s %s: ended %s; want %s", req.Operation, out.JobID, out.Terminator(), api.TermDone)
-	}
-	return out
-}
-
-// result runs req to [DONE] and decodes its single result event.
-func result[T any](t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) T {
-	t.Helper()
-	v, err := checks.Result[T](run(t, q, hist, req))
-	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
-	}
-	return v
-}
-
-// mustError fails the test unless o ended [ERROR] with every one of parts.
-func mustError(t *testing.T, o client.Outcome, parts ...string) {
-	t.Helper()
-	if o.Kind != sse.Error {
-		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermError)
-	}
-	for _, p := range parts {
-		if !strings.Contains(o.Error, p) {
-			t.Errorf("job %s: error %q does not name %q", o.JobID, o.Error, p)
-		}
-	}
-}
-
 func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
 	t.Helper()
-	return result[api.Model](t, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
+	return suite.Result[api.Model](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
 }
 
 func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
 	t.Helper()
-	return result[api.WorkerProcess](t, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
+	return suite.Result[api.WorkerProcess](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
 }
 
 func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
 	t.Helper()
-	return result[api.WorkerList](t, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
+	return suite.Result[api.WorkerList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
 }
 
 func modelList(t *testing.T, q *client.Client, hist *checks.History) []api.Model {
 	t.Helper()
-	return result[api.ModelList](t, q, hist, api.JobRequest{Operation: api.OpModelList, HiveID: hive}).Models
+	return suite.Result[api.ModelList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelList, HiveID: hive}).Models
 }
 
 // inferReq is a short, seeded inference for model (on any hive).
@@ -199,53 +151,4 @@ func sha256In(t *testing.T, h *integration.Harness, svc, file string) string {
 		return ""
 	}
 	return strings.Fields(r.Stdout)[0]
-}
-
-// checkNothingLost fails the test unless every job in hist reached exactly
-// one terminator that its status on q agrees with.
-func checkNothingLost(t *testing.T, q *client.Client, hist *checks.History) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := hist.CheckNothingLost(ctx, q); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("nothing lost: %d jobs, each with exactly one terminator that its status agrees with", len(hist.Entries()))
-}
-
-// queenConfig is configs/<topology>/queen.toml with the given keys set to raw
-// TOML values; each key must be in the file exactly once, so a typo fails
-// here rather than in the queen.
-func queenConfig(t *testing.T, topology string, set map[string]string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "configs", topology, "queen.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for key, v := range set {
-		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `\s*=.*$`)
-		if n := len(re.FindAll(b, -1)); n != 1 {
-			t.Fatalf("queen.toml variant: key %q is in configs/%s/queen.toml %d times, want once", key, topology, n)
-		}
-		b = re.ReplaceAll(b, []byte(key+" = "+v))
-	}
-	return string(b)
-}
-
-// repoRoot is the directory holding go.mod above the package directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
 }

@@ -16,12 +16,13 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // 1. A spawned worker appears in GET /v1/workers within one interval, with its hive, model, device and a URL the queen can reach.
 func TestRegistration(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub"), withInterval)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 
 	w := spawnWorker(ctx, t, q, "hive-1")
@@ -48,7 +49,7 @@ func TestRegistration(t *testing.T) {
 // 2. A worker's and a hive's last_seen advance over at least three intervals and never go backwards.
 func TestUpdates(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "worker-1"), withInterval)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 	if err := awaitAllFresh(ctx, q, []string{"worker-1"}, []string{"hive-1"}, 20*time.Second); err != nil {
 		t.Fatal(err)
@@ -99,7 +100,7 @@ func TestUpdates(t *testing.T) {
 // 3. A worker killed with SIGKILL turns stale within stale_after plus one interval, and infer is no longer routed to it.
 func TestStaleness(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub", "worker-1"), withInterval)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 
 	// Two workers serve the model: the hive's (to be killed) and standalone worker-1.
@@ -138,7 +139,7 @@ func TestStaleness(t *testing.T) {
 // 4. After a queen restart the registry starts empty, every hive and worker is back within one interval, and no worker process restarted.
 func TestAfterQueenRestart(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, withInterval)
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)
 
 	w := spawnWorker(ctx, t, q, "hive-1")
@@ -196,7 +197,7 @@ func TestAfterQueenRestart(t *testing.T) {
 // 5. Five standalone worker containers plus hive workers are all tracked; killing one makes exactly that one stale.
 func TestManyWorkers(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, withInterval)
-	ctx := ctxFor(t, 3*time.Minute)
+	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)
 
 	standalone := []string{"worker-1", "worker-2", "worker-3", "worker-4", "worker-5"}

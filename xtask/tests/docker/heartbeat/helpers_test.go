@@ -34,14 +34,6 @@ const (
 // withInterval pins the heartbeat interval the timing bounds are based on.
 var withInterval = integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()})
 
-// ctxFor bounds a test's calls so that nothing can hang past d.
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // spawnWorker downloads tinyModel onto hive (through the queen, from the
 // hub) and spawns a worker for it on cpu:0; it returns the hive's result.
 func spawnWorker(ctx context.Context, t *testing.T, q *client.Client, hive string) api.WorkerProcess {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/sse"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // Names from tests/docker/ and configs/ that the tests rely on.
@@ -28,37 +28,12 @@ const (
 	httpTimeout = 3 * time.Second
 )
 
-// ctxFor bounds a test's calls so that nothing can hang past d.
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// repoFile reads a file of the repository (configs/…) from wherever go test runs.
-func repoFile(t *testing.T, rel string) []byte {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, rel)); err == nil {
-			return b
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("%s not found above %s", rel, dir)
-		}
-	}
-}
-
 // queenToml returns configs/<topology>/queen.toml with each old line
 // replaced by its new one; every old line must occur exactly once, so a
 // changed config file fails loudly instead of silently testing the default.
 func queenToml(t *testing.T, topology string, oldNew ...string) []byte {
 	t.Helper()
-	s := string(repoFile(t, filepath.Join("configs", topology, "queen.toml")))
+	s := string(suite.RepoFile(t, filepath.Join("configs", topology, "queen.toml")))
 	for i := 0; i+1 < len(oldNew); i += 2 {
 		if n := strings.Count(s, oldNew[i]); n != 1 {
 			t.Fatalf("configs/%s/queen.toml: %q occurs %d times, want 1", topology, oldNew[i], n)

@@ -18,12 +18,13 @@ import (
 	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // 1. hive_status through the queen reports the hive online (probe ok), and the hive's own /health answers ok.
 func TestHealthChecks(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
-	ctx := ctxFor(t, time.Minute)
+	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
 
 	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveStatus, Alias: localHive}, nil))
@@ -54,7 +55,7 @@ func TestHealthChecks(t *testing.T) {
 // 2. hive_refresh_capabilities returns CPU-0 plus the hive's simulated GPUs, and GET /v1/hives shows the same devices.
 func TestCapabilitiesDiscovery(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2"}))
-	ctx := ctxFor(t, time.Minute)
+	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
 
 	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: localHive}, nil))
@@ -102,7 +103,7 @@ var forwardedAs = regexp.MustCompile(`forwarded \S+ to \S+ as (job-[0-9a-f-]+)`)
 // 3. A forwarded hive operation's result arrives on the queen's stream, ends [DONE], and the hive ran it (its log and job API show the job id).
 func TestJobSubmission(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
-	ctx := ctxFor(t, time.Minute)
+	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
 
 	out, err := checks.MustSucceed(q.Run(ctx, hiveOp(localHive), nil))
@@ -153,7 +154,7 @@ func TestJobSubmission(t *testing.T) {
 func TestSSEStreaming(t *testing.T) {
 	// The full stack's standalone worker serves the model: no download needed.
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"))
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 	if _, err := checks.AwaitWorker(ctx, q, "worker-1", 20*time.Second, "fresh", checks.Fresh); err != nil {
 		t.Fatal(err)
@@ -262,7 +263,7 @@ func sameEvents(a, b []sse.Event) bool {
 // 5. With the hive paused, a forwarded job ends [ERROR] naming the timeout within the configured timeout plus a margin, without retries; the queen stays responsive; after unpause the same job works.
 func TestTimeoutHandling(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 	var hist checks.History
 
@@ -314,7 +315,7 @@ func TestConnectionRefused(t *testing.T) {
 	const longTimeout = 20 * time.Second
 	toml := queenToml(t, "localhost", "timeout = \"3s\"", "timeout = \"20s\"")
 	h := integration.Start(t, integration.Localhost, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 
 	r := h.MustExec(t, localHive, []string{"sh", "-c", "kill $(cat ~/.local/state/rbee/rbee-hive.pid)"}, integration.AsUser("rbee"))
@@ -362,7 +363,7 @@ func TestRetryOnFailure(t *testing.T) {
 	// fault; the default two would be over before the harness can.
 	toml := queenToml(t, "localhost", "retries = 2", "retries = 10")
 	h := integration.Start(t, integration.Localhost, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
 	fault := integration.Reject("queen", localHive)
 	h.MustInject(t, fault)

@@ -57,17 +57,6 @@ func mustResult[T any](t testing.TB, q *client.Client, req api.JobRequest) (T, t
 	return r, d
 }
 
-// sh runs a shell script in svc's container (as root unless opts say
-// otherwise) and returns its stdout; a non-zero exit fails the test.
-func sh(t testing.TB, h *integration.Harness, svc, script string, opts ...integration.ExecOption) string {
-	t.Helper()
-	r := h.MustExec(t, svc, []string{"sh", "-c", script}, opts...)
-	if r.ExitCode != 0 {
-		t.Fatalf("%s: `%s` exited %d: %s%s", svc, script, r.ExitCode, r.Stdout, r.Stderr)
-	}
-	return r.Stdout
-}
-
 // recordedPid reads the hive's pid file; 0 when there is none.
 func recordedPid(t testing.TB, h *integration.Harness) int {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // hive_start on a hive whose binary is installed but not running: it becomes healthy, its pid is recorded and the queen fetched its capabilities.
@@ -52,7 +53,7 @@ func TestHiveStartViaQueen(t *testing.T) {
 	if err != nil || !running(st, "rbee-hive") {
 		t.Errorf("recorded pid %d on the hive: %q, %v; want a running rbee-hive", res.PID, st, err)
 	}
-	owner := strings.TrimSpace(sh(t, h, hive, fmt.Sprintf("stat -c %%U /proc/%d", res.PID)))
+	owner := strings.TrimSpace(suite.Sh(t, h, hive, fmt.Sprintf("stat -c %%U /proc/%d", res.PID)))
 	if owner != "rbee" {
 		t.Errorf("pid %d runs as %q; want rbee (the SSH user)", res.PID, owner)
 	}
@@ -82,7 +83,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 		"rbee-hive-decoy":  `cp /bin/sleep ~/.local/bin/rbee-hive-decoy && nohup ~/.local/bin/rbee-hive-decoy 600 >/dev/null 2>&1 </dev/null & echo $!`,
 		"rbee-hive (argv)": `nohup bash -c 'exec -a rbee-hive sleep 601' >/dev/null 2>&1 </dev/null & echo $!`,
 	} {
-		pid, err := strconv.Atoi(strings.TrimSpace(sh(t, h, hive, script, integration.AsUser("rbee"))))
+		pid, err := strconv.Atoi(strings.TrimSpace(suite.Sh(t, h, hive, script, integration.AsUser("rbee"))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +120,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 	// A hung hive (SIGSTOP) cannot answer /v1/shutdown, so the queen must
 	// fall back to signalling over SSH: still only the recorded pid.
 	started, _ := mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
-	sh(t, h, hive, fmt.Sprintf("kill -STOP %d", started.PID))
+	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", started.PID))
 	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	if o.Kind.String() != api.TermDone {
 		t.Fatalf("hive_stop of a hung hive ended %s", o.Terminator())
@@ -249,7 +250,7 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	wantDevices(t, "refresh with RBEE_GPUS=2", refresh().Devices, 2)
 
 	// The machine's settings change; the running hive does not notice.
-	sh(t, h, hive, `sed -i 's/^gpus = .*/gpus = 3/' `+hiveToml+` && grep -qx 'gpus = 3' `+hiveToml, integration.AsUser("rbee"))
+	suite.Sh(t, h, hive, `sed -i 's/^gpus = .*/gpus = 3/' `+hiveToml+` && grep -qx 'gpus = 3' `+hiveToml, integration.AsUser("rbee"))
 	wantDevices(t, "refresh before the restart", refresh().Devices, 2)
 
 	mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})

@@ -7,10 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +15,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 const (
@@ -35,53 +32,6 @@ const (
 // bareHive is a hive machine with sshd only: no binary, no daemon.
 var bareHive = integration.WithEnv(map[string]string{"RBEE_HIVE_PREINSTALLED": "0", "RBEE_HIVE_AUTOSTART": "0"})
 
-// repoRoot is the repository root (where go.mod, configs/ and keys/ are),
-// found by walking up from the package directory.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// repoFile reads a file of the repository.
-func repoFile(t testing.TB, rel string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), rel))
-	if err != nil {
-		t.Fatalf("read %s: %v (keys come from `go run mage.go keys`)", rel, err)
-	}
-	return b
-}
-
-// queenConfig is configs/localhost/queen.toml with the given keys (as
-// "section.key" or a top-level "key") set to raw TOML values. Every key
-// must already be in the file, so a typo fails here, not in the queen.
-func queenConfig(t testing.TB, set map[string]string) []byte {
-	t.Helper()
-	b := repoFile(t, "configs/localhost/queen.toml")
-	for k, v := range set {
-		key := k[strings.LastIndex(k, ".")+1:]
-		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `\s*=.*$`)
-		if len(re.FindAll(b, -1)) != 1 {
-			t.Fatalf("queen.toml variant: key %q is not in configs/localhost/queen.toml exactly once", k)
-		}
-		b = re.ReplaceAll(b, []byte(key+" = "+v))
-	}
-	return b
-}
-
 // runOp runs one queen operation to its terminator and says how long it took.
 func runOp(t testing.TB, q *client.Client, req api.JobRequest) (client.Outcome, time.Duration) {
 	t.Helper()
@@ -95,38 +45,6 @@ func runOp(t testing.TB, q *client.Client, req api.JobRequest) (client.Outcome, 
 	}
 	t.Logf("%s %s (force=%v): %s in %v", req.Operation, req.Alias, req.Force, o.Terminator(), d.Round(time.Millisecond))
 	return o, d
-}
-
-// mustDone fails the test unless o ended [DONE].
-func mustDone(t testing.TB, o client.Outcome) {
-	t.Helper()
-	if o.Kind.String() != api.TermDone {
-		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermDone)
-	}
-}
-
-// mustError fails the test unless o ended [ERROR] with every one of parts.
-func mustError(t testing.TB, o client.Outcome, parts ...string) {
-	t.Helper()
-	if o.Kind.String() != api.TermError {
-		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermError)
-	}
-	for _, p := range parts {
-		if !strings.Contains(o.Error, p) {
-			t.Errorf("job %s: error %q does not name %q", o.JobID, o.Error, p)
-		}
-	}
-}
-
-// sh runs a shell script in svc's container (as root unless opts say
-// otherwise) and returns its stdout; a non-zero exit fails the test.
-func sh(t testing.TB, h *integration.Harness, svc, script string, opts ...integration.ExecOption) string {
-	t.Helper()
-	r := h.MustExec(t, svc, []string{"sh", "-c", script}, opts...)
-	if r.ExitCode != 0 {
-		t.Fatalf("%s: `%s` exited %d: %s%s", svc, script, r.ExitCode, r.Stdout, r.Stderr)
-	}
-	return r.Stdout
 }
 
 // sshRun runs cmd over one session of c and returns exit code, stdout and
@@ -174,7 +92,7 @@ func dialSSH(ctx context.Context, addr string, signer ssh.Signer, hostKey ssh.Ho
 // publicKey parses an authorized_keys-format public key file of the repository.
 func publicKey(t testing.TB, rel string) ssh.PublicKey {
 	t.Helper()
-	k, _, _, _, err := ssh.ParseAuthorizedKey(repoFile(t, rel))
+	k, _, _, _, err := ssh.ParseAuthorizedKey(suite.RepoFile(t, rel))
 	if err != nil {
 		t.Fatalf("parse %s: %v", rel, err)
 	}
@@ -184,7 +102,7 @@ func publicKey(t testing.TB, rel string) ssh.PublicKey {
 // signer parses a private key file of the repository.
 func signer(t testing.TB, rel string) ssh.Signer {
 	t.Helper()
-	s, err := ssh.ParsePrivateKey(repoFile(t, rel))
+	s, err := ssh.ParsePrivateKey(suite.RepoFile(t, rel))
 	if err != nil {
 		t.Fatalf("parse %s: %v", rel, err)
 	}

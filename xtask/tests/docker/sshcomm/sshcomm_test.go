@@ -23,6 +23,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // The test host logs in to the hive's real sshd with the generated key and the pinned host key; a host key that is not the hive's is refused.
@@ -48,7 +49,7 @@ func TestConnectionEstablishment(t *testing.T) {
 	key := signer(t, "keys/test_id_rsa")
 
 	// The project's known_hosts accepts the hive under its own name …
-	kh, err := knownhosts.New(filepath.Join(repoRoot(t), "keys", "known_hosts"))
+	kh, err := knownhosts.New(filepath.Join(suite.RepoRoot(t), "keys", "known_hosts"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +130,12 @@ func TestBinaryInstallation(t *testing.T) {
 	if r := h.MustExec(t, hive, []string{"test", "-e", binaryPath}); r.ExitCode == 0 {
 		t.Fatalf("%s exists on a bare hive", binaryPath)
 	}
-	wantSum := strings.Fields(sh(t, h, "queen", "sha256sum "+queenHive))[0]
-	wantVersion := strings.TrimSpace(sh(t, h, "queen", queenHive+" --version"))
-	wantSize, _ := strconv.ParseInt(strings.TrimSpace(sh(t, h, "queen", "stat -c %s "+queenHive)), 10, 64)
+	wantSum := strings.Fields(suite.Sh(t, h, "queen", "sha256sum "+queenHive))[0]
+	wantVersion := strings.TrimSpace(suite.Sh(t, h, "queen", queenHive+" --version"))
+	wantSize, _ := strconv.ParseInt(strings.TrimSpace(suite.Sh(t, h, "queen", "stat -c %s "+queenHive)), 10, 64)
 
 	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
-	mustDone(t, o)
+	suite.MustDone(t, o)
 	res, err := checks.Result[api.HiveInstallResult](o)
 	if err != nil {
 		t.Fatal(err)
@@ -146,12 +147,12 @@ func TestBinaryInstallation(t *testing.T) {
 	if first.mode != "755" || first.owner != "rbee" || first.sum != wantSum {
 		t.Fatalf("installed file: mode %s owner %s sha256 %s; want 755 rbee %s", first.mode, first.owner, first.sum, wantSum)
 	}
-	if got := strings.TrimSpace(sh(t, h, hive, "~/.local/bin/rbee-hive --version", integration.AsUser("rbee"))); got != wantVersion {
+	if got := strings.TrimSpace(suite.Sh(t, h, hive, "~/.local/bin/rbee-hive --version", integration.AsUser("rbee"))); got != wantVersion {
 		t.Errorf("installed --version prints %q; want %q", got, wantVersion)
 	}
 
 	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
-	mustError(t, o, hive, "already installed", "force")
+	suite.MustError(t, o, hive, "already installed", "force")
 	if again := installed(t, h); again != first {
 		t.Fatalf("a refused install changed the file: %+v → %+v", first, again)
 	}
@@ -179,7 +180,7 @@ done >> %s`, binaryPath, watchLog)
 	awaitLog(t, h, watchLog, first.inode)
 
 	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
-	mustDone(t, o)
+	suite.MustDone(t, o)
 	second := installed(t, h)
 	if second.inode == first.inode {
 		t.Errorf("forced install kept inode %s: the file was rewritten in place, not renamed into place", first.inode)
@@ -190,14 +191,14 @@ done >> %s`, binaryPath, watchLog)
 	awaitLog(t, h, watchLog, second.inode)
 	stopWatch()
 	wg.Wait()
-	lines := strings.Split(strings.TrimSpace(sh(t, h, hive, "cat "+watchLog)), "\n")
+	lines := strings.Split(strings.TrimSpace(suite.Sh(t, h, hive, "cat "+watchLog)), "\n")
 	for _, l := range lines {
 		if f := strings.Fields(l); len(f) != 2 || f[1] != wantSum {
 			t.Fatalf("the watcher saw %q at %s during the forced install; want the whole binary (sha256 %s) at every read", l, binaryPath, wantSum)
 		}
 	}
 	t.Logf("watcher read the binary %d times during the forced install; all complete", len(lines))
-	if left := strings.TrimSpace(sh(t, h, hive, "ls -A "+filepath.Dir(binaryPath))); left != "rbee-hive" {
+	if left := strings.TrimSpace(suite.Sh(t, h, hive, "ls -A "+filepath.Dir(binaryPath))); left != "rbee-hive" {
 		t.Errorf("%s holds %q after the installs; want only rbee-hive (no temporary files)", filepath.Dir(binaryPath), left)
 	}
 }
@@ -205,18 +206,18 @@ done >> %s`, binaryPath, watchLog)
 // The queen holding a key the hive does not accept gets a clear [ERROR] naming user, host and "authentication failed"; the harness client with that key is refused too.
 func TestAuthenticationFailures(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, bareHive,
-		integration.WithFile("queen", queenKey, repoFile(t, "keys/wrong_id_rsa")))
+		integration.WithFile("queen", queenKey, suite.RepoFile(t, "keys/wrong_id_rsa")))
 	q := h.MustQueen(t)
 
 	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
-	mustError(t, o, hive, "rbee@"+hive, "authentication failed")
+	suite.MustError(t, o, hive, "rbee@"+hive, "authentication failed")
 	if r := h.MustExec(t, hive, []string{"test", "-e", binaryPath}); r.ExitCode == 0 {
 		t.Errorf("%s was installed although authentication failed", binaryPath)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := h.SSHWithKey(ctx, hive, filepath.Join(repoRoot(t), "keys", "wrong_id_rsa"))
+	c, err := h.SSHWithKey(ctx, hive, filepath.Join(suite.RepoRoot(t), "keys", "wrong_id_rsa"))
 	if err == nil {
 		c.Close()
 		t.Fatal("the harness client logged in with keys/wrong_id_rsa")
@@ -238,7 +239,7 @@ func TestTimeouts(t *testing.T) {
 	standin := "#!/bin/sh\n# rbee-hive stand-in for the SSH timeout test: --version never answers.\nsleep 3607\necho stand-in\n"
 	h := integration.Start(t, integration.Localhost, bareHive,
 		integration.WithFile("queen", probePath, []byte(standin)),
-		integration.WithFile("queen", queenToml, queenConfig(t, map[string]string{
+		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{
 			"hive_binary":         strconv.Quote(probePath),
 			"ssh.connect_timeout": strconv.Quote(connectTimeout.String()),
 			"ssh.command_timeout": strconv.Quote(commandTimeout.String()),
@@ -250,7 +251,7 @@ func TestTimeouts(t *testing.T) {
 	// loaded 2-core machine; the lower bound proves it was the timeout.
 	h.MustInject(t, integration.Block("queen", hive))
 	o, d := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
-	mustError(t, o, hive, "rbee@"+hive, "connect timed out after "+connectTimeout.String())
+	suite.MustError(t, o, hive, "rbee@"+hive, "connect timed out after "+connectTimeout.String())
 	if d < connectTimeout || d > connectTimeout+10*time.Second {
 		t.Errorf("hive_install with port 22 blackholed ended after %v; want connect_timeout %v (+10s margin)", d, connectTimeout)
 	}
@@ -283,7 +284,7 @@ func TestTimeouts(t *testing.T) {
 	}
 	d = time.Since(t0)
 	t.Logf("hive_install with a hanging --version: %s after %v", o.Terminator(), d.Round(time.Millisecond))
-	mustError(t, o, hive, "command timed out after "+commandTimeout.String(), "--version")
+	suite.MustError(t, o, hive, "command timed out after "+commandTimeout.String(), "--version")
 	if d < commandTimeout || d > commandTimeout+20*time.Second {
 		t.Errorf("the hanging command was reported after %v; want command_timeout %v (+20s margin for the upload)", d, commandTimeout)
 	}
@@ -313,7 +314,7 @@ echo stand-in
 `
 	h := integration.Start(t, integration.Localhost, bareHive,
 		integration.WithFile("queen", probePath, []byte(standin)),
-		integration.WithFile("queen", queenToml, queenConfig(t, map[string]string{
+		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{
 			"hive_binary":               strconv.Quote(probePath),
 			"ssh.max_sessions_per_host": strconv.Itoa(maxSessions),
 		})))
@@ -373,7 +374,7 @@ while [ "$(ls $d | wc -l)" -lt %d ]; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sl
 			t.Errorf("concurrent hive_install %d ended %s", i, o.Terminator())
 		}
 	}
-	counts := strings.Fields(sh(t, h, hive, "cat /tmp/rbee-overlap.log"))
+	counts := strings.Fields(suite.Sh(t, h, hive, "cat /tmp/rbee-overlap.log"))
 	peak := 0
 	for _, c := range counts {
 		v, err := strconv.Atoi(c)
@@ -396,7 +397,7 @@ type installedFile struct{ mode, owner, inode, sum string }
 
 func installed(t testing.TB, h *integration.Harness) installedFile {
 	t.Helper()
-	f := strings.Fields(sh(t, h, hive, fmt.Sprintf("stat -c '%%a %%U %%i' %s && sha256sum %s", binaryPath, binaryPath)))
+	f := strings.Fields(suite.Sh(t, h, hive, fmt.Sprintf("stat -c '%%a %%U %%i' %s && sha256sum %s", binaryPath, binaryPath)))
 	if len(f) != 5 {
 		t.Fatalf("stat/sha256sum of %s: %q", binaryPath, f)
 	}

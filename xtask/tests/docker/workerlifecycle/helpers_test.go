@@ -15,6 +15,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 const (
@@ -42,42 +43,19 @@ func startHive(t *testing.T, gpus int) (*integration.Harness, *client.Client) {
 	return h, q
 }
 
-// run submits req to the queen, records it in hist and follows it to its
-// terminator; a job that does not end [DONE] fails the test.
-func run(t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	out, err := checks.MustSucceed(hist.Run(ctx, q, req))
-	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
-	}
-	return out
-}
-
-// result runs req and decodes its single result event.
-func result[T any](t *testing.T, q *client.Client, hist *checks.History, req api.JobRequest) T {
-	t.Helper()
-	v, err := checks.Result[T](run(t, q, hist, req))
-	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
-	}
-	return v
-}
-
 func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
 	t.Helper()
-	return result[api.Model](t, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
+	return suite.Result[api.Model](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
 }
 
 func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
 	t.Helper()
-	return result[api.WorkerProcess](t, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
+	return suite.Result[api.WorkerProcess](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
 }
 
 func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
 	t.Helper()
-	return result[api.WorkerList](t, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
+	return suite.Result[api.WorkerList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
 }
 
 // workerHealth asks a worker's /health from inside the topology network (the
@@ -118,17 +96,6 @@ func procCmdline(t *testing.T, h *integration.Harness, svc string, pid int) stri
 func alive(t *testing.T, h *integration.Harness, svc string, pid int) bool {
 	st := procState(t, h, svc, pid)
 	return st != "" && !strings.HasPrefix(st, "Z")
-}
-
-// checkNothingLost fails the test unless every recorded job reached exactly
-// one terminator that its status agrees with.
-func checkNothingLost(t *testing.T, q *client.Client, hist *checks.History) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := hist.CheckNothingLost(ctx, q); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

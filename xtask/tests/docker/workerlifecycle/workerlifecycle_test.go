@@ -19,6 +19,7 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/xtask/checks"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // Spawn via queen: after model_download, worker_spawn returns pid, port and
@@ -65,7 +66,7 @@ func TestSpawnViaQueen(t *testing.T) {
 	if row.HiveID != hive || row.URL != w.URL || row.Model != tinyModel || row.Device != "cpu:0" || row.State != api.WorkerReady {
 		t.Fatalf("queen's row %+v; want hive %s, url %s, model %s, cpu:0, ready", row, hive, w.URL, tinyModel)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 30*time.Second, q, &hist)
 }
 
 // List: three workers are listed with their devices and distinct ports, none
@@ -118,7 +119,7 @@ func TestListWorkers(t *testing.T) {
 			t.Errorf("no listed worker on %s (listed devices %v)", d, listed)
 		}
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 30*time.Second, q, &hist)
 }
 
 // Delete: the deleted worker's process is gone and it leaves the queen's live
@@ -140,7 +141,7 @@ func TestDeleteWorker(t *testing.T) {
 	}
 	victim, others := ws[1], []api.WorkerProcess{ws[0], ws[2]}
 
-	del := result[api.WorkerProcess](t, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessDelete, HiveID: hive, WorkerID: victim.WorkerID})
+	del := suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessDelete, HiveID: hive, WorkerID: victim.WorkerID})
 	if del.WorkerID != victim.WorkerID || del.State != "exited" {
 		t.Fatalf("worker_process_delete result %+v; want %s exited", del, victim.WorkerID)
 	}
@@ -195,7 +196,7 @@ func TestDeleteWorker(t *testing.T) {
 			t.Errorf("untouched worker %s /health: %+v %v", o.WorkerID, wh, err)
 		}
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 30*time.Second, q, &hist)
 }
 
 // Spawn on a specific device: on a hive with two simulated GPUs gpu:1 is
@@ -239,5 +240,5 @@ func TestSpawnOnDevice(t *testing.T) {
 	if len(list) != 1 || list[0].WorkerID != w.WorkerID {
 		t.Fatalf("after the refused spawn the hive lists %+v; want only %s", list, w.WorkerID)
 	}
-	checkNothingLost(t, q, &hist)
+	suite.NothingLost(t, 30*time.Second, q, &hist)
 }
