@@ -6,9 +6,7 @@
 package hive
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/catalog"
+	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/jobs"
 )
 
@@ -304,29 +303,10 @@ func (s *Server) heartbeat() api.HiveHeartbeat {
 
 // SendHeartbeat posts one hive heartbeat to the queen.
 func (s *Server) SendHeartbeat(ctx context.Context) error {
-	b, _ := json.Marshal(s.heartbeat())
-	timeout := s.cfg.HeartbeatInterval
-	if timeout > 5*time.Second {
-		timeout = 5 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.HeartbeatInterval, 5*time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.QueenURL+"/v1/hive-heartbeat", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb api.ErrorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		return fmt.Errorf("queen answered %s %s", resp.Status, eb.Error.Message)
-	}
-	return nil
+	return client.New(s.cfg.QueenURL, client.WithHTTPClient(s.hc)).
+		Do(ctx, http.MethodPost, "/v1/hive-heartbeat", s.heartbeat(), nil)
 }
 
 // heartbeatLoop sends a heartbeat now and every interval until ctx ends.

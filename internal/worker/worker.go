@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/model"
 )
@@ -381,23 +382,8 @@ func (s *Server) Heartbeat(ctx context.Context, state string) error {
 		WorkerID: s.cfg.WorkerID, HiveID: s.cfg.HiveID, Model: s.modelID, Device: s.cfg.Device,
 		URL: s.AdvertisedURL(), State: state, Timestamp: time.Now().UTC(),
 	}
-	b, _ := json.Marshal(hb)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.cfg.QueenURL, "/")+"/v1/worker-heartbeat", bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var eb api.ErrorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		return fmt.Errorf("queen answered %s: %s", resp.Status, eb.Error.Message)
-	}
-	return nil
+	return client.New(s.cfg.QueenURL, client.WithHTTPClient(s.hc)).
+		Do(ctx, http.MethodPost, "/v1/worker-heartbeat", hb, nil)
 }
 
 // heartbeatLoop sends one heartbeat now and then every interval until ctx
