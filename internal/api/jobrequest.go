@@ -158,3 +158,27 @@ func stringField(r JobRequest, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// QueenOps are the queen's operations and their fields (PROTOCOL.md §3).
+// infer requires max_tokens so that an explicit out-of-range 0 is an error
+// rather than silently "absent".
+var QueenOps = OpSpecs{
+	OpStatus:                  {},
+	OpHiveList:                {},
+	OpHiveGet:                 {Required: []string{"alias"}},
+	OpHiveStatus:              {Required: []string{"alias"}},
+	OpHiveInstall:             {Required: []string{"alias"}, Optional: []string{"force"}},
+	OpHiveUninstall:           {Required: []string{"alias"}},
+	OpHiveStart:               {Required: []string{"alias"}},
+	OpHiveStop:                {Required: []string{"alias"}},
+	OpHiveRefreshCapabilities: {Required: []string{"alias"}},
+	OpWorkerSpawn:             {Required: []string{"hive_id", "model", "device"}},
+	OpWorkerProcessList:       {Required: []string{"hive_id"}},
+	OpWorkerProcessGet:        {Required: []string{"hive_id", "worker_id"}},
+	OpWorkerProcessDelete:     {Required: []string{"hive_id", "worker_id"}},
+	OpModelDownload:           {Required: []string{"hive_id", "model"}},
+	OpModelList:               {Required: []string{"hive_id"}},
+	OpModelGet:                {Required: []string{"hive_id", "model"}},
+	OpModelDelete:             {Required: []string{"hive_id", "model"}},
+	OpInfer:                   {Required: []string{"model", "prompt", "max_tokens"}, Optional: []string{"temperature", "seed", "hive_id"}},
+}

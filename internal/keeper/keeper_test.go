@@ -17,28 +17,6 @@ import (
 	"github.com/rbee-dev/rbee/internal/jobs"
 )
 
-// queenSpecs mirrors the queen's operations (PROTOCOL.md §3).
-var queenSpecs = api.OpSpecs{
-	api.OpStatus:                  {},
-	api.OpHiveList:                {},
-	api.OpHiveGet:                 {Required: []string{"alias"}},
-	api.OpHiveStatus:              {Required: []string{"alias"}},
-	api.OpHiveInstall:             {Required: []string{"alias"}, Optional: []string{"force"}},
-	api.OpHiveUninstall:           {Required: []string{"alias"}},
-	api.OpHiveStart:               {Required: []string{"alias"}},
-	api.OpHiveStop:                {Required: []string{"alias"}},
-	api.OpHiveRefreshCapabilities: {Required: []string{"alias"}},
-	api.OpWorkerSpawn:             {Required: []string{"hive_id", "model", "device"}},
-	api.OpWorkerProcessList:       {Required: []string{"hive_id"}},
-	api.OpWorkerProcessGet:        {Required: []string{"hive_id", "worker_id"}},
-	api.OpWorkerProcessDelete:     {Required: []string{"hive_id", "worker_id"}},
-	api.OpModelDownload:           {Required: []string{"hive_id", "model"}},
-	api.OpModelList:               {Required: []string{"hive_id"}},
-	api.OpModelGet:                {Required: []string{"hive_id", "model"}},
-	api.OpModelDelete:             {Required: []string{"hive_id", "model"}},
-	api.OpInfer:                   {Required: []string{"model", "prompt", "max_tokens"}, Optional: []string{"temperature", "seed", "hive_id"}},
-}
-
 // fakeQueen is a queen made of the real job engine and a dispatcher whose
 // behaviour the prompt or alias selects.
 type fakeQueen struct {
@@ -53,7 +31,7 @@ type fakeQueen struct {
 	cancels         int
 }
 
-func (q *fakeQueen) Specs() api.OpSpecs { return queenSpecs }
+func (q *fakeQueen) Specs() api.OpSpecs { return api.QueenOps }
 
 func (q *fakeQueen) Prepare(req api.JobRequest) (jobs.Func, error) {
 	q.mu.Lock()

@@ -17,29 +17,8 @@ import (
 	"github.com/rbee-dev/rbee/internal/sse"
 )
 
-// Specs are the queen's operations and their fields (PROTOCOL.md §3).
-// infer requires max_tokens so that an explicit out-of-range 0 is an error
-// rather than silently "absent".
-var Specs = api.OpSpecs{
-	api.OpStatus:                  {},
-	api.OpHiveList:                {},
-	api.OpHiveGet:                 {Required: []string{"alias"}},
-	api.OpHiveStatus:              {Required: []string{"alias"}},
-	api.OpHiveInstall:             {Required: []string{"alias"}, Optional: []string{"force"}},
-	api.OpHiveUninstall:           {Required: []string{"alias"}},
-	api.OpHiveStart:               {Required: []string{"alias"}},
-	api.OpHiveStop:                {Required: []string{"alias"}},
-	api.OpHiveRefreshCapabilities: {Required: []string{"alias"}},
-	api.OpWorkerSpawn:             {Required: []string{"hive_id", "model", "device"}},
-	api.OpWorkerProcessList:       {Required: []string{"hive_id"}},
-	api.OpWorkerProcessGet:        {Required: []string{"hive_id", "worker_id"}},
-	api.OpWorkerProcessDelete:     {Required: []string{"hive_id", "worker_id"}},
-	api.OpModelDownload:           {Required: []string{"hive_id", "model"}},
-	api.OpModelList:               {Required: []string{"hive_id"}},
-	api.OpModelGet:                {Required: []string{"hive_id", "model"}},
-	api.OpModelDelete:             {Required: []string{"hive_id", "model"}},
-	api.OpInfer:                   {Required: []string{"model", "prompt", "max_tokens"}, Optional: []string{"temperature", "seed", "hive_id"}},
-}
+// Specs are the queen's operations and their fields: api.QueenOps.
+var Specs = api.QueenOps
 
 // Specs implements jobs.Dispatcher.
 func (s *Server) Specs() api.OpSpecs { return Specs }
