@@ -253,7 +253,7 @@ func parse(args []string, g *globals) (invocation, error) {
 	switch cmd {
 	case "help", "-h", "--help":
 		return invocation{help: true}, nil
-	case "status":
+	case "status", "workers", "hives":
 		fs := newFlagSet(cmd)
 		g.register(fs)
 		pos, err := parseInterleaved(fs, rest)
@@ -263,18 +263,10 @@ func parse(args []string, g *globals) (invocation, error) {
 		if err := noArgs(cmd, pos); err != nil {
 			return invocation{}, err
 		}
-		return invocation{job: &api.JobRequest{Operation: api.OpStatus}}, nil
-	case "workers", "hives":
-		fs := newFlagSet(cmd)
-		g.register(fs)
-		pos, err := parseInterleaved(fs, rest)
-		if err != nil {
-			return invocation{}, err
+		if cmd == "status" {
+			return invocation{job: &api.JobRequest{Operation: api.OpStatus}}, nil
 		}
-		if err := noArgs(cmd, pos); err != nil {
-			return invocation{}, err
-		}
-		return invocation{registry: cmd}, nil
+		return invocation{registry: cmd}, nil // the queen's registry views
 	case "hive", "worker", "model":
 		return parseGroup(cmd, rest, g)
 	case "infer":
