@@ -17,14 +17,47 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// Stable image tags; the compose files name these.
-const (
-	BaseTag   = "rbee-test/base:bookworm"
-	QueenTag  = "rbee-test/queen:latest"
-	HiveTag   = "rbee-test/hive:latest"
-	WorkerTag = "rbee-test/worker:latest"
-	HubTag    = "rbee-test/hub:latest"
+// BaseTag is the base image every service image and the fault helper build on.
+const BaseTag = "rbee-test/base:bookworm"
+
+// Service image tags; the compose files name these as
+// rbee-test/<name>:${RBEE_IMAGE_TAG:-latest}. Setting RBEE_IMAGE_TAG builds
+// and tests a second set of images (another build of rbee, a mutant) beside
+// the normal ones without replacing them.
+var (
+	QueenTag  = "rbee-test/queen:" + ImageTag()
+	HiveTag   = "rbee-test/hive:" + ImageTag()
+	WorkerTag = "rbee-test/worker:" + ImageTag()
+	HubTag    = "rbee-test/hub:" + ImageTag()
 )
+
+// ImageTag is the tag of the service images: RBEE_IMAGE_TAG, or "latest".
+// A value that is not a valid Docker tag falls back to "latest" here; Config
+// validation (CheckImageTag) reports it to the user.
+func ImageTag() string {
+	t := os.Getenv("RBEE_IMAGE_TAG")
+	if CheckImageTag(t) != nil || t == "" {
+		return "latest"
+	}
+	return t
+}
+
+// CheckImageTag reports whether t (RBEE_IMAGE_TAG) is a usable Docker tag:
+// empty (meaning "latest"), or 1–128 of [A-Za-z0-9_.-] not starting with '.' or '-'.
+func CheckImageTag(t string) error {
+	if t == "" {
+		return nil
+	}
+	if len(t) > 128 || t[0] == '.' || t[0] == '-' {
+		return fmt.Errorf("RBEE_IMAGE_TAG=%q: not a Docker tag (1-128 of A-Z a-z 0-9 _ . -, not starting with . or -)", t)
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+			return fmt.Errorf("RBEE_IMAGE_TAG=%q: not a Docker tag (1-128 of A-Z a-z 0-9 _ . -, not starting with . or -)", t)
+		}
+	}
+	return nil
+}
 
 // ctxFile is one file of a build context.
 type ctxFile struct {
@@ -79,6 +112,9 @@ func serviceSpecs(root string) []imageSpec {
 // Unchanged images (same content hash label) are not rebuilt. Afterwards it
 // prunes dangling images that carry the project label.
 func Images(ctx context.Context, cfg Config) error {
+	if err := CheckImageTag(os.Getenv("RBEE_IMAGE_TAG")); err != nil {
+		return err
+	}
 	cli, err := Connect(ctx)
 	if err != nil {
 		return err

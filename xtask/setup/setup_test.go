@@ -340,3 +340,16 @@ func TestOnlyMissing(t *testing.T) {
 		t.Error("a compile error joined with MissingError is not only-missing")
 	}
 }
+
+func TestCheckImageTag(t *testing.T) {
+	for _, ok := range []string{"", "latest", "mut-01", "a.b_c", "X9"} {
+		if err := CheckImageTag(ok); err != nil {
+			t.Errorf("CheckImageTag(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"-x", ".x", "a/b", "a:b", "a b", strings.Repeat("a", 129)} {
+		if err := CheckImageTag(bad); err == nil || !strings.Contains(err.Error(), "RBEE_IMAGE_TAG") {
+			t.Errorf("CheckImageTag(%q) = %v, want an error naming RBEE_IMAGE_TAG", bad, err)
+		}
+	}
+}
