@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 	"github.com/rbee-dev/rbee/xtask/integration"
 )
 
@@ -30,6 +31,11 @@ func BringUp(ctx context.Context, root, composeBin string, topo integration.Topo
 	if err != nil {
 		return res, err
 	}
+	d, err := dockerx.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer d.Close()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
 	for i := 0; i < n; i++ {
 		// Harness.
@@ -47,7 +53,7 @@ func BringUp(ctx context.Context, root, composeBin string, topo integration.Topo
 		res.HarnessUp, res.HarnessClose = append(res.HarnessUp, up), append(res.HarnessClose, time.Since(t0))
 
 		// Compose CLI, own subnet and project name.
-		used, err := usedSubnets(ctx)
+		used, err := dockerx.UsedSubnets(ctx, d)
 		if err != nil {
 			return res, err
 		}

@@ -92,37 +92,6 @@ func PickSubnet(used []netip.Prefix, r *rand.Rand) (netip.Prefix, error) {
 	return netip.Prefix{}, fmt.Errorf("no free /24 in 10.200.0.0/13 after 200 tries")
 }
 
-// usedSubnets lists the subnets of the engine's networks (docker network inspect).
-func usedSubnets(ctx context.Context) ([]netip.Prefix, error) {
-	ids, err := exec.CommandContext(ctx, "docker", "network", "ls", "-q").Output()
-	if err != nil {
-		return nil, fmt.Errorf("docker network ls: %w", err)
-	}
-	f := strings.Fields(string(ids))
-	if len(f) == 0 {
-		return nil, nil
-	}
-	args := append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, f...)
-	out, err := exec.CommandContext(ctx, "docker", args...).Output()
-	if err != nil {
-		// A network removed between ls and inspect: try once more.
-		if out, err = exec.CommandContext(ctx, "docker", args...).Output(); err != nil {
-			return nil, fmt.Errorf("docker network inspect: %w", err)
-		}
-	}
-	return parseSubnets(string(out)), nil
-}
-
-func parseSubnets(s string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, w := range strings.Fields(s) {
-		if p, err := netip.ParsePrefix(w); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // composeRun is one `docker compose` stack of the bench.
 type composeRun struct {
 	bin, file, project string

@@ -82,10 +82,3 @@ func TestPickSubnet(t *testing.T) {
 		t.Error("every /24 used: no error")
 	}
 }
-
-func TestParseSubnets(t *testing.T) {
-	got := parseSubnets("172.17.0.0/16 \n\n10.1.2.0/24 fd00::/64 garbage\n")
-	if len(got) != 3 {
-		t.Errorf("parseSubnets = %v", got)
-	}
-}

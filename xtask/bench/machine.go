@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // Machine describes where a run happened, for the report's header. Numbers
@@ -26,7 +29,7 @@ type Machine struct {
 	LoadAvg string // 1, 5, 15 minutes, at the start of the run
 }
 
-// DescribeMachine reads the description from /proc, the Docker CLI and the
+// DescribeMachine reads the description from /proc, the Docker engine and the
 // Go runtime. What it cannot read is "unknown", never an error: a report
 // with a hole beats no report.
 func DescribeMachine(ctx context.Context) Machine {
@@ -43,9 +46,11 @@ func DescribeMachine(ctx context.Context) Machine {
 	m.LoadAvg = orUnknown(m.LoadAvg)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(cctx, "docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})").Output()
-	if err == nil {
-		m.Docker = strings.TrimSpace(string(out))
+	if d, err := dockerx.Connect(cctx); err == nil {
+		if v, err := d.ServerVersion(cctx, client.ServerVersionOptions{}); err == nil {
+			m.Docker = fmt.Sprintf("%s (API %s)", v.Version, v.APIVersion)
+		}
+		d.Close()
 	}
 	m.Docker = orUnknown(m.Docker)
 	return m

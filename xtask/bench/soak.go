@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 	"github.com/rbee-dev/rbee/xtask/testrun"
 )
 
@@ -93,37 +94,41 @@ func (l Leftovers) String() string {
 	return fmt.Sprintf("%d containers, %d networks, %d volumes", l.Containers, l.Networks, l.Volumes)
 }
 
-// labelled lists resources labelled dev.rbee.project=rbee-netest as
-// "kind id owner-pid owner-start" lines ("-" for missing labels).
+// labelled lists the resources labelled dev.rbee.project=rbee-netest with
+// their owner pid and start time (0 and "" where unlabelled).
 func labelled(ctx context.Context) ([]resource, error) {
-	filter := "label=" + integration.LabelProject + "=" + integration.ProjectValue
+	d, err := dockerx.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	f := dockerx.Filter(dockerx.Project)
 	var out []resource
-	for _, q := range []struct {
-		kind string
-		args []string
-	}{
-		{"container", []string{"ps", "-a", "--no-trunc", "--filter", filter, "--format", `{{.ID}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
-		{"network", []string{"network", "ls", "--no-trunc", "--filter", filter, "--format", `{{.ID}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
-		{"volume", []string{"volume", "ls", "--filter", filter, "--format", `{{.Name}} {{.Label "` + integration.LabelOwnerPID + `"}} {{.Label "` + integration.LabelOwnerStart + `"}}`}},
-	} {
-		b, err := exec.CommandContext(ctx, "docker", q.args...).Output()
-		if err != nil {
-			return nil, fmt.Errorf("docker %s: %w", strings.Join(q.args[:2], " "), err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 0 {
-				continue
-			}
-			r := resource{kind: q.kind, id: f[0]}
-			if len(f) > 1 {
-				r.pid, _ = strconv.Atoi(f[1])
-			}
-			if len(f) > 2 {
-				r.start = f[2]
-			}
-			out = append(out, r)
-		}
+	add := func(kind, id string, labels map[string]string) {
+		r := resource{kind: kind, id: id, start: labels[dockerx.LabelOwnerStart]}
+		r.pid, _ = strconv.Atoi(labels[dockerx.LabelOwnerPID])
+		out = append(out, r)
+	}
+	cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range cs.Items {
+		add("container", c.ID, c.Labels)
+	}
+	ns, err := d.NetworkList(ctx, client.NetworkListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	for _, n := range ns.Items {
+		add("network", n.ID, n.Labels)
+	}
+	vs, err := d.VolumeList(ctx, client.VolumeListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	for _, v := range vs.Items {
+		add("volume", v.Name, v.Labels)
 	}
 	return out, nil
 }
@@ -158,23 +163,7 @@ func countLeftovers(now []resource, before map[string]bool) Leftovers {
 
 // ownerAlive: the labelled owner pid runs and, if labelled, with the same start time.
 func ownerAlive(r resource) bool {
-	if r.pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(r.pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	if r.start == "" {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return true
-	}
-	f := strings.Fields(s[i+1:])
-	return len(f) >= 20 && f[19] == r.start
+	return dockerx.OwnerAlive(map[string]string{dockerx.LabelOwnerPID: strconv.Itoa(r.pid), dockerx.LabelOwnerStart: r.start})
 }
 
 func snapshot(rs []resource) map[string]bool {

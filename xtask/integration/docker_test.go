@@ -23,6 +23,8 @@ import (
 
 	"github.com/docker/compose/v5/pkg/api"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // TestMain checks, after all tests, that nothing this process labelled is
@@ -44,7 +46,7 @@ func leftovers(ctx context.Context, pid int) []string {
 	if err != nil {
 		return []string{err.Error()}
 	}
-	f := make(client.Filters).Add("label", LabelProject+"="+ProjectValue).Add("label", LabelOwnerPID+"="+strconv.Itoa(pid))
+	f := make(client.Filters).Add("label", dockerx.LabelProject+"="+dockerx.ProjectValue).Add("label", dockerx.LabelOwnerPID+"="+strconv.Itoa(pid))
 	var out []string
 	if cs, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f}); err == nil {
 		for _, c := range cs.Items {
@@ -141,7 +143,7 @@ func TestLocalhostBasics(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := ins.Container.Config.Labels
-		if l[LabelProject] != ProjectValue || l[LabelTest] != t.Name() || l[LabelOwnerPID] != strconv.Itoa(os.Getpid()) || l[LabelStartedAt] == "" || l[api.ProjectLabel] != h.Name() {
+		if l[dockerx.LabelProject] != dockerx.ProjectValue || l[dockerx.LabelTest] != t.Name() || l[dockerx.LabelOwnerPID] != strconv.Itoa(os.Getpid()) || l[dockerx.LabelStartedAt] == "" || l[api.ProjectLabel] != h.Name() {
 			t.Errorf("%s labels: %v", svc, l)
 		}
 		if caps := ins.Container.HostConfig.CapAdd; len(caps) != 0 {
@@ -151,8 +153,8 @@ func TestLocalhostBasics(t *testing.T) {
 			t.Errorf("%s: Docker healthcheck not disabled: %+v", svc, hc)
 		}
 	}
-	ns, err := h.docker.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", LabelRun+"="+h.Name())})
-	if err != nil || len(ns.Items) != 1 || ns.Items[0].Labels[LabelTest] != t.Name() {
+	ns, err := h.docker.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("label", dockerx.LabelRun+"="+h.Name())})
+	if err != nil || len(ns.Items) != 1 || ns.Items[0].Labels[dockerx.LabelTest] != t.Name() {
 		t.Fatalf("network labels: %v %v", ns.Items, err)
 	}
 }

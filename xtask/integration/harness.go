@@ -13,13 +13,12 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/flags"
 	"github.com/docker/compose/v5/pkg/api"
 	"github.com/docker/compose/v5/pkg/compose"
-	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // Harness is one running topology: its containers, network, active faults
@@ -133,20 +132,12 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	return h, nil
 }
 
-// connect builds the Docker CLI (DOCKER_HOST, contexts and TLS as the
-// docker CLI reads them) and the Compose service on top of it.
+// connect builds the engine client the way the docker CLI does and the
+// Compose service on top of it.
 func connect(ctx context.Context) (client.APIClient, api.Compose, error) {
-	dcli, err := command.NewDockerCli()
+	dcli, err := dockerx.ConnectCLI(ctx)
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := dcli.Initialize(flags.NewClientOptions()); err != nil {
-		return nil, nil, fmt.Errorf("docker client: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := dcli.Client().Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return nil, nil, fmt.Errorf("no Docker engine at %s: start dockerd or set DOCKER_HOST: %w", dcli.DockerEndpoint().Host, err)
 	}
 	svc, err := compose.NewComposeService(dcli, compose.WithStreams(discard{}, discard{}, strings.NewReader("")))
 	if err != nil {
@@ -161,17 +152,13 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // labels are the harness labels every resource of this run carries.
 func (h *Harness) labels() map[string]string {
-	l := map[string]string{
-		LabelProject:    ProjectValue,
-		LabelTest:       h.cfg.name,
-		LabelRun:        h.name,
-		LabelOwnerPID:   strconv.Itoa(os.Getpid()),
-		LabelOwnerHost:  hostname(),
-		LabelOwnerStart: procStart(os.Getpid()),
-		LabelStartedAt:  h.started.UTC().Format(time.RFC3339),
-	}
+	l := dockerx.OwnerLabels()
+	l[dockerx.LabelProject] = dockerx.ProjectValue
+	l[dockerx.LabelTest] = h.cfg.name
+	l[dockerx.LabelRun] = h.name
+	l[dockerx.LabelStartedAt] = h.started.UTC().Format(time.RFC3339)
 	if h.cfg.keep {
-		l[LabelKeep] = "1"
+		l[dockerx.LabelKeep] = "1"
 	}
 	return l
 }
@@ -214,7 +201,7 @@ func (h *Harness) createNetworks(ctx context.Context) error {
 		pn := &plan[i]
 		var lastErr error
 		for attempt := 0; attempt < 20; attempt++ {
-			used, err := usedSubnets(ctx, h.docker)
+			used, err := dockerx.UsedSubnets(ctx, h.docker)
 			if err != nil {
 				return err
 			}
@@ -252,22 +239,6 @@ func (h *Harness) createNetworks(ctx context.Context) error {
 		h.nets = append(h.nets, *pn)
 	}
 	return rewriteNetworks(h.project, h.nets)
-}
-
-func usedSubnets(ctx context.Context, d client.APIClient) ([]netip.Prefix, error) {
-	res, err := d.NetworkList(ctx, client.NetworkListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list networks: %w", err)
-	}
-	var used []netip.Prefix
-	for _, n := range res.Items {
-		for _, c := range n.IPAM.Config {
-			if c.Subnet.IsValid() {
-				used = append(used, c.Subnet)
-			}
-		}
-	}
-	return used, nil
 }
 
 // discover maps every service to its container and reads addresses and ports.
@@ -420,32 +391,17 @@ func (h *Harness) Close(ctx context.Context) error {
 }
 
 // removeRun deletes everything of one run: helpers first (they share the
-// targets' network namespaces), then compose down, then a label sweep.
+// targets' network namespaces), then the run's containers are stopped,
+// compose down, and a label sweep of whatever compose did not remove
+// (the harness-made networks, helpers, markers).
 func removeRun(ctx context.Context, d client.APIClient, c api.Compose, run string) error {
 	var errs []error
-	byRun := make(client.Filters).Add("label", LabelRun+"="+run)
-	if res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byRun.Clone().Add("label", LabelRole+"=fault-helper")}); err == nil {
-		forceRemove(ctx, d, res.Items, &errs)
+	byRun := dockerx.LabelRun + "=" + run
+	if _, err := dockerx.RemoveByLabel(ctx, d, byRun, dockerx.LabelRole+"=fault-helper"); err != nil {
+		errs = append(errs, err)
 	}
-	// Kill before removing: a container is never removed while it still
-	// runs (dockerd 20.10 can panic when an exec races with removal).
-	if res, err := d.ContainerList(ctx, client.ContainerListOptions{Filters: byRun}); err == nil {
-		var wg sync.WaitGroup
-		for _, c := range res.Items {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := d.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"}); err == nil {
-					w := d.ContainerWait(ctx, c.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-					select {
-					case <-w.Result:
-					case <-w.Error:
-					case <-ctx.Done():
-					}
-				}
-			}()
-		}
-		wg.Wait()
+	if err := dockerx.StopByLabel(ctx, d, byRun); err != nil {
+		errs = append(errs, err)
 	}
 	zero := time.Duration(0)
 	if c != nil {
@@ -453,28 +409,7 @@ func removeRun(ctx context.Context, d client.APIClient, c api.Compose, run strin
 			errs = append(errs, fmt.Errorf("compose down %s: %w", run, err))
 		}
 	}
-	// Sweep: whatever compose did not remove (external network, helpers, markers).
-	if res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: byRun}); err == nil {
-		forceRemove(ctx, d, res.Items, &errs)
-	} else {
-		errs = append(errs, err)
-	}
-	if res, err := d.NetworkList(ctx, client.NetworkListOptions{Filters: byRun}); err == nil {
-		for _, n := range res.Items {
-			if _, err := d.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !isNotFound(err) {
-				errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
-			}
-		}
-	} else {
-		errs = append(errs, err)
-	}
-	if res, err := d.VolumeList(ctx, client.VolumeListOptions{Filters: byRun}); err == nil {
-		for _, v := range res.Items {
-			if _, err := d.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
-				errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
-			}
-		}
-	} else {
+	if _, err := dockerx.RemoveByLabel(ctx, d, byRun); err != nil {
 		errs = append(errs, err)
 	}
 	_ = os.RemoveAll(stateDir(run))

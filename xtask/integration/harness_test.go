@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/docker/compose/v5/pkg/api"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 func TestParseTopology(t *testing.T) {
@@ -300,31 +302,6 @@ func TestEffectKeys(t *testing.T) {
 	}
 }
 
-func TestOwnerGone(t *testing.T) {
-	self := strconv.Itoa(os.Getpid())
-	host := hostname()
-	start := procStart(os.Getpid())
-	if start == "" {
-		t.Skip("no /proc")
-	}
-	for _, tc := range []struct {
-		name   string
-		labels map[string]string
-		want   bool
-	}{
-		{"alive", map[string]string{LabelOwnerPID: self, LabelOwnerHost: host, LabelOwnerStart: start}, false},
-		{"pid reused", map[string]string{LabelOwnerPID: self, LabelOwnerHost: host, LabelOwnerStart: "1"}, true},
-		{"dead pid", map[string]string{LabelOwnerPID: "999999999", LabelOwnerHost: host}, true},
-		{"other host", map[string]string{LabelOwnerPID: "999999999", LabelOwnerHost: host + "-elsewhere"}, false},
-		{"kept", map[string]string{LabelOwnerPID: "999999999", LabelOwnerHost: host, LabelKeep: "1"}, false},
-		{"no pid", map[string]string{LabelOwnerHost: host}, false},
-	} {
-		if got := ownerGone(tc.labels); got != tc.want {
-			t.Errorf("%s: ownerGone = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
 // The compose files load with compose-go and come out isolated: no fixed
 // names or host ports, compose's and our labels, no extra capabilities,
 // addresses in the run's subnet. Needs the repository's tests/docker/.
@@ -377,7 +354,7 @@ func TestLoadProjectRewrites(t *testing.T) {
 						t.Errorf("%s: port %+v is not ephemeral on 127.0.0.1", name, pc)
 					}
 				}
-				if s.Labels[LabelProject] != ProjectValue || s.Labels[LabelTest] != "TestUnit" || s.Labels[LabelRun] != h.name || s.Labels[LabelOwnerPID] == "" || s.Labels[LabelStartedAt] == "" {
+				if s.Labels[dockerx.LabelProject] != dockerx.ProjectValue || s.Labels[dockerx.LabelTest] != "TestUnit" || s.Labels[dockerx.LabelRun] != h.name || s.Labels[dockerx.LabelOwnerPID] == "" || s.Labels[dockerx.LabelStartedAt] == "" {
 					t.Errorf("%s: labels %v", name, s.Labels)
 				}
 				if s.CustomLabels[api.ProjectLabel] != h.name || s.CustomLabels[api.ServiceLabel] != name || s.CustomLabels[api.OneoffLabel] != "False" {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // DefaultFaultImage is the image of the fault helpers: the project's base
@@ -49,8 +51,8 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 		delete(h.helpers, target)
 	}
 	labels := h.labels()
-	labels[LabelRole] = "fault-helper"
-	labels[LabelTarget] = target
+	labels[dockerx.LabelRole] = "fault-helper"
+	labels[dockerx.LabelTarget] = target
 	t0 := time.Now()
 	created, err := h.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: fmt.Sprintf("%s-fault-%s-%d", h.name, target, time.Now().UnixNano()%1e6),

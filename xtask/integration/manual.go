@@ -8,6 +8,8 @@ import (
 
 	"github.com/docker/compose/v5/pkg/api"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // Up brings topo up under the project name sanitize(name) and keeps it after
@@ -94,14 +96,14 @@ func Stacks(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", LabelProject+"="+ProjectValue)})
+	res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", dockerx.LabelProject+"="+dockerx.ProjectValue)})
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
 	for _, c := range res.Items {
-		if run := c.Labels[LabelRun]; run != "" {
-			out[run] = c.Labels[LabelTest]
+		if run := c.Labels[dockerx.LabelRun]; run != "" {
+			out[run] = c.Labels[dockerx.LabelTest]
 		}
 	}
 	return out, nil
@@ -113,8 +115,8 @@ func Stacks(ctx context.Context) (map[string]string, error) {
 // failed test.
 func (h *Harness) Keep(ctx context.Context) (string, error) {
 	labels := h.labels()
-	labels[LabelRole] = "keep-marker"
-	labels[LabelKeep] = "1"
+	labels[dockerx.LabelRole] = "keep-marker"
+	labels[dockerx.LabelKeep] = "1"
 	if _, err := h.docker.VolumeCreate(ctx, client.VolumeCreateOptions{Name: h.name + "_kept", Labels: labels}); err != nil {
 		return "", fmt.Errorf("keep %s: %w", h.name, err)
 	}

@@ -8,22 +8,6 @@ import (
 	"strings"
 )
 
-// Labels every container, network and volume of a harness carries. Cleanup
-// and the reaper find resources by them, never by name.
-const (
-	LabelProject    = "dev.rbee.project"     // always ProjectValue
-	ProjectValue    = "rbee-netest"          //
-	LabelTest       = "dev.rbee.test"        // the test name (WithName / t.Name())
-	LabelRun        = "dev.rbee.run"         // the compose project name: one per harness
-	LabelOwnerPID   = "dev.rbee.owner-pid"   // pid of the process that created it
-	LabelOwnerHost  = "dev.rbee.owner-host"  // hostname of that process (pids are per host)
-	LabelOwnerStart = "dev.rbee.owner-start" // that process's start time, so a reused pid is not mistaken for the owner
-	LabelStartedAt  = "dev.rbee.started-at"  // RFC 3339 creation time
-	LabelKeep       = "dev.rbee.keep"        // "1": a stack kept on purpose (Up, RBEE_KEEP_FAILED); never reaped
-	LabelRole       = "dev.rbee.role"        // "fault-helper" or "keep-marker" for the harness's own containers/volumes
-	LabelTarget     = "dev.rbee.target"      // fault helper: the service whose network namespace it shares
-)
-
 // sanitize lower-cases name and keeps [a-z0-9-], collapsing the rest to '-',
 // so that a test name like "TestX/sub_case#01" can start a compose project
 // name (which must match [a-z0-9][a-z0-9_-]*).

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // Root images the base image can start from.
@@ -29,7 +31,7 @@ var BasePackages = []string{
 
 // BaseImage builds rbee-test/base:bookworm (see baseImage).
 func BaseImage(ctx context.Context, cfg Config) error {
-	cli, err := Connect(ctx)
+	cli, err := dockerx.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -40,7 +42,7 @@ func BaseImage(ctx context.Context, cfg Config) error {
 
 // baseImage finds or makes a Debian bookworm root and builds Dockerfile.base
 // on it. It returns the base image ID.
-func baseImage(ctx context.Context, cli *client.Client, cfg Config) (string, error) {
+func baseImage(ctx context.Context, cli client.APIClient, cfg Config) (string, error) {
 	rootRef, rootID, err := debianRoot(ctx, cli, cfg)
 	if err != nil {
 		return "", err
@@ -62,7 +64,7 @@ func baseImage(ctx context.Context, cli *client.Client, cfg Config) (string, err
 // debianRoot returns the reference and ID of the root to build on: a local
 // debian:bookworm-slim, else a previously imported root, else a pulled
 // debian:bookworm-slim, else a fresh debootstrap.
-func debianRoot(ctx context.Context, cli *client.Client, cfg Config) (string, string, error) {
+func debianRoot(ctx context.Context, cli client.APIClient, cfg Config) (string, string, error) {
 	for _, ref := range []string{UpstreamRoot, ImportedRoot} {
 		if ins, err := cli.ImageInspect(ctx, ref); err == nil {
 			cfg.vlogf("base: using %s", ref)
@@ -85,7 +87,7 @@ func debianRoot(ctx context.Context, cli *client.Client, cfg Config) (string, st
 	return ImportedRoot, id, nil
 }
 
-func pull(ctx context.Context, cli *client.Client, cfg Config, ref string, timeout time.Duration) error {
+func pull(ctx context.Context, cli client.APIClient, cfg Config, ref string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := cli.ImagePull(ctx, ref, client.ImagePullOptions{})
@@ -99,7 +101,7 @@ func pull(ctx context.Context, cli *client.Client, cfg Config, ref string, timeo
 
 // debootstrapRoot builds a minimal bookworm root with the base packages from
 // the host's Debian mirror and imports it as ImportedRoot.
-func debootstrapRoot(ctx context.Context, cli *client.Client, cfg Config) (string, error) {
+func debootstrapRoot(ctx context.Context, cli client.APIClient, cfg Config) (string, error) {
 	mirror, err := AptMirror("/etc")
 	if err != nil {
 		return "", fmt.Errorf("base: %w", err)
@@ -148,7 +150,7 @@ func debootstrapRoot(ctx context.Context, cli *client.Client, cfg Config) (strin
 	res, err := cli.ImageImport(ctx, client.ImageImportSource{Source: stdout, SourceName: "-"}, ImportedRoot,
 		client.ImageImportOptions{
 			Message: "debootstrap --variant=minbase bookworm " + mirror,
-			Changes: []string{"LABEL " + ProjectLabel + "=" + ProjectValue, `CMD ["bash"]`},
+			Changes: []string{"LABEL " + dockerx.Project, `CMD ["bash"]`},
 		})
 	if err != nil {
 		tarCmd.Process.Kill()

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // CleanupOptions says what Cleanup removes besides containers, networks and
@@ -21,86 +21,36 @@ type CleanupOptions struct {
 // opts.Images every image) that carries dev.rbee.project=rbee-netest,
 // and nothing else.
 func Cleanup(ctx context.Context, cfg Config, opts CleanupOptions) error {
-	cli, err := Connect(ctx)
+	cli, err := dockerx.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	var errs []error
-	counts := map[string]int{}
-
-	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: projectFilter()})
+	n, err := dockerx.RemoveByLabel(ctx, cli, dockerx.Project)
 	if err != nil {
-		return fmt.Errorf("cleanup: list containers: %w", err)
+		errs = append(errs, fmt.Errorf("cleanup: %w", err))
 	}
-	// Kill and wait before removing: dockerd 20.10 can panic when a health
-	// probe's exec races a forced removal of a running container.
-	for _, c := range cs.Items {
-		if c.State == "running" || c.State == "paused" {
-			if c.State == "paused" {
-				_, _ = cli.ContainerUnpause(ctx, c.ID, client.ContainerUnpauseOptions{})
-			}
-			_, _ = cli.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"})
-			wr := cli.ContainerWait(ctx, c.ID, client.ContainerWaitOptions{Condition: "not-running"})
-			select {
-			case <-wr.Result:
-			case <-wr.Error:
-			case <-ctx.Done():
-			}
-		}
-	}
-	for _, c := range cs.Items {
-		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove container %s: %w", name(c.Names, c.ID), err))
-			continue
-		}
-		counts["containers"]++
-	}
-
-	ns, err := cli.NetworkList(ctx, client.NetworkListOptions{Filters: projectFilter()})
-	if err != nil {
-		return fmt.Errorf("cleanup: list networks: %w", err)
-	}
-	for _, n := range ns.Items {
-		if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
-			continue
-		}
-		counts["networks"]++
-	}
-
-	vs, err := cli.VolumeList(ctx, client.VolumeListOptions{Filters: projectFilter()})
-	if err != nil {
-		return fmt.Errorf("cleanup: list volumes: %w", err)
-	}
-	for _, v := range vs.Items {
-		if _, err := cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove volume %s: %w", v.Name, err))
-			continue
-		}
-		counts["volumes"]++
-	}
-
+	images := 0
 	if opts.Images {
-		n, err := removeImages(ctx, cli)
-		counts["images"] = n
-		if err != nil {
+		var err error
+		if images, err = removeImages(ctx, cli); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	cfg.logf("cleanup: removed %d containers, %d networks, %d volumes, %d images (label %s=%s)",
-		counts["containers"], counts["networks"], counts["volumes"], counts["images"], ProjectLabel, ProjectValue)
+		n.Containers, n.Networks, n.Volumes, images, dockerx.LabelProject, dockerx.ProjectValue)
 	return errors.Join(errs...)
 }
 
 // removeImages deletes labelled images, children before parents: an image
 // that still has dependents fails with a conflict and is retried in the
 // next pass.
-func removeImages(ctx context.Context, cli *client.Client) (int, error) {
+func removeImages(ctx context.Context, cli client.APIClient) (int, error) {
 	removed := 0
 	var lastErrs []error
 	for pass := 0; pass < 6; pass++ {
-		list, err := cli.ImageList(ctx, client.ImageListOptions{All: true, Filters: projectFilter()})
+		list, err := cli.ImageList(ctx, client.ImageListOptions{All: true, Filters: dockerx.Filter(dockerx.Project)})
 		if err != nil {
 			return removed, fmt.Errorf("cleanup: list images: %w", err)
 		}
@@ -118,10 +68,10 @@ func removeImages(ctx context.Context, cli *client.Client) (int, error) {
 			case err == nil:
 				removed++
 				progress = true
-			case isNotFound(err):
+			case dockerx.IsNotFound(err):
 				progress = true
 			default:
-				lastErrs = append(lastErrs, fmt.Errorf("remove image %s: %w", name(im.RepoTags, im.ID), err))
+				lastErrs = append(lastErrs, fmt.Errorf("remove image %s: %w", dockerx.Name(im.RepoTags, im.ID), err))
 			}
 		}
 		if !progress {
@@ -129,16 +79,4 @@ func removeImages(ctx context.Context, cli *client.Client) (int, error) {
 		}
 	}
 	return removed, errors.Join(lastErrs...)
-}
-
-func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
-
-func name(names []string, id string) string {
-	if len(names) > 0 {
-		return strings.TrimPrefix(names[0], "/")
-	}
-	if len(id) > 19 {
-		return id[:19]
-	}
-	return id
 }

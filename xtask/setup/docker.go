@@ -1,42 +1,12 @@
 package setup
 
 import (
-	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/flags"
-
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"time"
-
-	"github.com/moby/moby/client"
 )
-
-// Connect returns a Docker client configured from the environment
-// (DOCKER_HOST, DOCKER_CERT_PATH, …) with API version negotiation, after
-// checking that an engine answers.
-func Connect(ctx context.Context) (*client.Client, error) {
-	cli, err := cliClient()
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		host := cli.DaemonHost()
-		cli.Close()
-		return nil, fmt.Errorf("no Docker engine at %s: start dockerd or set DOCKER_HOST (%v)", host, err)
-	}
-	return cli, nil
-}
-
-// projectFilter selects objects that carry the project label.
-func projectFilter() client.Filters {
-	return make(client.Filters).Add("label", ProjectLabel+"="+ProjectValue)
-}
 
 // jsonMessage is one line of the engine's build/import/pull stream.
 type jsonMessage struct {
@@ -99,25 +69,4 @@ func readStream(r io.Reader, w io.Writer, verbose bool) (string, error) {
 			return id, fmt.Errorf("%s\n--- last output ---\n%s", msg, strings.Join(tail, "\n"))
 		}
 	}
-}
-
-// cliClient builds the engine client the way the docker CLI does, so that
-// DOCKER_HOST, DOCKER_CONTEXT and the current context (with its TLS
-// settings) are honoured exactly as by `docker` and by the harness.
-func cliClient() (*client.Client, error) {
-	dcli, err := command.NewDockerCli()
-	if err == nil {
-		err = dcli.Initialize(flags.NewClientOptions())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	if c, ok := dcli.Client().(*client.Client); ok {
-		return c, nil
-	}
-	c, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return c, nil
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/moby/moby/api/types/build"
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 // BaseTag is the base image every service image and the fault helper build on.
@@ -115,7 +117,7 @@ func Images(ctx context.Context, cfg Config) error {
 	if err := CheckImageTag(os.Getenv("RBEE_IMAGE_TAG")); err != nil {
 		return err
 	}
-	cli, err := Connect(ctx)
+	cli, err := dockerx.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -186,7 +188,7 @@ func contentHash(spec imageSpec) (string, error) {
 
 // buildImage builds spec unless an image with its tag and content hash
 // exists. It returns the image ID.
-func buildImage(ctx context.Context, cli *client.Client, cfg Config, spec imageSpec) (string, error) {
+func buildImage(ctx context.Context, cli client.APIClient, cfg Config, spec imageSpec) (string, error) {
 	hash, err := contentHash(spec)
 	if err != nil {
 		return "", fmt.Errorf("image %s: hashing inputs: %w", spec.Tag, err)
@@ -210,7 +212,7 @@ func buildImage(ctx context.Context, cli *client.Client, cfg Config, spec imageS
 		Tags:        []string{spec.Tag},
 		Dockerfile:  spec.Dockerfile,
 		BuildArgs:   args,
-		Labels:      map[string]string{ProjectLabel: ProjectValue, ContentHashLabel: hash},
+		Labels:      map[string]string{dockerx.LabelProject: dockerx.ProjectValue, ContentHashLabel: hash},
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,
@@ -263,8 +265,8 @@ func writeContext(w io.Writer, files []ctxFile) error {
 
 // pruneDangling removes untagged images with the project label (the
 // previous build of a tag); errors only matter with -v.
-func pruneDangling(ctx context.Context, cli *client.Client, cfg Config) {
-	f := projectFilter().Add("dangling", "true")
+func pruneDangling(ctx context.Context, cli client.APIClient, cfg Config) {
+	f := dockerx.Filter(dockerx.Project).Add("dangling", "true")
 	res, err := cli.ImagePrune(ctx, client.ImagePruneOptions{Filters: f})
 	if err != nil {
 		cfg.vlogf("prune: %v", err)

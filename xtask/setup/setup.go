@@ -19,13 +19,10 @@ import (
 	"time"
 )
 
-// ProjectLabel marks every image, container, network and volume of this
-// project; cleanup removes exactly what carries it.
-const (
-	ProjectLabel     = "dev.rbee.project"
-	ProjectValue     = "rbee-netest"
-	ContentHashLabel = "dev.rbee.content-hash"
-)
+// ContentHashLabel records on a service image the hash of what it was built
+// from, so setup rebuilds only what changed. Every image also carries
+// dockerx.LabelProject, which cleanup removes by.
+const ContentHashLabel = "dev.rbee.content-hash"
 
 // Config says where the repository is and how much to print.
 type Config struct {

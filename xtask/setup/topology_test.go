@@ -12,6 +12,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
 
 var topologies = map[string][]string{
@@ -55,8 +56,8 @@ func TestComposeTopologies(t *testing.T) {
 				if s.Build != nil {
 					t.Errorf("%s: has a build section; images come from mage setup", s.Name)
 				}
-				if s.Labels[ProjectLabel] != ProjectValue {
-					t.Errorf("%s: missing label %s=%s", s.Name, ProjectLabel, ProjectValue)
+				if s.Labels[dockerx.LabelProject] != dockerx.ProjectValue {
+					t.Errorf("%s: missing label %s=%s", s.Name, dockerx.LabelProject, dockerx.ProjectValue)
 				}
 				if s.Hostname != s.Name {
 					t.Errorf("%s: hostname %q, want the service name (advertised URLs use it)", s.Name, s.Hostname)
@@ -83,8 +84,8 @@ func TestComposeTopologies(t *testing.T) {
 				}
 			}
 			net := p.Networks["rbee-test"]
-			if net.Labels[ProjectLabel] != ProjectValue {
-				t.Errorf("network rbee-test lacks label %s", ProjectLabel)
+			if net.Labels[dockerx.LabelProject] != dockerx.ProjectValue {
+				t.Errorf("network rbee-test lacks label %s", dockerx.LabelProject)
 			}
 			if net.Ipam.Config[0].Subnet != "172.20.0.0/16" {
 				t.Errorf("default subnet %q", net.Ipam.Config[0].Subnet)
