@@ -101,7 +101,7 @@ func (Cleanup) Stack(ctx context.Context) error {
 // Env groups the targets that keep a topology running for poking at by hand.
 type Env mg.Namespace
 
-// Up brings a topology (localhost, multi-hive, full-stack) up as stack rbee-<topology>, waits until healthy, prints its URLs.
+// Up brings a topology (localhost, multi-hive, full-stack, …) up as stack rbee-<topology>, waits until healthy, prints its URLs.
 func (Env) Up(ctx context.Context, topology string) error {
 	topo, err := integration.ParseTopology(topology)
 	if err != nil {
@@ -156,10 +156,6 @@ func runTests(ctx context.Context, needsImages bool, specs ...testrun.Spec) erro
 	return testrun.RunAll(ctx, o, specs...)
 }
 
-func shard(topology string) testrun.Spec {
-	return dockerSpec("docker-"+topology, "", map[string]string{integration.ShardEnv: topology}, testrun.Categories...)
-}
-
 // Unit runs the unit and process-level tests (go test ./..., no Docker).
 func (Test) Unit(ctx context.Context) error { return runTests(ctx, false, unitSpec()) }
 
@@ -168,14 +164,32 @@ func (Test) Docker(ctx context.Context) error {
 	return runTests(ctx, true, dockerSpec("docker", "", nil, testrun.Categories...))
 }
 
-// Localhost runs the Docker suites' tests that use the localhost topology.
-func (Test) Localhost(ctx context.Context) error { return runTests(ctx, true, shard("localhost")) }
+// Topology runs the Docker suites' tests on one topology's shard (localhost, multi-hive, full-stack, …: `go run mage.go topologies` lists them).
+func (Test) Topology(ctx context.Context, name string) error {
+	topo, err := integration.ParseTopology(name)
+	if err != nil {
+		return fmt.Errorf("test:topology: %w", err)
+	}
+	shard := topo.Shard()
+	return runTests(ctx, true, dockerSpec("docker-"+shard, "", map[string]string{integration.ShardEnv: shard}, testrun.Categories...))
+}
 
-// MultiHive runs the Docker suites' tests that use the multi-hive topologies.
-func (Test) MultiHive(ctx context.Context) error { return runTests(ctx, true, shard("multi-hive")) }
+// Localhost is test:topology localhost (a documented alias).
+func (Test) Localhost(ctx context.Context) error { return Test{}.Topology(ctx, integration.Localhost.Shard()) }
 
-// FullStack runs the Docker suites' tests that use the full-stack topology.
-func (Test) FullStack(ctx context.Context) error { return runTests(ctx, true, shard("full-stack")) }
+// MultiHive is test:topology multi-hive (a documented alias).
+func (Test) MultiHive(ctx context.Context) error { return Test{}.Topology(ctx, integration.MultiHive.Shard()) }
+
+// FullStack is test:topology full-stack (a documented alias).
+func (Test) FullStack(ctx context.Context) error { return Test{}.Topology(ctx, integration.FullStack.Shard()) }
+
+// Topologies lists the registered topologies: name, compose file, queen configs, shard.
+func Topologies() {
+	fmt.Printf("%-12s %-44s %-20s %s\n", "topology", "compose file", "configs", "shard (RBEE_TOPOLOGY)")
+	for _, t := range integration.Topologies() {
+		fmt.Printf("%-12s %-44s %-20s %s\n", t, t.File(), t.Configs(), t.Shard())
+	}
+}
 
 // Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e or harness.
 func (Test) Category(ctx context.Context, name string) error {

@@ -26,7 +26,7 @@ type BringUpResult struct {
 // healthy) and `down -v`.
 func BringUp(ctx context.Context, root, composeBin string, topo integration.Topology, n int, logf func(string, ...any)) (BringUpResult, error) {
 	res := BringUpResult{Topology: topo.String()}
-	file := filepath.Join(root, "tests", "docker", "docker-compose."+topo.String()+".yml")
+	file := filepath.Join(root, topo.File())
 	content, err := os.ReadFile(file)
 	if err != nil {
 		return res, err

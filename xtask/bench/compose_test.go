@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/rbee-dev/rbee/xtask/integration"
 )
 
 func TestComposeEnv(t *testing.T) {
@@ -51,8 +53,8 @@ func TestComposeEnvBadInput(t *testing.T) {
 
 // The real topology files: every variable the headers document is covered.
 func TestComposeEnvTopologies(t *testing.T) {
-	for _, topo := range []string{"localhost", "multi-hive", "full-stack"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "tests", "docker", "docker-compose."+topo+".yml"))
+	for _, topo := range integration.Topologies() {
+		b, err := os.ReadFile(filepath.Join("..", "..", topo.File()))
 		if err != nil {
 			t.Fatal(err)
 		}

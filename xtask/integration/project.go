@@ -26,7 +26,7 @@ func findRepoDir() (string, error) {
 		return "", err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
-		if fi, err := os.Stat(filepath.Join(d, "tests", "docker", Localhost.file)); err == nil && !fi.IsDir() {
+		if fi, err := os.Stat(filepath.Join(d, Localhost.File())); err == nil && !fi.IsDir() {
 			return d, nil
 		}
 		if filepath.Dir(d) == d {
@@ -48,7 +48,7 @@ func stateDir(project string) string {
 // service and volume, networks replaced by pre-created external ones in the
 // subnets chosen for this run (see createNetworks).
 func (h *Harness) loadProject(ctx context.Context) (*types.Project, error) {
-	file := filepath.Join(h.repoDir, "tests", "docker", h.topo.file)
+	file := filepath.Join(h.repoDir, h.topo.File())
 	if _, err := os.Stat(file); err != nil {
 		return nil, fmt.Errorf("topology %s: %w", h.topo, err)
 	}
