@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,13 +176,19 @@ func (Test) Topology(ctx context.Context, name string) error {
 }
 
 // Localhost is test:topology localhost (a documented alias).
-func (Test) Localhost(ctx context.Context) error { return Test{}.Topology(ctx, integration.Localhost.Shard()) }
+func (Test) Localhost(ctx context.Context) error {
+	return Test{}.Topology(ctx, integration.Localhost.Shard())
+}
 
 // MultiHive is test:topology multi-hive (a documented alias).
-func (Test) MultiHive(ctx context.Context) error { return Test{}.Topology(ctx, integration.MultiHive.Shard()) }
+func (Test) MultiHive(ctx context.Context) error {
+	return Test{}.Topology(ctx, integration.MultiHive.Shard())
+}
 
 // FullStack is test:topology full-stack (a documented alias).
-func (Test) FullStack(ctx context.Context) error { return Test{}.Topology(ctx, integration.FullStack.Shard()) }
+func (Test) FullStack(ctx context.Context) error {
+	return Test{}.Topology(ctx, integration.FullStack.Shard())
+}
 
 // Topologies lists the registered topologies: name, compose file, queen configs, shard.
 func Topologies() {
@@ -189,6 +196,44 @@ func Topologies() {
 	for _, t := range integration.Topologies() {
 		fmt.Printf("%-12s %-44s %-20s %s\n", t, t.File(), t.Configs(), t.Shard())
 	}
+}
+
+// Shard runs shard I of N ("1/3") of the Docker tests, balanced by the durations in the last JUnit results (RBEE_SHARD_DURATIONS or test-results/).
+func (Test) Shard(ctx context.Context, shard string) error {
+	i, n, err := testrun.ParseShard(shard)
+	if err != nil {
+		return err
+	}
+	o, err := testOptions()
+	if err != nil {
+		return err
+	}
+	p, err := testrun.PlanDocker(o, n)
+	if err != nil {
+		return err
+	}
+	p.Print(os.Stdout, i)
+	spec, ok := p.Shards[i-1].Spec(i, n)
+	if !ok {
+		fmt.Printf("shard %d/%d has no tests\n", i, n)
+		return nil
+	}
+	spec.Verbose = mg.Verbose()
+	return runTests(ctx, true, spec)
+}
+
+// Plan prints how test:shard splits the Docker tests into N shards, without running them.
+func (Test) Plan(n int) error {
+	o, err := testOptions()
+	if err != nil {
+		return err
+	}
+	p, err := testrun.PlanDocker(o, n)
+	if err != nil {
+		return err
+	}
+	p.Print(os.Stdout, 0)
+	return nil
 }
 
 // Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e or harness.
@@ -244,6 +289,33 @@ func (Test) All(ctx context.Context) error {
 	}
 	defer stop()
 	return runTests(ctx, false, unitSpec(), dockerSpec("docker", "", nil, testrun.Categories...), remote)
+}
+
+// CI groups what the GitHub workflow asks of Mage.
+type CI mg.Namespace
+
+// ciShards is how many machines the workflow splits the Docker tests over.
+const ciShards = 3
+
+// Matrix prints the workflow's Docker job matrix as JSON: test:shard 1/N … N/N and the remote-engine run.
+func (CI) Matrix() error {
+	type job struct {
+		Name   string `json:"name"`
+		Target string `json:"target"`
+	}
+	var m struct {
+		Include []job `json:"include"`
+	}
+	for i := 1; i <= ciShards; i++ {
+		m.Include = append(m.Include, job{fmt.Sprintf("shard-%d-of-%d", i, ciShards), fmt.Sprintf("test:shard %d/%d", i, ciShards)})
+	}
+	m.Include = append(m.Include, job{"remote-engine", "test:remote " + remoteCategory})
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
 }
 
 // Lint checks gofmt, go vet (with and without the docker tag), shell script syntax and the GitHub workflow with actionlint.
