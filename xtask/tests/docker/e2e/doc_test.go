@@ -15,62 +15,44 @@
 //
 // Every job a test submits is recorded in a checks.History and checked at
 // the end (exactly one terminator, status agrees). It needs a Docker engine
-// and the images from `go run mage.go setup`; TestMain builds rbee-keeper
-// for the test host. Run it with:
+// and the images from `go run mage.go setup`, whose rbee-keeper (build/bin,
+// or RBEE_BIN_DIR like the other three programs) it runs on the test host.
+// Run it with:
 //
 //	go test -tags docker -count=1 ./xtask/tests/docker/e2e/
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/rbee-dev/rbee/xtask/setup"
 )
 
-// keeperBin is the rbee-keeper binary TestMain builds from this checkout.
+// keeperBin is the rbee-keeper binary the images' programs come from too:
+// RBEE_BIN_DIR when set, else build/bin.
 var keeperBin string
 
-// TestMain builds rbee-keeper for the test host (the suites run the CLI
-// where a user would, outside the containers) and removes it afterwards.
+// TestMain finds rbee-keeper (the suite runs the CLI where a user would,
+// outside the containers), so that a build under test via RBEE_BIN_DIR is
+// tested through its own keeper.
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "rbee-e2e-")
+	root, err := setup.FindRoot(".")
+	if err == nil {
+		keeperBin = setup.ProgramPath(root, "rbee-keeper")
+		if !filepath.IsAbs(keeperBin) { // a relative RBEE_BIN_DIR means the repository root's, as for setup
+			keeperBin = filepath.Join(root, keeperBin)
+		}
+		var fi os.FileInfo
+		if fi, err = os.Stat(keeperBin); err == nil && fi.Mode()&0o111 == 0 {
+			err = fmt.Errorf("%s is not executable", keeperBin)
+		}
+	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		return 1
+		fmt.Fprintf(os.Stderr, "e2e: rbee-keeper: %v (run `go run mage.go setup`, or set %s)\n", err, setup.BinDirEnv)
+		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	keeperBin = filepath.Join(dir, "rbee-keeper")
-	if err := buildKeeper(keeperBin); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building rbee-keeper: %v\n", err)
-		return 1
-	}
-	return m.Run()
-}
-
-func buildKeeper(out string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(root))
-	if mod == "" || mod == os.DevNull {
-		return fmt.Errorf("not inside the rbee module (go env GOMOD = %q)", mod)
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/rbee-keeper")
-	cmd.Dir = filepath.Dir(mod)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%w\n%s", err, b)
-	}
-	return nil
+	os.Exit(m.Run())
 }
