@@ -141,3 +141,51 @@ func Infer(t testing.TB, q *client.Client, hist *checks.History, req api.JobRequ
 	}
 	return out, r
 }
+
+// Where the hive container's daemon records its pid and appends its log
+// (docker/hive/entrypoint.sh, and the queen's hive_start).
+const (
+	HivePIDFile = "/home/rbee/.local/state/rbee/rbee-hive.pid"
+	hiveLogFile = "/home/rbee/.local/state/rbee/rbee-hive.log"
+)
+
+// RestartHiveDaemon restarts the rbee-hive daemon on svc's machine behind
+// the queen's back (no hive_stop, no hive_start, so the queen fetches
+// nothing): it kills the recorded pid, starts the binary again as the
+// container's entrypoint does (reading ~/.config/rbee/hive.toml), and
+// returns the new pid once the new daemon answers /health on the machine.
+func RestartHiveDaemon(t testing.TB, h *integration.Harness, svc string) int {
+	t.Helper()
+	Sh(t, h, svc, `set -e; pid=$(cat `+HivePIDFile+`); kill "$pid"; i=0; while kill -0 "$pid" 2>/dev/null; do i=$((i+1)); [ $i -lt 200 ] || { echo "pid $pid still running" >&2; exit 1; }; sleep 0.05; done`, integration.AsUser("rbee"))
+	out := Sh(t, h, svc, `cd ~ && nohup ~/.local/bin/rbee-hive >> `+hiveLogFile+` 2>&1 < /dev/null & echo $! > `+HivePIDFile+`; echo $!`,
+		integration.AsUser("rbee"), integration.ExecEnv("HOME=/home/rbee", "USER=rbee"))
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("restarting rbee-hive on %s: %q", svc, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = checks.Await(ctx, 30*time.Second, "restarted rbee-hive answering on "+svc, func(ctx context.Context) (bool, string, error) {
+		r, err := h.Exec(ctx, svc, []string{"curl", "-fsS", "-m", "2", "http://127.0.0.1:9000/health"})
+		if err != nil {
+			return false, "", err
+		}
+		return r.ExitCode == 0, fmt.Sprintf("curl exit %d %s", r.ExitCode, strings.TrimSpace(r.Stderr)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// HiveCapabilities asks svc's hive daemon for GET /capabilities directly,
+// from inside its machine: what the hive itself would answer the queen.
+func HiveCapabilities(t testing.TB, h *integration.Harness, svc string) api.Capabilities {
+	t.Helper()
+	var caps api.Capabilities
+	out := Sh(t, h, svc, `curl -fsS -m 5 http://127.0.0.1:9000/capabilities`)
+	if err := json.Unmarshal([]byte(out), &caps); err != nil {
+		t.Fatalf("GET /capabilities on %s: %q: %v", svc, out, err)
+	}
+	return caps
+}
