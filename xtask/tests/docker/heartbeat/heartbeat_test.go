@@ -95,6 +95,61 @@ func TestUpdates(t *testing.T) {
 		t.Fatalf("last_seen went backwards: %s", strings.Join(backwards, "; "))
 	}
 	t.Logf("over %v: worker-1 last_seen advanced %d times, hive-1 %d times", time.Since(t0).Round(time.Millisecond), len(worker)-1, len(hive)-1)
+
+	// Negative control: it is worker-1's heartbeats that move its
+	// last_seen. With them cut, it freezes while hive-1's keeps advancing.
+	h.MustInject(t, integration.Block("worker-1", "queen"))
+	frozen, ok, err := checks.Worker(ctx, q, "worker-1")
+	if err != nil || !ok {
+		t.Fatalf("worker-1 after the cut: registered %v, %v", ok, err)
+	}
+	hiveBefore, err := checks.Hive(ctx, q, "hive-1")
+	if err != nil || hiveBefore.LastSeen == nil {
+		t.Fatalf("hive-1 after the cut: %+v, %v", hiveBefore, err)
+	}
+	// Watch for several intervals (a state that must hold over a window).
+	for watchEnd := time.Now().Add(6 * interval); time.Now().Before(watchEnd); time.Sleep(checks.PollInterval) {
+		w, _, err := checks.Worker(ctx, q, "worker-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !w.LastSeen.Equal(frozen.LastSeen) {
+			t.Fatalf("worker-1 last_seen moved from %s to %s while its heartbeats were cut", frozen.LastSeen.Format(time.RFC3339Nano), w.LastSeen.Format(time.RFC3339Nano))
+		}
+	}
+	if hv, err := checks.Hive(ctx, q, "hive-1"); err != nil || hv.LastSeen == nil || !hv.LastSeen.After(*hiveBefore.LastSeen) {
+		t.Fatalf("hive-1 last_seen did not advance while only worker-1 was cut: %+v, %v", hv, err)
+	}
+
+	// Restored: last_seen advances again, first within one interval plus
+	// the sender's blocked-POST timeout (at most one interval) and slack,
+	// then at about one interval: the mean gap over several heartbeats lies
+	// between half an interval and an interval plus slack spread over them.
+	h.MustHeal(t)
+	healed := time.Now()
+	var again []time.Time
+	const gaps = 6
+	err = checks.Await(ctx, 2*interval+arrivalSlack+gaps*(interval+margin), "worker-1 heartbeats again", func(ctx context.Context) (bool, string, error) {
+		w, ok, err := checks.Worker(ctx, q, "worker-1")
+		if err != nil || !ok {
+			return false, "worker-1 not registered", err
+		}
+		if w.LastSeen.After(frozen.LastSeen) && (len(again) == 0 || w.LastSeen.After(again[len(again)-1])) {
+			again = append(again, w.LastSeen)
+		}
+		return len(again) > gaps, fmt.Sprintf("%d new last_seen values", len(again)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := again[0].Sub(healed); first > 2*interval+arrivalSlack {
+		t.Errorf("first heartbeat after the heal arrived %v after it; want within %v", first, 2*interval+arrivalSlack)
+	}
+	mean := again[gaps].Sub(again[0]) / gaps
+	t.Logf("after the heal: first heartbeat %v later, then a mean gap of %v over %d heartbeats (interval %v)", again[0].Sub(healed).Round(time.Millisecond), mean.Round(time.Millisecond), gaps, interval)
+	if mean < interval/2 || mean > interval+margin/gaps {
+		t.Errorf("mean gap between heartbeats after the heal %v; want about the interval %v (between %v and %v)", mean, interval, interval/2, interval+margin/gaps)
+	}
 }
 
 // 3. A worker killed with SIGKILL turns stale within stale_after plus one interval, and infer is no longer routed to it.
@@ -114,10 +169,11 @@ func TestStaleness(t *testing.T) {
 		t.Fatalf("kill -KILL %d in hive-1: exit %d: %s", w.PID, r.ExitCode, r.Stderr)
 	}
 	t0 := time.Now()
-	if _, err := checks.AwaitWorker(ctx, q, w.WorkerID, staleAfter+interval+margin, "stale", checks.Stale); err != nil {
+	silent, err := awaitStaleBounded(ctx, q, w.WorkerID, staleAfter, staleAfter+interval+margin)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("worker %s stale %v after SIGKILL (bound: stale_after %v + interval %v)", w.WorkerID, time.Since(t0).Round(time.Millisecond), staleAfter, interval)
+	t.Logf("worker %s stale %v after SIGKILL, %v after its last heartbeat (bound: stale_after %v + interval %v)", w.WorkerID, time.Since(t0).Round(time.Millisecond), silent.Round(time.Millisecond), staleAfter, interval)
 
 	// The scheduler spreads load across hives, so with the stale worker
 	// still a candidate one of these would be routed to it.

@@ -21,6 +21,13 @@ import (
 // request leaving and the answer arriving; polling adds checks.PollInterval.
 const readTolerance = time.Second
 
+// arrivalSlack is added to a bound on when something arrives ("registered
+// within one interval", "back within one interval after the heal"): on the
+// shared two-core machine a container can stall for seconds, so such a bound
+// catches a sender that gives up or backs off far beyond its interval, not a
+// late millisecond.
+const arrivalSlack = 10 * time.Second
+
 // twoHives brings up the multi-hive topology with the pinned interval and
 // one worker of tinyModel on each hive (seeded: there is no hub); it returns
 // the workers by hive.
@@ -175,4 +182,36 @@ func TestTwoHivesIndependentLastSeen(t *testing.T) {
 	if _, err := checks.AwaitWorker(ctx, q, w1, 10*interval+margin, "fresh again", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// awaitStaleBounded waits until worker id turns stale after it was killed
+// at killed, bounded from both sides by the queen's own clock: no read may
+// show it stale before staleAfter has passed since its last heartbeat (the
+// queen's last_seen), and none may show it fresh once staleAfter plus the
+// read tolerance has passed. The lower bound is the general form of "not
+// stale at kill + stale_after/2": the last heartbeat came at most an interval
+// before the kill, so a worker stale that early would have been silent for
+// less than stale_after. It returns how long the worker had been silent when
+// it was first seen stale.
+func awaitStaleBounded(ctx context.Context, q *client.Client, id string, staleAfter, timeout time.Duration) (time.Duration, error) {
+	var silent time.Duration
+	err := checks.Await(ctx, timeout, "worker "+id+" stale, not before stale_after", func(ctx context.Context) (bool, string, error) {
+		before := time.Now()
+		w, ok, err := checks.Worker(ctx, q, id)
+		after := time.Now()
+		if err != nil || !ok {
+			return false, "worker " + id + " not registered", err
+		}
+		switch {
+		case w.Stale && after.Sub(w.LastSeen) < staleAfter:
+			return false, "", fmt.Errorf("worker %s stale only %v after its last heartbeat; stale_after is %v", id, after.Sub(w.LastSeen), staleAfter)
+		case w.Stale:
+			silent = after.Sub(w.LastSeen)
+			return true, "", nil
+		case before.Sub(w.LastSeen) > staleAfter+readTolerance:
+			return false, "", fmt.Errorf("worker %s still fresh %v after its last heartbeat; stale_after is %v", id, before.Sub(w.LastSeen), staleAfter)
+		}
+		return false, fmt.Sprintf("fresh, silent for %v", before.Sub(w.LastSeen).Round(time.Millisecond)), nil
+	})
+	return silent, err
 }
