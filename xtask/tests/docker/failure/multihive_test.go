@@ -5,6 +5,7 @@ package failure
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -254,4 +255,51 @@ func TestConcurrentOperationsAcrossHives(t *testing.T) {
 		}
 	}
 	suite.NothingLost(t, 60*time.Second, q, &hist)
+}
+
+// Heartbeat timing of the full-stack and multi-hive topologies: hives and
+// workers beat every 500 ms (the compose default), and stale_after is 3 s
+// in their queen.toml.
+const (
+	beat       = 500 * time.Millisecond
+	staleAfter = 3 * time.Second
+	// comebackBound bounds how long a hive or worker takes to re-register
+	// once the queen can be reached again: two intervals, plus slack for a
+	// container stalled on the shared two-core machine.
+	comebackBound = 2*beat + 10*time.Second
+)
+
+// awaitHeartbeating checks that recovery is real, not one late heartbeat:
+// the hive's and the worker's last_seen each take at least four new values,
+// over more than stale_after plus an interval, and the hive is online and the
+// worker fresh in every read meanwhile.
+func awaitHeartbeating(t *testing.T, q *client.Client, alias, workerID string) {
+	t.Helper()
+	var hiveSeen, workerSeen []time.Time
+	grow := func(seq *[]time.Time, ts time.Time) {
+		if n := len(*seq); n == 0 || ts.After((*seq)[n-1]) {
+			*seq = append(*seq, ts)
+		}
+	}
+	t0 := time.Now()
+	err := checks.Await(context.Background(), staleAfter+beat+comebackBound, alias+" heartbeating steadily", func(ctx context.Context) (bool, string, error) {
+		hv, err := checks.Hive(ctx, q, alias)
+		if err != nil {
+			return false, "", err
+		}
+		w, ok, err := checks.Worker(ctx, q, workerID)
+		if err != nil {
+			return false, "", err
+		}
+		if hv.State != api.HiveOnline || hv.LastSeen == nil || !ok || w.Stale {
+			return false, "", fmt.Errorf("%v into the recovery: %s is %s, worker %s listed %v stale %v; want online and fresh throughout", time.Since(t0).Round(time.Millisecond), alias, hv.State, workerID, ok, w.Stale)
+		}
+		grow(&hiveSeen, *hv.LastSeen)
+		grow(&workerSeen, w.LastSeen)
+		done := time.Since(t0) > staleAfter+beat && len(hiveSeen) >= 5 && len(workerSeen) >= 5
+		return done, fmt.Sprintf("%s last_seen advanced %d times, worker %d times", alias, len(hiveSeen)-1, len(workerSeen)-1), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
