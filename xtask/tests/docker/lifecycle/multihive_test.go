@@ -46,7 +46,7 @@ func healthExit(t testing.TB, h *integration.Harness, svc string) int {
 
 // hive_stop of hive-2 (the second hive in hives.conf) stops hive-2's daemon
 // and nothing on hive-1: hive-1 keeps its pid, answers, stays online with
-// last_seen advancing; hive_start of hive-2 brings it back under a new pid,
+// last_seen advancing, and hive_status tells the two apart; hive_start of hive-2 brings it back under a new pid,
 // still without touching hive-1.
 func TestHiveStopOneOfTwo(t *testing.T) {
 	h := integration.Start(t, integration.MultiHive)
@@ -76,6 +76,13 @@ func TestHiveStopOneOfTwo(t *testing.T) {
 	}
 	if row, err := checks.Hive(ctx, q, "hive-2"); err != nil || row.State != api.HiveOffline {
 		t.Errorf("GET /v1/hives hive-2 after hive_stop: %+v, %v; want offline", row, err)
+	}
+	// hive_status probes each hive by its own address.
+	for alias, want := range map[string]string{"hive-1": api.HiveOnline, "hive-2": api.HiveOffline} {
+		st, _ := mustResult[api.HiveStatus](t, q, api.JobRequest{Operation: api.OpHiveStatus, Alias: alias})
+		if st.Alias != alias || st.State != want {
+			t.Errorf("hive_status %s with hive-2 stopped: alias %q state %q probe %q; want %s", alias, st.Alias, st.State, st.Probe, want)
+		}
 	}
 	assertHive1Untouched(ctx, t, h, pid1)
 
