@@ -569,7 +569,9 @@ func runHelper(t *testing.T, mode string, env ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
-	cmd.Env = append(append(os.Environ(), "RBEE_HARNESS_HELPER="+mode), env...)
+	// The helper's stack is Localhost whatever shard this run is: without
+	// clearing RBEE_TOPOLOGY it would skip on the other shards, not fail.
+	cmd.Env = append(append(os.Environ(), "RBEE_HARNESS_HELPER="+mode, ShardEnv+"="), env...)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("helper %s passed; want a failed test:\n%s", mode, out)

@@ -92,8 +92,10 @@ func TestFreshInstallToInference(t *testing.T) {
 	suite.NothingLost(t, opTimeout, q, &hist)
 }
 
-// With a worker for one model on each of two hives, 20 concurrent infer jobs
-// all complete and each hive serves at least a quarter of them.
+// With a worker for one model on each of two hives, sequential infer jobs
+// alternate between the hives exactly, as the "hive picked longest ago" rule
+// says (a random or first-candidate scheduler fails this), and each worker's
+// own log agrees with where the queen says it sent every job.
 func TestMultiHiveLoadBalancing(t *testing.T) {
 	// The standalone workers are left out: they serve the same model and
 	// would take a share that belongs to no hive.
@@ -103,29 +105,42 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 	awaitOnline(t, q, "hive-1", "hive-2")
 
 	hiveOf := map[string]string{}
+	var ids []string
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		hiveOf[spawnWorker(t, &hist, q, hv, tinyModel).WorkerID] = hv
+		w := spawnWorker(t, &hist, q, hv, tinyModel)
+		hiveOf[w.WorkerID] = hv
+		ids = append(ids, w.WorkerID)
 	}
 
-	const n = 20
-	outs := inferAll(t, &hist, q, n, func(i int) api.JobRequest {
-		seed := uint64(i)
-		return api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "The rabbit", MaxTokens: 32, Seed: &seed}
-	})
+	const n = 10
 	perHive := map[string]int{}
 	perWorker := map[string]int{}
-	for _, o := range outs {
+	var seq []string
+	for i := range n {
+		// Both workers idle first, so the pick is the scheduler's rule and
+		// not a busy state a heartbeat happened to carry.
+		if err := suite.AwaitIdle(context.Background(), q, ids, stateTimeout); err != nil {
+			t.Fatal(err)
+		}
+		seed := uint64(i)
+		o := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "The rabbit", MaxTokens: 32, Seed: &seed})
 		rt := mustServe(t, o)
 		if hiveOf[rt.WorkerID] != rt.Hive {
 			t.Fatalf("job %s routed to %+v; the workers are %v", o.JobID, rt, hiveOf)
 		}
+		seq = append(seq, rt.Hive)
 		perHive[rt.Hive]++
 		perWorker[rt.WorkerID]++
 	}
-	t.Logf("jobs per hive: %v", perHive)
+	t.Logf("hives in order: %s", strings.Join(seq, " "))
+	for i := 1; i < n; i++ {
+		if seq[i] == seq[i-1] {
+			t.Fatalf("jobs %d and %d both went to %s (sequence %v); want strict alternation", i-1, i, seq[i], seq)
+		}
+	}
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		if perHive[hv] < n/4 {
-			t.Errorf("%s served %d of %d jobs; want at least %d", hv, perHive[hv], n, n/4)
+		if perHive[hv] != n/2 {
+			t.Errorf("%s served %d of %d jobs; want exactly %d", hv, perHive[hv], n, n/2)
 		}
 	}
 	// The workers' own records agree with where the queen says it sent

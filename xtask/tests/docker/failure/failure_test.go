@@ -72,6 +72,10 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	h.MustRestoreNetwork(t, hive, "queen")
 	awaitHive(t, q, hive, api.HiveOnline)
 	awaitWorker(t, q, w.WorkerID, "fresh after restore", checks.Fresh)
+	// One heartbeat is not recovery (a retransmitted POST the hive already
+	// gave up on would do): last_seen keeps advancing for longer than
+	// stale_after and the hive never drops out of online meanwhile.
+	awaitHeartbeating(t, q, hive, w.WorkerID)
 
 	if ms := modelList(t, q, &hist); len(ms) != 1 || ms[0].ID != tinyModel {
 		t.Fatalf("model_list after restore: %+v", ms)
@@ -177,8 +181,9 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	suite.NothingLost(t, 60*time.Second, q, &hist)
 }
 
-// Queen restart with active hives: hives and workers keep running (same
-// pids), re-register, infer works again; no hive is restarted.
+// Queen down for many heartbeat intervals with active hives: hives and
+// workers keep running (same pids), re-register once it is back, infer works
+// again; no hive is restarted.
 func TestQueenRestart(t *testing.T) {
 	h, q := startHive(t)
 	var before checks.History
@@ -191,13 +196,32 @@ func TestQueenRestart(t *testing.T) {
 	// The old queen's jobs live in its memory: check them before it goes.
 	suite.NothingLost(t, 60*time.Second, q, &before)
 
-	h.MustRestart(t, "queen")
+	// An outage of many intervals (heartbeat 500 ms): enough for a sender
+	// that gives up after some failures, or backs off, to show it. The
+	// hive and its worker must outlive it (watched over the window).
+	h.MustStop(t, "queen")
+	const outage = 10 * time.Second
+	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(time.Second) {
+		if !alive(t, h, hive, hpid) || !alive(t, h, hive, w.PID) {
+			t.Fatalf("with the queen down, hive pid %d alive %v, worker pid %d alive %v; want both running", hpid, alive(t, h, hive, hpid), w.PID, alive(t, h, hive, w.PID))
+		}
+	}
+	h.MustStart(t, "queen")
 	h.MustWaitForHealthy(t, "queen", 60*time.Second)
 	q = h.MustQueen(t) // the published port changed
 	var after checks.History
 
-	awaitHive(t, q, hive, api.HiveOnline)
-	awaitWorker(t, q, w.WorkerID, "re-registered by heartbeat", checks.Fresh)
+	// Back within a couple of intervals plus slack for a loaded machine: a
+	// sender backing off to tens of seconds misses this.
+	back := time.Now()
+	if err := checks.AwaitHiveState(context.Background(), q, hive, api.HiveOnline, comebackBound); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checks.AwaitWorker(context.Background(), q, w.WorkerID, comebackBound, "re-registered by heartbeat", checks.Fresh); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("hive and worker back %v after the queen, down for %v, was healthy again", time.Since(back).Round(time.Millisecond), outage)
+	awaitHeartbeating(t, q, hive, w.WorkerID)
 	out := suite.Run(t, opTimeout, q, &after, inferReq(tinyModel))
 	if got := servedBy(out); !slices.Equal(got, []string{w.WorkerID}) {
 		t.Errorf("infer after the restart went to %v; want [%s]", got, w.WorkerID)

@@ -21,48 +21,86 @@ import (
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
-// 1. hive_status through the queen reports the hive online (probe ok), and the hive's own /health answers ok.
+// 1. hive_status through the queen probes the hive over the network: online (probe ok) while the queen can reach it, and offline with "connection refused" while the queen's connections to it are refused, even though the hive is healthy and its heartbeats keep the registry online.
 func TestHealthChecks(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
-
-	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveStatus, Alias: localHive}, nil))
-	if err != nil {
-		t.Fatalf("hive_status: %v", err)
+	status := func() api.HiveStatus {
+		t.Helper()
+		out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveStatus, Alias: localHive}, nil))
+		if err != nil {
+			t.Fatalf("hive_status: %v", err)
+		}
+		st, err := checks.Result[api.HiveStatus](out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Alias != localHive {
+			t.Fatalf("hive_status alias %q; want %s", st.Alias, localHive)
+		}
+		return st
 	}
-	st, err := checks.Result[api.HiveStatus](out)
-	if err != nil {
+	// fromQueen is the hive's /health as the queen's machine reads it.
+	fromQueen := func() integration.CommandResult {
+		return h.MustExec(t, "queen", []string{"curl", "-sS", "-m", "3", "http://" + localHive + ":9000/health"})
+	}
+	if err := checks.AwaitHiveState(ctx, q, localHive, api.HiveOnline, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if st.Alias != localHive || st.State != api.HiveOnline || st.Probe != "ok" {
-		t.Fatalf("hive_status = alias %q state %q probe %q; want %s online ok", st.Alias, st.State, st.Probe, localHive)
-	}
 
+	if st := status(); st.State != api.HiveOnline || st.Probe != "ok" {
+		t.Fatalf("hive_status = state %q probe %q; want online ok", st.State, st.Probe)
+	}
+	if r := fromQueen(); r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "ok" {
+		t.Fatalf("hive /health from the queen's machine: exit %d, %q %s; want ok", r.ExitCode, r.Stdout, r.Stderr)
+	}
 	hive, err := h.Hive(localHive)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := hive.Health(ctx)
-	if err != nil {
-		t.Fatalf("hive GET /health: %v", err)
+	if body, err := hive.Health(ctx); err != nil || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("hive GET /health from the host = %q, %v; want ok", body, err)
 	}
-	if strings.TrimSpace(body) != "ok" {
-		t.Fatalf("hive GET /health = %q, want ok", body)
+
+	// Negative: the queen's connections to the hive are refused; the hive
+	// still runs and still heartbeats (hive→queen is not cut).
+	h.MustInject(t, integration.Reject("queen", localHive))
+	if st := status(); st.State != api.HiveOffline || !strings.Contains(st.Probe, "connection refused") {
+		t.Fatalf("hive_status with queen→hive refused = state %q probe %q; want offline, connection refused", st.State, st.Probe)
+	}
+	if r := fromQueen(); r.ExitCode != 7 {
+		t.Fatalf("hive /health from the queen's machine while refused: curl exit %d; want 7", r.ExitCode)
+	}
+	if body, err := hive.Health(ctx); err != nil || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("hive GET /health from the host while the queen is refused = %q, %v; want ok (the hive itself is fine)", body, err)
+	}
+	// The registry, fed by heartbeats, still says online: hive_status did
+	// not answer from it.
+	if row, err := checks.Hive(ctx, q, localHive); err != nil || row.State != api.HiveOnline {
+		t.Fatalf("GET /v1/hives while only queen→hive is refused: %+v, %v; want online (heartbeats still arrive)", row, err)
+	}
+
+	h.MustHeal(t)
+	if st := status(); st.State != api.HiveOnline || st.Probe != "ok" {
+		t.Fatalf("hive_status after the heal = state %q probe %q; want online ok", st.State, st.Probe)
 	}
 }
 
-// 2. hive_refresh_capabilities returns CPU-0 plus the hive's simulated GPUs, and GET /v1/hives shows the same devices.
+// 2. hive_refresh_capabilities asks the hive itself (GET /capabilities) and is not answered from the devices heartbeats carry: with the hive's heartbeats cut and its daemon restarted out of band with other GPUs, the refresh returns what the hive now answers; with the queen's connections to the hive refused, it ends [ERROR] naming the hive.
 func TestCapabilitiesDiscovery(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2"}))
-	ctx := suite.Context(t, time.Minute)
+	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
-
-	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: localHive}, nil))
-	if err != nil {
-		t.Fatalf("hive_refresh_capabilities: %v", err)
+	refresh := func() client.Outcome {
+		t.Helper()
+		out, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: localHive}, nil)
+		if err != nil {
+			t.Fatalf("hive_refresh_capabilities: %v", err)
+		}
+		return out
 	}
-	caps, err := checks.Result[api.Capabilities](out)
+	caps, err := checks.Result[api.Capabilities](refresh())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +117,6 @@ func TestCapabilitiesDiscovery(t *testing.T) {
 			t.Errorf("device %s: type %q simulated %v; want GPUs simulated type gpu, CPU-0 real", d.ID, d.DeviceType, d.Simulated)
 		}
 	}
-
 	row, err := checks.Hive(ctx, q, localHive)
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +124,29 @@ func TestCapabilitiesDiscovery(t *testing.T) {
 	if got := deviceIDs(row.Devices); !slices.Equal(got, want) {
 		t.Fatalf("GET /v1/hives %s devices = %v, want %v", localHive, got, want)
 	}
+
+	// Only GET /capabilities can tell the queen about this change: no
+	// heartbeat gets through, and nobody runs hive_start.
+	h.MustInject(t, integration.Block(localHive, "queen"))
+	suite.Sh(t, h, localHive, `sed -i 's/^gpus = .*/gpus = 1/' ~/.config/rbee/hive.toml && grep -qx 'gpus = 1' ~/.config/rbee/hive.toml`, integration.AsUser("rbee"), integration.ExecEnv("HOME=/home/rbee"))
+	suite.RestartHiveDaemon(t, h, localHive)
+	want = []string{"CPU-0", "GPU-0"}
+	if got := deviceIDs(suite.HiveCapabilities(t, h, localHive).Devices); !slices.Equal(got, want) {
+		t.Fatalf("the restarted hive's own GET /capabilities = %v; want %v", got, want)
+	}
+	caps, err = checks.Result[api.Capabilities](refresh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := deviceIDs(caps.Devices); !slices.Equal(got, want) {
+		t.Fatalf("hive_refresh_capabilities with heartbeats cut = %v; want the hive's new %v", got, want)
+	}
+
+	// Negative: with the queen's connections to the hive refused there is
+	// nothing to ask, whatever the registry holds.
+	h.MustHeal(t)
+	h.MustInject(t, integration.Reject("queen", localHive))
+	suite.MustError(t, refresh(), localHive, "GET /capabilities", "connection refused")
 }
 
 func deviceIDs(ds []api.Device) []string {

@@ -235,10 +235,13 @@ func TestHiveStatus(t *testing.T) {
 	status(api.HiveOffline, "connection refused")
 }
 
-// A hive restarted with another number of simulated GPUs: hive_refresh_capabilities shows the new set.
+// A hive restarted out of band with another number of simulated GPUs while its heartbeats cannot reach the queen: GET /v1/hives keeps the old devices until hive_refresh_capabilities, which asks the hive and shows the new set; GET /v1/hives then agrees.
 func TestCapabilitiesRefresh(t *testing.T) {
-	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2"}))
+	const interval = 500 * time.Millisecond
+	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2", "RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	refresh := func() api.Capabilities {
 		t.Helper()
 		caps, _ := mustResult[api.Capabilities](t, q, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: hive})
@@ -247,24 +250,37 @@ func TestCapabilitiesRefresh(t *testing.T) {
 		}
 		return caps
 	}
+	registry := func() []api.Device {
+		t.Helper()
+		row, err := checks.Hive(ctx, q, hive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return row.Devices
+	}
 	wantDevices(t, "refresh with RBEE_GPUS=2", refresh().Devices, 2)
+	wantDevices(t, "GET /v1/hives with RBEE_GPUS=2", registry(), 2)
 
 	// The machine's settings change; the running hive does not notice.
 	suite.Sh(t, h, hive, `sed -i 's/^gpus = .*/gpus = 3/' `+hiveToml+` && grep -qx 'gpus = 3' `+hiveToml, integration.AsUser("rbee"))
 	wantDevices(t, "refresh before the restart", refresh().Devices, 2)
 
-	mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
-	mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	// Heartbeats (which carry devices) cannot reach the queen, and the
+	// daemon restarts behind the queen's back: no hive_start fetch either.
+	h.MustInject(t, integration.Block(hive, "queen"))
+	suite.RestartHiveDaemon(t, h, hive)
+	wantDevices(t, "the restarted hive's own GET /capabilities", suite.HiveCapabilities(t, h, hive).Devices, 3)
+	// For many intervals the registry keeps what it had: without the cut,
+	// the new daemon's first heartbeat would have changed it.
+	watchUntil := time.Now().Add(10 * interval)
+	for time.Now().Before(watchUntil) {
+		wantDevices(t, "GET /v1/hives after the out-of-band restart, before the refresh", registry(), 2)
+		time.Sleep(checks.PollInterval) // watching that a state holds over a window, not waiting for one
+	}
+
 	caps := refresh()
 	wantDevices(t, "refresh after the restart with gpus = 3", caps.Devices, 3)
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	row, err := checks.Hive(ctx, q, hive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := deviceIDs(row.Devices), deviceIDs(caps.Devices); !slices.Equal(got, want) {
-		t.Errorf("GET /v1/hives devices %v; want %v", got, want)
+	if got, want := deviceIDs(registry()), deviceIDs(caps.Devices); !slices.Equal(got, want) {
+		t.Errorf("GET /v1/hives devices after the refresh %v; want %v", got, want)
 	}
 }
