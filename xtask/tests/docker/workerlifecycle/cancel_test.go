@@ -4,10 +4,8 @@ package workerlifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,54 +17,6 @@ import (
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
-
-// workerJobOf finds, in the worker's log, the id of the inference it
-// accepted with maxTokens (each job of the test asks for a different count).
-func workerJobOf(t *testing.T, h *integration.Harness, svc string, maxTokens int) string {
-	t.Helper()
-	re := regexp.MustCompile(`inference (job-\S+): accepted max_tokens=` + itoa(maxTokens) + ` `)
-	var id string
-	err := checks.Await(context.Background(), 60*time.Second, fmt.Sprintf("%s accepted an inference of %d tokens", svc, maxTokens), func(ctx context.Context) (bool, string, error) {
-		logs, err := h.Logs(ctx, svc)
-		if err != nil {
-			return false, "", err
-		}
-		ms := re.FindAllStringSubmatch(logs, -1)
-		if len(ms) > 1 {
-			return false, "", fmt.Errorf("%s accepted %d inferences of %d tokens, want 1", svc, len(ms), maxTokens)
-		}
-		if len(ms) == 1 {
-			id = ms[0][1]
-		}
-		return id != "", "not in the log yet", nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-// endOf reads a finished worker job's stream and returns its terminator,
-// its token count and its end event.
-func endOf(ctx context.Context, wc *client.Client, id string) (client.Outcome, int, api.End, error) {
-	out, err := wc.FollowPath(ctx, "/v1/inference/"+id+"/stream", id, 0, nil)
-	if err != nil {
-		return out, 0, api.End{}, err
-	}
-	n := 0
-	var end api.End
-	for _, ev := range out.Events {
-		switch ev.Name {
-		case api.EventToken:
-			n++
-		case api.EventEnd:
-			if err := json.Unmarshal([]byte(ev.Data), &end); err != nil {
-				return out, n, end, fmt.Errorf("end event %q: %w", ev.Data, err)
-			}
-		}
-	}
-	return out, n, end, nil
-}
 
 // DELETE of an infer job at the queen reaches the worker: the worker's own
 // job turns cancelled, its generation stops (its token count stays where
@@ -130,7 +80,7 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no 5 tokens on the queen's stream")
 	}
-	wjob := workerJobOf(t, h, "worker-1", cancelTokens)
+	wjob := suite.WorkerJobOf(t, h, "worker-1", cancelTokens)
 
 	ans, err := q.Cancel(ctx, acc.JobID)
 	if err != nil || ans.State != api.StateCancelled {
@@ -160,7 +110,7 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wout, n, end, err := endOf(ctx, wc, wjob)
+	wout, n, end, err := suite.WorkerJobEnd(ctx, wc, wjob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +131,7 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, n2, _, err := endOf(ctx, wc, wjob); err != nil || n2 != n {
+	if _, n2, _, err := suite.WorkerJobEnd(ctx, wc, wjob); err != nil || n2 != n {
 		t.Fatalf("cancelled worker job %s: %d tokens, then %d (%v); want no growth", wjob, n, n2, err)
 	}
 
@@ -194,7 +144,7 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("control job did not finish")
 	}
-	cout, cn, cend, err := endOf(ctx, wc, control.JobID)
+	cout, cn, cend, err := suite.WorkerJobEnd(ctx, wc, control.JobID)
 	if err != nil || cout.Kind != sse.Done || cend.StopReason == "cancelled" || cn != cend.TokensOut || cn != controlTokens {
 		t.Fatalf("control job %s: %s, end %+v, %d tokens, %v; want [DONE] with all %d tokens", control.JobID, cout.Terminator(), cend, cn, err, controlTokens)
 	}
