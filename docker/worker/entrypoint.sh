@@ -12,6 +12,7 @@
 #   RBEE_HIVE_ID      [standalone]                 reported in heartbeats
 #   RBEE_WORKER_ADVERTISE_URL [http://<hostname>:<port>]
 #   RBEE_HEARTBEAT_INTERVAL   [worker default]
+#   RBEE_TOKEN_DELAY          [worker default]     pause between generated tokens
 set -euo pipefail
 
 log() { echo "worker-entrypoint: $*" >&2; }
@@ -58,6 +59,7 @@ args=(--worker-id "$worker_id" --model "$dest" --model-id "$model" --device "${R
       --advertise-url "${RBEE_WORKER_ADVERTISE_URL:-http://$(hostname):$port}")
 [ -n "${RBEE_QUEEN_URL:-}" ] && args+=(--queen-url "$RBEE_QUEEN_URL")
 [ -n "${RBEE_HEARTBEAT_INTERVAL:-}" ] && args+=(--heartbeat-interval "$RBEE_HEARTBEAT_INTERVAL")
+[ -n "${RBEE_TOKEN_DELAY:-}" ] && args+=(--token-delay "$RBEE_TOKEN_DELAY")
 
 log "starting llm-worker-rbee ${args[*]}"
 exec setpriv --reuid=rbee --regid=rbee --init-groups env HOME=/home/rbee USER=rbee \

@@ -110,6 +110,9 @@ func (e *Engine) ServeStream(w http.ResponseWriter, r *http.Request, id string) 
 			return
 		}
 		after = n
+		// A resumed stream is worth a line: it is how an operator (and a
+		// test) sees that a reader reconnected instead of starting over.
+		e.opts.Logf("job %s: stream resumed after event %d by %s", id, after, r.RemoteAddr)
 	}
 	flusher, _ := w.(http.Flusher)
 	h := w.Header()

@@ -171,6 +171,17 @@ func connectionError(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// mayHaveArrived: the connection was made and then failed or went silent
+// before an answer, so the peer may have received and acted on the
+// request. A POST in this state is not retried, and its error says so.
+func mayHaveArrived(err error) bool {
+	return !neverConnected(err) && (isTimeout(err) || connectionError(err) || errors.Is(err, syscall.ECONNABORTED))
+}
+
+// unanswered is the note added to a POST error when the peer may have
+// accepted the request.
+const unanswered = "; the request was sent and may have been accepted, so it was not retried"
+
 func isTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -199,6 +210,8 @@ func describeErr(err error, timeout time.Duration) string {
 		return fmt.Sprintf("timed out after %s", timeout) + suffix
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset by peer" + suffix
+	case errors.Is(err, syscall.ECONNABORTED):
+		return "connection aborted" + suffix
 	case errors.Is(err, syscall.EHOSTUNREACH):
 		return "no route to host" + suffix
 	case errors.Is(err, syscall.ENETUNREACH):

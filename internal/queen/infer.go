@@ -86,7 +86,11 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 		if ctx.Err() != nil {
 			return false, jobs.ErrCancelled
 		}
-		return isConnRefused(err), fmt.Errorf("%s: %s", name, describeErr(err, s.http.timeout))
+		cause := describeErr(err, s.http.timeout)
+		if mayHaveArrived(err) {
+			cause += unanswered
+		}
+		return isConnRefused(err), fmt.Errorf("%s: %s", name, cause)
 	}
 	path := acc.SSEURL
 	if path == "" {

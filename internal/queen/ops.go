@@ -247,7 +247,11 @@ func (s *Server) forward(ctx context.Context, j *jobs.Job, t hiveTarget, req api
 		if ctx.Err() != nil {
 			return jobs.ErrCancelled
 		}
-		return t.errorf(describeErr(err, s.http.timeout))
+		cause := describeErr(err, s.http.timeout)
+		if mayHaveArrived(err) {
+			cause += unanswered
+		}
+		return t.errorf(cause)
 	}
 	if ctx.Err() != nil {
 		s.cancelRemote(c, t.alias, acc.JobID)

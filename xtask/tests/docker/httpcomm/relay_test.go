@@ -1,0 +1,251 @@
+//go:build docker
+
+package httpcomm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/sse"
+	"github.com/rbee-dev/rbee/xtask/checks"
+	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
+)
+
+const (
+	relayHive = "hive-1"
+	hivePort  = 9000
+	// bigModel is 8 MiB on the hub: at 2 mbit/s its download takes ~30 s
+	// and reports progress every 10 %, a slow hive job with steady events.
+	bigModel = "rbee/big-ngram:model.bin"
+	hiveLog  = "/home/rbee/.local/state/rbee/rbee-hive.log"
+)
+
+// followRaw reads the SSE stream at url on a connection of its own, from
+// the first event to EOF, calling onEvent for each (terminators too).
+func followRaw(ctx context.Context, url string, onEvent func(sse.Event)) ([]sse.Event, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	r := sse.NewReader(resp.Body)
+	var evs []sse.Event
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			return evs, nil
+		}
+		if err != nil {
+			return evs, err
+		}
+		evs = append(evs, ev)
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	}
+}
+
+// hiveLogLines returns the lines of svc's hive log that contain every part.
+func hiveLogLines(t *testing.T, h *integration.Harness, svc string, parts ...string) []string {
+	t.Helper()
+	out := suite.Sh(t, h, svc, "cat "+hiveLog)
+	var ls []string
+	for _, l := range strings.Split(out, "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// relayed is what an event says, independent of the queen's re-encoding:
+// the name, and for narration the actor, action and message.
+func relayed(t *testing.T, ev sse.Event) string {
+	t.Helper()
+	if ev.Name != api.EventNarration {
+		return ev.Name + " " + ev.Data
+	}
+	var n api.Narration
+	if err := json.Unmarshal([]byte(ev.Data), &n); err != nil {
+		t.Fatalf("narration event %d is not JSON: %v (%q)", ev.ID, err, ev.Data)
+	}
+	return fmt.Sprintf("narration %s/%s %s", n.Actor, n.Action, n.Message)
+}
+
+var resumedAfter = regexp.MustCompile(`stream resumed after event (\d+)`)
+
+// The queen's relay of a hive job survives the queen→hive connection being
+// cut mid-job: the queen resumes the hive stream with Last-Event-ID (the
+// hive logs the resume; the job is not submitted again), and the client sees
+// every hive event exactly once, in order, ids contiguous, one terminator.
+func TestRelayResumesCutHiveStream(t *testing.T) {
+	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"))
+	ctx := suite.Context(t, 5*time.Minute)
+	q := h.MustQueen(t)
+	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
+
+	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: bigModel})
+	if err != nil {
+		t.Fatalf("submit model_download: %v", err)
+	}
+	// The reader reports the hive's job id and its first progress event;
+	// the test cuts the connection then, with most of the download to go.
+	hiveJobC := make(chan string, 1)
+	progressC := make(chan struct{}, 1)
+	type result struct {
+		evs []sse.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sentJob, sentProgress := false, false
+		evs, err := followRaw(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", func(ev sse.Event) {
+			if ev.Name != api.EventNarration {
+				return
+			}
+			var n api.Narration
+			if json.Unmarshal([]byte(ev.Data), &n) != nil {
+				return
+			}
+			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !sentJob {
+				sentJob = true
+				hiveJobC <- m[1]
+			}
+			if n.Action == "download_progress" && !sentProgress {
+				sentProgress = true
+				progressC <- struct{}{}
+			}
+		})
+		done <- result{evs, err}
+	}()
+
+	var hiveJob string
+	select {
+	case hiveJob = <-hiveJobC:
+	case r := <-done:
+		t.Fatalf("stream ended before the job was forwarded: %v\n%s", r.err, describeEvents(r.evs))
+	case <-ctx.Done():
+		t.Fatal("no \"forwarded … as job-…\" narration")
+	}
+	select {
+	case <-progressC:
+	case r := <-done:
+		t.Fatalf("stream ended before the first progress event: %v\n%s", r.err, describeEvents(r.evs))
+	case <-ctx.Done():
+		t.Fatal("no download_progress narration")
+	}
+	hive, err := h.Hive(relayHive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := hive.Job(ctx, hiveJob)
+	if err != nil {
+		t.Fatalf("hive GET /v1/jobs/%s: %v", hiveJob, err)
+	}
+	if st.State != api.StateRunning {
+		t.Fatalf("hive job %s is %s before the cut; the test needs it running", hiveJob, st.State)
+	}
+	// Negative control: nothing was resumed before the cut.
+	if ls := hiveLogLines(t, h, relayHive, hiveJob, "stream resumed"); len(ls) != 0 {
+		t.Fatalf("hive logged a resume of %s before any cut: %q", hiveJob, ls)
+	}
+	cut := h.MustCutConnections(t, "queen", relayHive, hivePort)
+	t.Logf("cut %v with hive job %s running", cut, hiveJob)
+
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the queen's stream did not end after the cut")
+	}
+	if r.err != nil {
+		t.Fatalf("reading the queen's stream: %v\n%s", r.err, describeEvents(r.evs))
+	}
+	evs := r.evs
+
+	// The client's stream: ids 1…N, exactly one terminator, last, [DONE].
+	terms := 0
+	for i, ev := range evs {
+		if ev.ID != i+1 {
+			t.Fatalf("event %d has id %d, want %d:\n%s", i, ev.ID, i+1, describeEvents(evs))
+		}
+		if ev.IsTerminator() {
+			terms++
+		}
+	}
+	if terms != 1 || len(evs) == 0 || evs[len(evs)-1].Data != api.TermDone {
+		t.Fatalf("want exactly one terminator, [DONE], last; got %d:\n%s", terms, describeEvents(evs))
+	}
+
+	// Every event of the hive's job, exactly once and in order, on the
+	// queen's stream: the hive's own record, read from the hive.
+	hiveEvs, err := followRaw(ctx, hive.BaseURL()+"/v1/jobs/"+hiveJob+"/stream", nil)
+	if err != nil {
+		t.Fatalf("hive stream of %s: %v", hiveJob, err)
+	}
+	var want, got []string
+	for _, ev := range hiveEvs {
+		if !ev.IsTerminator() {
+			want = append(want, relayed(t, ev))
+		}
+	}
+	for _, ev := range evs {
+		if ev.IsTerminator() {
+			continue
+		}
+		if s := relayed(t, ev); !strings.HasPrefix(s, "narration queen/") {
+			got = append(got, s)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("relayed hive events differ from the hive's own %d events:\nrelayed (%d):\n  %s\nhive:\n  %s",
+			len(want), len(got), strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	if len(want) < 5 {
+		t.Fatalf("the hive job had %d events; the test needs progress before and after the cut", len(want))
+	}
+
+	// At the hive: the stream was resumed once, after an event it had
+	// sent, and the download was submitted exactly once.
+	res := hiveLogLines(t, h, relayHive, hiveJob, "stream resumed")
+	if len(res) != 1 {
+		t.Fatalf("hive logged %d resumes of %s, want 1: %q", len(res), hiveJob, res)
+	}
+	m := resumedAfter.FindStringSubmatch(res[0])
+	if m == nil || m[1] == "0" {
+		t.Fatalf("resume line %q: want Last-Event-ID > 0", res[0])
+	}
+	if subs := hiveLogLines(t, h, relayHive, ": "+api.OpModelDownload+" started"); len(subs) != 1 {
+		t.Fatalf("hive started %d model_download jobs, want 1: %q", len(subs), subs)
+	}
+	qst, err := q.Job(ctx, acc.JobID)
+	if err != nil || qst.State != api.StateCompleted {
+		t.Fatalf("queen job %s: %+v, %v; want completed", acc.JobID, qst, err)
+	}
+	t.Logf("queen job %s: %d events; hive job %s: %d events, resumed after event %s", acc.JobID, len(evs), hiveJob, len(hiveEvs), m[1])
+}
