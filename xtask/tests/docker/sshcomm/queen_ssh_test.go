@@ -55,44 +55,13 @@ func startQueenSSH(t *testing.T, knownHosts, identity []byte) (*integration.Harn
 			"identity_file": strconv.Quote(queenIdentityVar),
 		})))
 	q := h.MustQueen(t)
-	setQueenFile(t, h, queenKnownHostsVar, knownHosts)
-	setQueenFile(t, h, queenIdentityVar, identity)
+	suite.PutFile(t, h, "queen", queenKnownHostsVar, knownHosts)
+	suite.PutFile(t, h, "queen", queenIdentityVar, identity)
 	// The rc file must print nothing: its stdout would be part of every
 	// command's output (hive_start reads the pid from it).
 	suite.Sh(t, h, hive, fmt.Sprintf(`printf '%%s\n' 'echo "$SSH_CONNECTION" >> %[1]s' > /home/rbee/.ssh/rc
 chown rbee:rbee /home/rbee/.ssh/rc; : > %[1]s; chmod 0666 %[1]s`, sessionLog))
 	return h, q
-}
-
-// setQueenFile replaces path in the queen container with content.
-func setQueenFile(t testing.TB, h *integration.Harness, path string, content []byte) {
-	t.Helper()
-	r := h.MustExec(t, "queen", []string{"sh", "-c", `mkdir -p "$(dirname "$2")" && printf '%s' "$1" > "$2"`, "sh", string(content), path})
-	if r.ExitCode != 0 {
-		t.Fatalf("writing %s in the queen: exit %d: %s", path, r.ExitCode, r.Stderr)
-	}
-}
-
-// knownHostsWith is the repository's known_hosts with hive-localhost's
-// entry replaced by line ("" drops the entry).
-func knownHostsWith(t testing.TB, line string) []byte {
-	t.Helper()
-	var out []string
-	found := false
-	for _, l := range strings.Split(strings.TrimSpace(string(suite.RepoFile(t, "keys/known_hosts"))), "\n") {
-		if f := strings.Fields(l); len(f) >= 3 && f[0] == hive {
-			found = true
-			if line != "" {
-				out = append(out, line)
-			}
-			continue
-		}
-		out = append(out, l)
-	}
-	if !found {
-		t.Fatalf("keys/known_hosts has no entry for %s", hive)
-	}
-	return []byte(strings.Join(out, "\n") + "\n")
 }
 
 // hiveMachine is what the hive's own system says about rbee-hive and SSH.
@@ -169,7 +138,7 @@ func refusedThenAccepted(t *testing.T, h *integration.Harness, q *client.Client,
 	}
 
 	// Negative control: the same operations with the right file.
-	setQueenFile(t, h, path, good)
+	suite.PutFile(t, h, "queen", path, good)
 	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
 	suite.MustDone(t, o)
 	installedNow := inspectHive(t, h)
@@ -197,19 +166,39 @@ func fingerprint(t testing.TB, rel string) string {
 
 // A queen whose known_hosts pins another machine's key for the hive refuses to connect: hive_install and hive_start end [ERROR] "host key mismatch" naming the server's key, and nothing is installed, started or run on the hive; with the right known_hosts both work.
 func TestQueenRefusesMismatchedHostKey(t *testing.T) {
-	other := strings.Fields(string(suite.RepoFile(t, "keys/hosts/hive-1/ssh_host_ed25519_key.pub")))
-	if len(other) < 2 {
-		t.Fatalf("keys/hosts/hive-1/ssh_host_ed25519_key.pub: %q", other)
+	// hive-localhost and hive-1 swap keys: the hive's real key is still in
+	// the file, under another name, so a queen that accepted any key it
+	// knows, or looked the hive up under the wrong name, would connect.
+	keyOf := map[string]string{}
+	suite.KnownHosts(t, func(name, typ, key string) string { keyOf[name] = typ + " " + key; return "" })
+	if keyOf[hive] == "" || keyOf["hive-1"] == "" || keyOf[hive] == keyOf["hive-1"] {
+		t.Fatalf("keys/known_hosts: want distinct entries for %s and hive-1; have %q", hive, keyOf)
 	}
-	pinned := knownHostsWith(t, hive+" "+other[0]+" "+other[1])
-	h, q := startQueenSSH(t, pinned, suite.RepoFile(t, "keys/test_id_rsa"))
+	swapped := suite.KnownHosts(t, func(name, typ, key string) string {
+		switch name {
+		case hive:
+			return name + " " + keyOf["hive-1"]
+		case "hive-1":
+			return name + " " + keyOf[hive]
+		}
+		return name + " " + typ + " " + key
+	})
+	h, q := startQueenSSH(t, swapped, suite.RepoFile(t, "keys/test_id_rsa"))
 	refusedThenAccepted(t, h, q, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
 		"host key mismatch", `"`+hive+`"`, fingerprint(t, "keys/hosts/"+hive+"/ssh_host_ed25519_key.pub"))
 }
 
 // A queen whose known_hosts has no entry for the hive refuses it as unknown (no trust on first use): [ERROR] from hive_install and hive_start, nothing done on the hive; with the entry both work.
 func TestQueenRefusesUnknownHost(t *testing.T) {
-	h, q := startQueenSSH(t, knownHostsWith(t, ""), suite.RepoFile(t, "keys/test_id_rsa"))
+	// The hive's key stays in the file under a name the queen never dials:
+	// what counts is the entry for the hive's own name.
+	unknown := suite.KnownHosts(t, func(name, typ, key string) string {
+		if name == hive {
+			name = "elsewhere.invalid"
+		}
+		return name + " " + typ + " " + key
+	})
+	h, q := startQueenSSH(t, unknown, suite.RepoFile(t, "keys/test_id_rsa"))
 	refusedThenAccepted(t, h, q, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
 		"host key for", "is unknown", "no entry in "+queenKnownHostsVar, fingerprint(t, "keys/hosts/"+hive+"/ssh_host_ed25519_key.pub"))
 }
