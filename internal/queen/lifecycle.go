@@ -448,9 +448,12 @@ const recordedHiveFn = `recorded_hive() {
   tr '\0' ' ' < /proc/"$p"/cmdline | grep -q rbee-hive || return 3
 }`
 
-// killScript signals the pid recorded in the pid file: TERM, wait up to
-// %d tenths of a second, then KILL. It refuses a pid whose command line is
-// not rbee-hive (the pid was reused), and always removes the pid file.
+// killScript signals the pid recorded in the pid file: TERM, wait the
+// grace (killGrace seconds, up to one more since date counts whole
+// seconds) by the remote clock, then KILL. The wait is a deadline, not a count of polls: on a loaded host each
+// poll forks several processes and a count would stretch the grace many
+// times over. It refuses a pid whose command line is not rbee-hive (the pid
+// was reused), and always removes the pid file.
 // Exit codes: 0 stopped, 3 no pid file, 4 pid not running, 5 not rbee-hive.
 const killScript = `f=%[1]s
 alive() {
@@ -465,8 +468,8 @@ case $? in
   3) rm -f "$f"; echo "$pid"; exit 5 ;;
 esac
 kill -TERM "$pid" 2>/dev/null
-i=0
-while alive "$pid" && [ $i -lt %[2]d ]; do sleep 0.1; i=$((i+1)); done
+end=$(( $(date +%%s) + %[2]d ))
+while alive "$pid" && [ "$(date +%%s)" -le "$end" ]; do sleep 0.1; done
 sig=TERM
 if alive "$pid"; then kill -KILL "$pid" 2>/dev/null; sig=KILL; fi
 rm -f "$f"
@@ -478,9 +481,7 @@ func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t
 		return err
 	}
 	defer ss.Close()
-	tenths := int(s.cfg.Lifecycle.StopTimeout.D() / (100 * time.Millisecond))
-	tenths = max(10, min(tenths, 300))
-	res, err := ss.run(ctx, "signalling the recorded pid", recordedHiveFn+"\n"+fmt.Sprintf(killScript, shellPath(remotePidFile), tenths), 3, 4, 5)
+	res, err := ss.run(ctx, "signalling the recorded pid", recordedHiveFn+"\n"+fmt.Sprintf(killScript, shellPath(remotePidFile), killGrace(s.cfg.Lifecycle.StopTimeout.D())), 3, 4, 5)
 	if err != nil {
 		return err
 	}
@@ -498,6 +499,12 @@ func (s *Server) killRecorded(ctx context.Context, j *jobs.Job, h config.Hive, t
 	}
 	s.reg.MarkHiveOffline(h.Alias)
 	return nil
+}
+
+// killGrace is how many whole seconds killScript waits between TERM and
+// KILL: stop_timeout rounded up, at least 1 and at most 30.
+func killGrace(stopTimeout time.Duration) int {
+	return max(1, min(int((stopTimeout+time.Second-1)/time.Second), 30))
 }
 
 // uploadDirs holds one lock per remote directory that hive_install uploads

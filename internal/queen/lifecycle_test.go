@@ -345,6 +345,7 @@ func TestHiveStartRefusesWhileRecordedHiveHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
+	awaitStopped(t, pid)
 	out := q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"})
 	wantError(t, out, fmt.Sprintf("rbee-hive (pid %d) is already running", pid), "hive_stop")
 	if after, _ := os.ReadFile(h.path(".local/state/rbee/rbee-hive.pid")); string(after) != string(pidData) {

@@ -413,28 +413,37 @@ func TestSSHLostDuringInstall(t *testing.T) {
 		alias  = "hive-localhost"
 		binary = "/home/rbee/.local/bin/rbee-hive"
 		src    = "/usr/local/share/rbee/rbee-hive" // what the queen uploads
+		// At 2 mbit/s the ~7.6 MB binary takes about 30 s to upload, and
+		// the block goes in once the first 512 KiB have arrived (about 2 s
+		// in): the fault has some 28 s to land, however slow the loaded
+		// machine is to inject it. The window is checked below.
+		rate      = "2mbit"
+		blockFrom = 512 << 10
+		// command_timeout bounds the upload as a whole: twice the unblocked
+		// upload, so without the block the install would succeed, and the
+		// [ERROR] comes from the block cutting it.
+		commandTimeout = 60 * time.Second
 	)
-	// command_timeout bounds the upload as a whole: 20 s is well above the
-	// ~8 s the rate-limited upload takes unblocked, so the [ERROR] comes
-	// from the block, and the test does not wait the default 30 s for it.
 	h := integration.Start(t, integration.Localhost,
 		integration.WithEnv(map[string]string{"RBEE_HIVE_PREINSTALLED": "0", "RBEE_HIVE_AUTOSTART": "0"}),
-		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{"command_timeout": `"20s"`})))
+		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{"command_timeout": strconv.Quote(commandTimeout.String())})))
 	q := h.MustQueen(t)
 	var hist checks.History
 
 	total, err := strconv.ParseInt(strings.TrimSpace(h.MustExec(t, "queen", []string{"stat", "-c", "%s", src}).Stdout), 10, 64)
-	if err != nil || total < 1<<20 {
-		t.Fatalf("size of the queen's %s: %d %v", src, total, err)
+	if err != nil || total < 4<<20 {
+		t.Fatalf("size of the queen's %s: %d %v; the window below assumes several MB", src, total, err)
 	}
 	if r := h.MustExec(t, alias, []string{"test", "-e", binary}); r.ExitCode == 0 {
 		t.Fatalf("bare hive already has %s", binary)
 	}
-	// 8 mbit/s: the ~7.6 MB binary takes seconds, a window to cut it in.
-	h.MustInject(t, integration.RateLimit("queen", "8mbit"))
+	h.MustInject(t, integration.RateLimit("queen", rate))
 
+	// The job's own bound: the upload's command_timeout after the block,
+	// plus a single operation's worth for connecting and cleaning up.
+	jobTimeout := commandTimeout + opTimeout
 	done := make(chan runResult, 1) // reported by the test goroutine only
-	ictx, icancel := context.WithTimeout(context.Background(), opTimeout)
+	ictx, icancel := context.WithTimeout(context.Background(), jobTimeout)
 	defer icancel()
 	go func() {
 		out, err := hist.Run(ictx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
@@ -444,19 +453,35 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	// Cut the connection once a part of the binary has arrived in the
 	// upload's temporary file next to the final path.
 	tmpGlob := "/home/rbee/.local/bin/.rbee-hive.tmp-*"
-	var part int64
-	if err := checks.Await(context.Background(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
+	tmpSize := func(ctx context.Context) (int64, error) {
 		r, err := h.Exec(ctx, alias, []string{"sh", "-c", "stat -c %s " + tmpGlob + " 2>/dev/null"})
 		if err != nil {
-			return false, "", err
+			return 0, err
 		}
-		part, _ = strconv.ParseInt(strings.TrimSpace(r.Stdout), 10, 64)
-		return part >= 1<<20, fmt.Sprintf("temporary file has %d bytes", part), nil
+		n, _ := strconv.ParseInt(strings.TrimSpace(r.Stdout), 10, 64)
+		return n, nil
+	}
+	var part int64
+	if err := checks.Await(context.Background(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
+		var err error
+		part, err = tmpSize(ctx)
+		return part >= blockFrom, fmt.Sprintf("temporary file has %d bytes", part), err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	h.MustInject(t, integration.Block("queen", alias))
-	t.Logf("blocked queen→%s with %d of %d bytes uploaded", alias, part, total)
+	// The block is in place: the upload must still be short of the whole
+	// binary, or the fault landed too late and this run proves nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	after, err := tmpSize(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.MustExec(t, alias, []string{"test", "-e", binary}); r.ExitCode == 0 || after >= total {
+		t.Fatalf("the block landed after the upload finished (%d of %d bytes in the temporary file, final path present: %v)", after, total, r.ExitCode == 0)
+	}
+	t.Logf("blocked queen→%s with %d of %d bytes uploaded (%d when the block was in place)", alias, part, total, after)
 
 	var out client.Outcome
 	select {
@@ -465,7 +490,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 			t.Fatalf("hive_install: %v", r.err)
 		}
 		out = r.out
-	case <-time.After(opTimeout):
+	case <-time.After(jobTimeout):
 		t.Fatal("hive_install did not end after the connection was blocked")
 	}
 	suite.MustError(t, out, alias, "upload")

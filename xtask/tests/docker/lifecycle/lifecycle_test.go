@@ -89,7 +89,9 @@ func TestHiveStopViaQueen(t *testing.T) {
 		}
 		decoys[name] = pid
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// This context bounds the checks of the whole test, three hive
+	// operations included: one operation's bound each, not a minute.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*opTimeout)
 	defer cancel()
 	for name, pid := range decoys {
 		if err := checks.Await(ctx, 10*time.Second, "decoy "+name+" running", func(ctx context.Context) (bool, string, error) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
@@ -232,11 +233,18 @@ func TestAuthenticationFailures(t *testing.T) {
 
 // With port 22 blackholed the queen's SSH connect fails within connect_timeout; a remote command that outlives command_timeout is killed on the hive and reported.
 func TestTimeouts(t *testing.T) {
-	const connectTimeout, commandTimeout = 3 * time.Second, 4 * time.Second
+	// Neither is short: every SSH step of hive_install on a loaded machine
+	// (connecting, test, mkdir, the upload of a small stand-in) must fit in
+	// them with room to spare, so only the step made to hang can time out.
+	const connectTimeout, commandTimeout = 5 * time.Second, 10 * time.Second
+	// started is written on the hive by the stand-in when its --version
+	// begins: the hive's clock (the test host's kernel clock too) says
+	// when the command that must time out started.
+	const started = "/tmp/rbee-standin.started"
 	// A stand-in hive binary whose --version hangs: hive_install runs it
 	// over SSH after the upload. The sleep is a child of the script, so only
 	// killing the session's whole process group stops it.
-	standin := "#!/bin/sh\n# rbee-hive stand-in for the SSH timeout test: --version never answers.\nsleep 3607\necho stand-in\n"
+	standin := "#!/bin/sh\n# rbee-hive stand-in for the SSH timeout test: --version never answers.\ndate +%s.%N > " + started + "\nsleep 3607\necho stand-in\n"
 	h := integration.Start(t, integration.Localhost, bareHive,
 		integration.WithFile("queen", probePath, []byte(standin)),
 		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{
@@ -245,52 +253,73 @@ func TestTimeouts(t *testing.T) {
 			"ssh.command_timeout": strconv.Quote(commandTimeout.String()),
 		})))
 	q := h.MustQueen(t)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
 
 	// Connect: the block drops the queen's SYNs to the hive, so only the
-	// timeout can end the attempt. The margin covers job start-up and a
-	// loaded 2-core machine; the lower bound proves it was the timeout.
+	// timeout can end the attempt. The lower bound (from submitting) proves
+	// it was the timeout; the upper bound is taken from the queen's
+	// "connecting" narration, so job start-up on a loaded machine does not
+	// count against it, and a queen that waited for its 10 s default
+	// instead of connect_timeout would exceed it.
 	h.MustInject(t, integration.Block("queen", hive))
-	o, d := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	var connecting time.Time
+	t0 := time.Now()
+	o, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive}, func(ev sse.Event) error {
+		if connecting.IsZero() && ev.Name == api.EventNarration && strings.Contains(ev.Data, "over SSH") {
+			connecting = time.Now()
+		}
+		return nil
+	})
+	end := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
 	suite.MustError(t, o, hive, "rbee@"+hive, "connect timed out after "+connectTimeout.String())
-	if d < connectTimeout || d > connectTimeout+10*time.Second {
-		t.Errorf("hive_install with port 22 blackholed ended after %v; want connect_timeout %v (+10s margin)", d, connectTimeout)
+	if connecting.IsZero() {
+		t.Fatalf("no \"connecting … over SSH\" narration before the error")
+	}
+	t.Logf("hive_install with port 22 blackholed: %s after %v (%v after the connecting narration)", o.Terminator(), end.Sub(t0).Round(time.Millisecond), end.Sub(connecting).Round(time.Millisecond))
+	if d := end.Sub(t0); d < connectTimeout {
+		t.Errorf("hive_install with port 22 blackholed ended %v after submitting; want at least connect_timeout %v", d, connectTimeout)
+	}
+	if d := end.Sub(connecting); d > connectTimeout+4*time.Second {
+		t.Errorf("hive_install with port 22 blackholed ended %v after it began connecting; want connect_timeout %v (+4s margin)", d, connectTimeout)
 	}
 	h.MustRecover(t, integration.Block("queen", hive))
 
-	// Command: the upload works, the stand-in's --version hangs.
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	// Command: the upload works, the stand-in's --version hangs. The lower
+	// bound is from submitting (the command cannot start earlier), the
+	// upper one from the moment the stand-in started on the hive.
+	t0 = time.Now()
+	o, err = q.Run(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive}, nil)
+	end = time.Now()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
-	sleeping := func(ctx context.Context) (string, error) {
+	suite.MustError(t, o, hive, "command timed out after "+commandTimeout.String(), "--version")
+	stamp := strings.TrimSpace(suite.Sh(t, h, hive, "cat "+started))
+	sec, err := strconv.ParseFloat(stamp, 64)
+	if err != nil {
+		t.Fatalf("%s on the hive holds %q", started, stamp)
+	}
+	began := time.Unix(0, int64(sec*1e9))
+	t.Logf("hive_install with a hanging --version: %s after %v (%v after the command started on the hive)", o.Terminator(), end.Sub(t0).Round(time.Millisecond), end.Sub(began).Round(time.Millisecond))
+	if d := end.Sub(t0); d < commandTimeout {
+		t.Errorf("the hanging command was reported %v after submitting; want at least command_timeout %v", d, commandTimeout)
+	}
+	if d := end.Sub(began); d > commandTimeout+10*time.Second {
+		t.Errorf("the hanging command was reported %v after it started on the hive; want command_timeout %v (+10s margin)", d, commandTimeout)
+	}
+	// The stand-in ran its sleep (it wrote the stamp just before), and the
+	// timeout must have killed it.
+	if err := checks.Await(ctx, 30*time.Second, "the timed-out command gone from the hive", func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, hive, []string{"pgrep", "-u", "rbee", "-f", "^sleep 3607"})
 		if err != nil {
-			return "", err
+			return false, "", err
 		}
-		return strings.TrimSpace(r.Stdout), nil
-	}
-	if err := checks.Await(ctx, 30*time.Second, "the stand-in's --version running on the hive", func(ctx context.Context) (bool, string, error) {
-		pids, err := sleeping(ctx)
-		return pids != "", "no `sleep 3607` process of rbee", err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	o, err = q.Follow(ctx, acc.JobID, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d = time.Since(t0)
-	t.Logf("hive_install with a hanging --version: %s after %v", o.Terminator(), d.Round(time.Millisecond))
-	suite.MustError(t, o, hive, "command timed out after "+commandTimeout.String(), "--version")
-	if d < commandTimeout || d > commandTimeout+20*time.Second {
-		t.Errorf("the hanging command was reported after %v; want command_timeout %v (+20s margin for the upload)", d, commandTimeout)
-	}
-	if err := checks.Await(ctx, 10*time.Second, "the timed-out command gone from the hive", func(ctx context.Context) (bool, string, error) {
-		pids, err := sleeping(ctx)
-		return pids == "", "still running: pid " + pids, err
+		pids := strings.TrimSpace(r.Stdout)
+		return pids == "", "still running: pid " + pids, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -301,17 +330,26 @@ func TestConcurrentConnections(t *testing.T) {
 	const maxSessions, ops = 2, 6
 	// A stand-in hive binary whose --version records how many copies of it
 	// run at once (hive_install runs it over each operation's connection).
-	standin := `#!/bin/sh
+	// It first waits until max_sessions_per_host copies run (or, for the
+	// last operation, until all others have finished; or 20 s at most,
+	// within command_timeout), so that a working limit is reached by
+	// construction, not by the luck of two operations' earlier steps taking
+	// about as long; then it lingers 2 s, in which a copy beyond the limit
+	// would be counted.
+	standin := fmt.Sprintf(`#!/bin/sh
 # rbee-hive stand-in for the session-limit test: --version records overlap.
 d=/tmp/rbee-overlap
 mkdir -p $d
 touch $d/$$
+end=$(( $(date +%%s) + 20 ))
+while [ "$(ls $d | wc -l)" -lt %[1]d ] && [ "$(cat /tmp/rbee-overlap.finished 2>/dev/null | wc -l)" -lt %[2]d ] && [ "$(date +%%s)" -lt $end ]; do sleep 0.05; done
 ls $d | wc -l >> /tmp/rbee-overlap.log
 sleep 2
 ls $d | wc -l >> /tmp/rbee-overlap.log
 rm -f $d/$$
+echo $$ >> /tmp/rbee-overlap.finished
 echo stand-in
-`
+`, maxSessions, ops-1)
 	h := integration.Start(t, integration.Localhost, bareHive,
 		integration.WithFile("queen", probePath, []byte(standin)),
 		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{
@@ -323,9 +361,11 @@ echo stand-in
 	// Ten connections, each waiting until all ten have arrived: a session
 	// only exits 0 if the ten were running at the same moment.
 	const n = 10
-	barrier := fmt.Sprintf(`d=/tmp/rbee-barrier; mkdir -p $d; touch $d/$$; i=0
-while [ "$(ls $d | wc -l)" -lt %d ]; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sleep 0.05; done; echo arrived`, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// The give-up is by the clock (60 s), not by a count of polls that a
+	// loaded machine stretches.
+	barrier := fmt.Sprintf(`d=/tmp/rbee-barrier; mkdir -p $d; touch $d/$$; end=$(( $(date +%%s) + 60 ))
+while [ "$(ls $d | wc -l)" -lt %d ]; do [ "$(date +%%s)" -lt $end ] || exit 9; sleep 0.05; done; echo arrived`, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
