@@ -190,11 +190,11 @@ func (s *Server) handleWorkerHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.WorkerHeartbeat(hb)
 	if err != nil {
-		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+		writeHeartbeatError(w, err)
 		return
 	}
 	if change != "" {
-		s.logf("worker %s on %s (%s, %s at %s): %s", hb.WorkerID, hb.HiveID, hb.Model, hb.Device, hb.URL, change)
+		s.logf("worker %q on %q (%q, %q at %q): %s", hb.WorkerID, hb.HiveID, hb.Model, hb.Device, hb.URL, change)
 	}
 	jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
 }
@@ -211,13 +211,24 @@ func (s *Server) handleHiveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.HiveHeartbeat(hb)
 	if err != nil {
-		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+		writeHeartbeatError(w, err)
 		return
 	}
 	if change != "" {
-		s.logf("hive %s (%s): %s", hb.HiveID, hb.URL, change)
+		s.logf("hive %q (%q): %s", hb.HiveID, hb.URL, change)
 	}
 	jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
+}
+
+// writeHeartbeatError answers a refused heartbeat: 503 when the registry is
+// at its cap (the sender may retry later), else 400 naming the problem.
+func writeHeartbeatError(w http.ResponseWriter, err error) {
+	var full *registry.FullError
+	if errors.As(err, &full) {
+		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
+		return
+	}
+	jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 }
 
 // Run serves the queen on cfg.Listen until ctx is done (SIGTERM) or
