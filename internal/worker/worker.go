@@ -321,7 +321,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 		return
 	}
-	j := s.engine.Submit("inference", s.generate(req))
+	j, err := s.engine.TrySubmit("inference", s.generate(req))
+	if err != nil {
+		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
+		return
+	}
 	s.cfg.Logf("inference %s: accepted max_tokens=%d temperature=%g seed=%d prompt_chars=%d", j.ID(), req.MaxTokens, req.Temperature, req.Seed, len([]rune(req.Prompt)))
 	jobs.WriteJSON(w, http.StatusOK, api.JobAccepted{JobID: j.ID(), SSEURL: "/v1/inference/" + j.ID() + "/stream"})
 }
