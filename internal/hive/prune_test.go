@@ -1,9 +1,11 @@
 package hive
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,4 +52,21 @@ func TestExitedChildrenPruned(t *testing.T) {
 	s.mu.Lock()
 	delete(s.children, "w-live")
 	s.mu.Unlock()
+}
+
+// A heartbeat interval below the minimum is refused on the command line
+// and in hive.toml, naming the flag or key and the minimum.
+func TestHeartbeatIntervalMinimum(t *testing.T) {
+	isolate(t)
+	var stderr bytes.Buffer
+	_, _, err := ParseFlags([]string{"--heartbeat-interval", "1ns"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--heartbeat-interval 1ns is below the minimum of 10ms") {
+		t.Fatalf("--heartbeat-interval 1ns: %v", err)
+	}
+	home := isolate(t)
+	writeHiveTOML(t, home, "heartbeat_interval = \"1ns\"\n")
+	_, _, err = ParseFlags(nil, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `"heartbeat_interval": 1ns is below the minimum of 10ms`) {
+		t.Fatalf("hive.toml heartbeat_interval = 1ns: %v", err)
+	}
 }

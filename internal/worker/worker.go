@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/model"
@@ -103,6 +104,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 0 {
 		return fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval)
+	}
+	if err := config.CheckMinDuration("--heartbeat-interval", c.HeartbeatInterval, config.MinHeartbeatInterval); err != nil {
+		return err
 	}
 	if c.TokenDelay < 0 {
 		return fmt.Errorf("--token-delay %s must not be negative", c.TokenDelay)
