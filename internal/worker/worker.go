@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
-	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/model"
 )
