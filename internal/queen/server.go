@@ -28,6 +28,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/registry"
 	"github.com/rbee-dev/rbee/internal/scheduler"
+	"github.com/rbee-dev/rbee/internal/sshx"
 )
 
 func keepaliveInterval() time.Duration { return jobs.KeepaliveInterval }
@@ -95,11 +96,22 @@ func New(cfg *config.Queen, hives []config.Hive, opts Options) (*Server, error) 
 		s.hives[h.Alias] = h
 		specs = append(specs, registry.HiveSpec{Alias: h.Alias, Hostname: h.Hostname, HivePort: h.HivePort, SSHPort: h.SSHPort})
 	}
-	s.reg = registry.New(specs, registry.Options{StaleAfter: cfg.Heartbeat.StaleAfter.D(), Now: opts.Now})
+	if err := checkPublicURL(cfg.PublicURL, hives); err != nil {
+		return nil, err
+	}
+	s.reg = registry.New(specs, registry.Options{StaleAfter: cfg.Heartbeat.StaleAfter.D(), Now: opts.Now,
+		MaxWorkers: cfg.Limits.MaxWorkers, MaxLearnedHives: cfg.Limits.MaxLearnedHives})
 	s.sched = scheduler.New(s.reg)
-	s.engine = jobs.NewEngine(jobs.Options{Retention: cfg.Jobs.Retention.D(), MaxJobs: cfg.Jobs.MaxJobs, Logf: logf})
+	s.engine = jobs.NewEngine(jobs.Options{Retention: cfg.Jobs.Retention.D(), MaxJobs: cfg.Jobs.MaxJobs, Logf: logf,
+		MaxRunning: cfg.Limits.MaxRunningJobs, MaxEvents: cfg.Limits.MaxJobEvents, MaxJobBytes: cfg.Limits.MaxJobBytes,
+		RetainedBytes: int64(cfg.Limits.RetainedBytes)})
 	dial := opts.DialSSH
 	if dial == nil {
+		// The real SSH client: its key files are checked now, not at the
+		// first hive_start.
+		if err := sshx.CheckKeyFiles(cfg.SSH.IdentityFile, cfg.SSH.KnownHosts); err != nil {
+			return nil, fmt.Errorf("queen: [ssh]: %w", err)
+		}
 		dial = defaultSSHDialer(cfg)
 	}
 	s.ssh = newSSHGate(dial, cfg.SSH.MaxSessionsPerHost)
