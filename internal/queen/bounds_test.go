@@ -192,4 +192,3 @@ func TestKeyFilesCheckedAtStart(t *testing.T) {
 		t.Errorf("missing identity: %v", err)
 	}
 }
-
