@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -178,6 +179,13 @@ func ReadJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes+1))
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The server's body deadline cut a body sent too slowly.
+			w.Header().Set("Connection", "close")
+			WriteError(w, http.StatusRequestTimeout, api.CodeInvalidRequest, "request body not received in time")
+			return nil, false
+		}
 		WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, "reading body: "+err.Error())
 		return nil, false
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/buildinfo"
 	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/httpsrv"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/registry"
 	"github.com/rbee-dev/rbee/internal/scheduler"
@@ -256,9 +257,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on an existing listener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	lim := httpsrv.Limits{MaxConns: s.cfg.Limits.MaxConnections}
+	srv := httpsrv.Server(s.mux, lim)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- httpsrv.Serve(srv, ln, lim) }()
 	s.logf("listening on %s (public URL %s, %d hives configured, stale_after %s)",
 		ln.Addr(), s.cfg.PublicURL, len(s.hives), s.reg.StaleAfter())
 	select {

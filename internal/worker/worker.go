@@ -28,6 +28,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/httpsrv"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/model"
 )
@@ -473,9 +474,9 @@ func Run(ctx context.Context, cfg Config) error {
 // Serve serves on ln and heartbeats until ctx is done, then stops
 // gracefully (see Run).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsrv.Server(s.Handler(), httpsrv.Limits{})
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- httpsrv.Serve(srv, ln, httpsrv.Limits{}) }()
 	hbCtx, hbCancel := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); s.heartbeatLoop(hbCtx) }()
