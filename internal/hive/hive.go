@@ -327,7 +327,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		}
 		switch {
 		case err != nil && err.Error() != lastErr:
-			s.cfg.Logf("hive %s: heartbeat to %s failed: %v", s.cfg.HiveID, s.cfg.QueenURL, err)
+			s.cfg.Logf("hive %s: heartbeat to %s failed: %q", s.cfg.HiveID, s.cfg.QueenURL, err.Error())
 			lastErr = err.Error()
 		case err == nil && (first || lastErr != ""):
 			s.cfg.Logf("hive %s: heartbeat to %s accepted (every %s)", s.cfg.HiveID, s.cfg.QueenURL, s.cfg.HeartbeatInterval)

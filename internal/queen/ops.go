@@ -304,7 +304,7 @@ func (s *Server) cancelRemote(c *client.Client, who, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.http.timeout, 3*time.Second))
 	defer cancel()
 	if _, err := c.Cancel(ctx, id); err != nil && !client.IsStatus(err, http.StatusConflict) {
-		s.logf("cancel %s on %s: %v", id, who, err)
+		s.logf("cancel %s on %s: %q", id, who, err.Error())
 		return
 	}
 	s.logf("cancelled %s on %s", id, who)

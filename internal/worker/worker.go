@@ -410,7 +410,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.cfg.Logf("heartbeat to %s failed: %v", s.cfg.QueenURL, err)
+			s.cfg.Logf("heartbeat to %s failed: %q", s.cfg.QueenURL, err.Error())
 			failing = true
 		} else if failing {
 			s.cfg.Logf("heartbeat to %s ok again (state %s)", s.cfg.QueenURL, state)
