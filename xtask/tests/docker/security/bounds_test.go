@@ -84,7 +84,7 @@ func boundsStart(t *testing.T) *boundsEnv {
 // container, in bytes.
 func boundsRSS(t *testing.T, e *boundsEnv, svc, comm string) int64 {
 	t.Helper()
-	script := `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "` + comm + `" ] && grep '^VmRSS:' $p/status; done`
+	script := `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "` + comm + `" ] && grep '^VmRSS:' $p/status; done; true`
 	out := suite.Sh(t, e.h, svc, script)
 	f := strings.Fields(out)
 	if len(f) != 3 || f[2] != "kB" {
