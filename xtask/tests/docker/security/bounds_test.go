@@ -328,9 +328,12 @@ func TestBoundsSlowBody(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := boundsTrickle(target.addr, target.path, within); err != nil {
+			how, err := boundsTrickle(target.addr, target.path, within)
+			if err != nil {
 				errs <- fmt.Errorf("%s: %w", target.name, err)
+				return
 			}
+			t.Logf("%s: slow body cut: %s", target.name, how)
 		}()
 	}
 	// While the bodies trickle, real jobs still run.
@@ -344,16 +347,17 @@ func TestBoundsSlowBody(t *testing.T) {
 }
 
 // boundsTrickle sends a POST whose 100-byte body comes at 1 byte per 5 s
-// and reports an error unless the server cuts it within d.
-func boundsTrickle(addr, path string, d time.Duration) error {
+// and reports an error unless the server cuts it within d; else it says
+// how and when the server did.
+func boundsTrickle(addr, path string, d time.Duration) (string, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	start := time.Now()
 	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n", path, addr); err != nil {
-		return err
+		return "", err
 	}
 	answer := make(chan string, 1)
 	go func() {
@@ -371,13 +375,16 @@ func boundsTrickle(addr, path string, d time.Duration) error {
 			// deadline; a server that checks credentials first may say
 			// 401 before reading the body at all).
 			if got != "" && !strings.HasPrefix(got, "HTTP/1.1 4") {
-				return fmt.Errorf("slow body answered %q after %s; want a 4xx or a closed connection", firstLine(got), time.Since(start))
+				return "", fmt.Errorf("slow body answered %q after %s; want a 4xx or a closed connection", firstLine(got), time.Since(start))
 			}
-			return nil
+			if got == "" {
+				got = "closed without an answer"
+			}
+			return fmt.Sprintf("%q after %s", firstLine(got), time.Since(start).Round(time.Second)), nil
 		case <-tick.C:
 			_, _ = c.Write([]byte(" "))
 		case <-deadline.C:
-			return fmt.Errorf("a body trickled at 1 byte/5 s is still open after %s", d)
+			return "", fmt.Errorf("a body trickled at 1 byte/5 s is still open after %s", d)
 		}
 	}
 }
@@ -430,6 +437,8 @@ func TestBoundsBigHeaders(t *testing.T) {
 	before := boundsRSSNow(t, e)
 	header := "X-Big: " + strings.Repeat("a", 1<<20) + "\r\n"
 	for _, addr := range []string{e.queen, e.hive} {
+		var mu sync.Mutex
+		answered, closed := 0, 0
 		err := boundsFlood(150, 150, func(i int) error {
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -446,17 +455,24 @@ func TestBoundsBigHeaders(t *testing.T) {
 			}()
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
-				return nil // closed without an answer: refused
+				mu.Lock()
+				closed++ // closed without an answer: refused
+				mu.Unlock()
+				return nil
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 				return fmt.Errorf("%s: 1 MiB of headers answered %d; want 431", addr, resp.StatusCode)
 			}
+			mu.Lock()
+			answered++
+			mu.Unlock()
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s: 1 MiB of headers: %d answered 431, %d closed", addr, answered, closed)
 	}
 	boundsRealJobs(t, e)
 	boundsRSSBelow(t, e, before)
