@@ -448,7 +448,7 @@ type FullError struct {
 }
 
 func (e *FullError) Error() string {
-	return fmt.Sprintf("registry is full: %d %s already registered (the cap); silent ones are evicted after 10 × stale_after", e.Max, e.What)
+	return fmt.Sprintf("registry is full: %d %s already registered (the cap); workers and learned hives silent for 10 × stale_after (at least 5 min) are evicted", e.Max, e.What)
 }
 
 // roomLocked reports whether one more entry fits under limit. It does not
