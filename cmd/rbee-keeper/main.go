@@ -20,5 +20,7 @@ func main() {
 		<-sig
 		os.Exit(keeper.ExitCancelled) // second Ctrl-C: leave now
 	}()
-	os.Exit(keeper.Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	// On a terminal, control characters from the stream (escape sequences
+	// a hostile worker could send) are stripped; pipes get the bytes as is.
+	os.Exit(keeper.Main(ctx, os.Args[1:], keeper.ForTerminal(os.Stdout), keeper.ForTerminal(os.Stderr)))
 }

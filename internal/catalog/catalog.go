@@ -78,7 +78,7 @@ type Catalog struct {
 	opts Options
 
 	mu    sync.Mutex
-	locks map[string]chan struct{} // per model dir name; a token means free
+	locks map[string]*modelLock // per model dir name, only while in use
 }
 
 // NewHTTPClient returns the download client: bounded connect, TLS and
@@ -133,7 +133,7 @@ func New(dataDir string, opts Options) (*Catalog, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	return &Catalog{dir: abs, opts: opts, locks: map[string]chan struct{}{}}, nil
+	return &Catalog{dir: abs, opts: opts, locks: map[string]*modelLock{}}, nil
 }
 
 // Dir returns the absolute models directory.
@@ -142,37 +142,73 @@ func (c *Catalog) Dir() string { return c.dir }
 // Endpoint returns the hub base URL.
 func (c *Catalog) Endpoint() string { return c.opts.Endpoint }
 
-func (c *Catalog) token(key string) chan struct{} {
+// modelLock is one model's lock: a token in ch means free; refs counts the
+// holders and waiters, and the entry is dropped when it falls to zero, so
+// the map holds only models in use (ids that were only ever asked about
+// once do not accumulate).
+type modelLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (c *Catalog) ref(key string) *modelLock {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch, ok := c.locks[key]
+	l, ok := c.locks[key]
 	if !ok {
-		ch = make(chan struct{}, 1)
-		ch <- struct{}{}
-		c.locks[key] = ch
+		l = &modelLock{ch: make(chan struct{}, 1)}
+		l.ch <- struct{}{}
+		c.locks[key] = l
 	}
-	return ch
+	l.refs++
+	return l
+}
+
+func (c *Catalog) unref(key string, l *modelLock) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(c.locks, key)
+	}
+}
+
+// release returns the token, then drops the reference (in that order, so
+// an entry is only deleted while it holds its token).
+func (c *Catalog) release(key string, l *modelLock) func() {
+	return func() {
+		l.ch <- struct{}{}
+		c.unref(key, l)
+	}
 }
 
 // lock takes the per-model lock, waiting until ctx is done.
 func (c *Catalog) lock(ctx context.Context, key string) (func(), error) {
-	ch := c.token(key)
+	l := c.ref(key)
 	select {
-	case <-ch:
-		return func() { ch <- struct{}{} }, nil
+	case <-l.ch:
+		return c.release(key, l), nil
 	case <-ctx.Done():
+		c.unref(key, l)
 		return nil, ctx.Err()
 	}
 }
 
 func (c *Catalog) tryLock(key string) (func(), bool) {
-	ch := c.token(key)
+	l := c.ref(key)
 	select {
-	case <-ch:
-		return func() { ch <- struct{}{} }, true
+	case <-l.ch:
+		return c.release(key, l), true
 	default:
+		c.unref(key, l)
 		return nil, false
 	}
+}
+
+// lockCount returns how many per-model lock entries exist.
+func (c *Catalog) lockCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.locks)
 }
 
 func (c *Catalog) modelDir(m ModelID) string { return filepath.Join(c.dir, m.DirName()) }

@@ -267,7 +267,8 @@ func (c *Client) FollowPath(ctx context.Context, path, id string, afterID int, o
 			return out, nil
 		}
 		var ae *APIError
-		if errors.As(err, &ae) || ctx.Err() != nil || errors.Is(err, errCallback) {
+		// A stream that breaks SSE framing would break it again on resume.
+		if errors.As(err, &ae) || ctx.Err() != nil || errors.Is(err, errCallback) || errors.Is(err, sse.ErrBadName) {
 			return out, unwrapCallback(err)
 		}
 		lastErr = err

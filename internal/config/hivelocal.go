@@ -53,7 +53,7 @@ func ParseHiveLocal(data []byte, name string) (*HiveLocal, error) {
 		}
 	}
 	t.integer("gpus", 0, 64, &h.GPUs)
-	t.duration("heartbeat_interval", &h.HeartbeatInterval)
+	t.durationMin("heartbeat_interval", MinHeartbeatInterval, &h.HeartbeatInterval)
 	t.httpURL("hf_endpoint", &h.HFEndpoint)
 	t.str("worker_binary", &h.WorkerBinary)
 	t.unknown("")

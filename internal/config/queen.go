@@ -12,7 +12,9 @@ import (
 // Queen is queen.toml. Besides PROTOCOL.md §6 it accepts two extension
 // tables, [lifecycle] (start_timeout, stop_timeout: how long hive_start polls
 // /health and hive_stop waits for exit) and [jobs] (retention: how long a
-// finished job stays queryable; max_jobs: how many are kept at most).
+// finished job stays queryable; max_jobs: how many are kept at most), and
+// [limits] (QueenLimits: caps on registry entries, jobs, events and
+// connections). Durations have minimums (see MinStaleAfter and friends).
 type Queen struct {
 	Listen     string // default "0.0.0.0:8500"
 	PublicURL  string // required: what hives and workers are told
@@ -23,6 +25,7 @@ type Queen struct {
 	HTTP       QueenHTTP
 	Lifecycle  QueenLifecycle
 	Jobs       QueenJobs
+	Limits     QueenLimits
 }
 
 // QueenHeartbeat is [heartbeat].
@@ -79,6 +82,7 @@ func DefaultQueen() *Queen {
 		HTTP:      QueenHTTP{Timeout: Duration(5 * time.Second), Retries: 3},
 		Lifecycle: QueenLifecycle{StartTimeout: Duration(30 * time.Second), StopTimeout: Duration(10 * time.Second)},
 		Jobs:      QueenJobs{Retention: Duration(10 * time.Minute), MaxJobs: 10000},
+		Limits:    DefaultQueenLimits(),
 	}
 }
 
@@ -105,31 +109,34 @@ func ParseQueen(data []byte, name string) (*Queen, error) {
 	root.require("public_url", "hives_conf")
 
 	if t := root.sub("heartbeat"); t != nil {
-		t.duration("stale_after", &q.Heartbeat.StaleAfter)
+		t.durationMin("stale_after", MinStaleAfter, &q.Heartbeat.StaleAfter)
 		t.unknown("")
 	}
 	if t := root.sub("ssh"); t != nil {
 		t.str("identity_file", &q.SSH.IdentityFile)
 		t.str("known_hosts", &q.SSH.KnownHosts)
-		t.duration("connect_timeout", &q.SSH.ConnectTimeout)
-		t.duration("command_timeout", &q.SSH.CommandTimeout)
+		t.durationMin("connect_timeout", MinTimeout, &q.SSH.ConnectTimeout)
+		t.durationMin("command_timeout", MinTimeout, &q.SSH.CommandTimeout)
 		t.integer("max_sessions_per_host", 1, 1024, &q.SSH.MaxSessionsPerHost)
 		t.unknown("")
 	}
 	if t := root.sub("http"); t != nil {
-		t.duration("timeout", &q.HTTP.Timeout)
+		t.durationMin("timeout", MinTimeout, &q.HTTP.Timeout)
 		t.integer("retries", 0, 100, &q.HTTP.Retries)
 		t.unknown("")
 	}
 	if t := root.sub("lifecycle"); t != nil {
-		t.duration("start_timeout", &q.Lifecycle.StartTimeout)
-		t.duration("stop_timeout", &q.Lifecycle.StopTimeout)
+		t.durationMin("start_timeout", MinTimeout, &q.Lifecycle.StartTimeout)
+		t.durationMin("stop_timeout", MinTimeout, &q.Lifecycle.StopTimeout)
 		t.unknown("")
 	}
 	if t := root.sub("jobs"); t != nil {
-		t.duration("retention", &q.Jobs.Retention)
+		t.durationMin("retention", MinRetention, &q.Jobs.Retention)
 		t.integer("max_jobs", 1, 10_000_000, &q.Jobs.MaxJobs)
 		t.unknown("")
+	}
+	if t := root.sub("limits"); t != nil {
+		parseLimits(t, &q.Limits)
 	}
 	root.unknown("")
 	if err := doc.err(); err != nil {

@@ -111,6 +111,9 @@ func ParseFlags(args []string, stderr io.Writer) (cfg Config, version bool, err 
 	if *hbInterval <= 0 {
 		return Config{}, false, fmt.Errorf("--heartbeat-interval must be positive, got %s", *hbInterval)
 	}
+	if err := config.CheckMinDuration("--heartbeat-interval", *hbInterval, config.MinHeartbeatInterval); err != nil {
+		return Config{}, false, err
+	}
 	if *spawnTO <= 0 {
 		return Config{}, false, fmt.Errorf("--spawn-timeout must be positive, got %s", *spawnTO)
 	}

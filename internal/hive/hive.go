@@ -24,6 +24,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/catalog"
 	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/httpsrv"
 	"github.com/rbee-dev/rbee/internal/jobs"
 )
 
@@ -237,9 +238,9 @@ func Run(ctx context.Context, cfg Config) error {
 // ([CANCELLED]), stops every worker it started and returns nil, within
 // about StopGrace+3 s.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsrv.Server(s.Handler(), httpsrv.Limits{})
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- httpsrv.Serve(srv, ln, httpsrv.Limits{}) }()
 	hbCtx, hbCancel := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); s.heartbeatLoop(hbCtx) }()
@@ -326,7 +327,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		}
 		switch {
 		case err != nil && err.Error() != lastErr:
-			s.cfg.Logf("hive %s: heartbeat to %s failed: %v", s.cfg.HiveID, s.cfg.QueenURL, err)
+			s.cfg.Logf("hive %s: heartbeat to %s failed: %q", s.cfg.HiveID, s.cfg.QueenURL, err.Error())
 			lastErr = err.Error()
 		case err == nil && (first || lastErr != ""):
 			s.cfg.Logf("hive %s: heartbeat to %s accepted (every %s)", s.cfg.HiveID, s.cfg.QueenURL, s.cfg.HeartbeatInterval)

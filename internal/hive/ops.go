@@ -42,7 +42,7 @@ func (d dispatcher) Prepare(req api.JobRequest) (jobs.Func, error) {
 	return func(ctx context.Context, j *jobs.Job) error {
 		err := fn(ctx, j)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrCancelled) {
-			s.cfg.Logf("hive %s: %s %s failed: %v", s.cfg.HiveID, j.ID(), req.Operation, err)
+			s.cfg.Logf("hive %s: %s %s failed: %q", s.cfg.HiveID, j.ID(), req.Operation, err.Error())
 		}
 		return err
 	}, nil
@@ -117,7 +117,7 @@ func (d dispatcher) prepare(req api.JobRequest) (jobs.Func, error) {
 func (s *Server) narrator(j *jobs.Job) func(action, format string, args ...any) {
 	return func(action, format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
-		s.cfg.Logf("hive %s: %s %s: %s", s.cfg.HiveID, j.ID(), action, msg)
+		s.cfg.Logf("hive %s: %s %s: %q", s.cfg.HiveID, j.ID(), action, msg)
 		j.Narrate(api.Narration{Actor: "hive", Action: action, Message: msg, Hive: s.cfg.HiveID})
 	}
 }

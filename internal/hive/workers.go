@@ -264,6 +264,35 @@ func (s *Server) reap(c *child, logFile *os.File) {
 	c.mu.Unlock()
 	close(c.exited)
 	s.cfg.Logf("hive %s: worker %s (pid %d) exited with code %d", s.cfg.HiveID, c.info.WorkerID, c.info.PID, code)
+	s.mu.Lock()
+	s.pruneExitedLocked(MaxExitedChildren)
+	s.mu.Unlock()
+}
+
+// MaxExitedChildren is how many exited workers the child table keeps (for
+// worker_process_list to show how they ended); older ones are forgotten so
+// that workers spawned and crashed in a loop cannot grow it without bound.
+const MaxExitedChildren = 64
+
+// pruneExitedLocked drops the exited children that started earliest while
+// more than keep are in the table. Live children are never dropped.
+func (s *Server) pruneExitedLocked(keep int) {
+	var exited []*child
+	for _, c := range s.children {
+		if !c.live() {
+			exited = append(exited, c)
+		}
+	}
+	if len(exited) <= keep {
+		return
+	}
+	sort.Slice(exited, func(a, b int) bool { return exited[a].snapshot().StartedAt.Before(exited[b].snapshot().StartedAt) })
+	for _, c := range exited[:len(exited)-keep] {
+		id := c.snapshot().WorkerID
+		if s.children[id] == c {
+			delete(s.children, id)
+		}
+	}
 }
 
 // exitCode is the process's exit status, or 128+signal when a signal

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -57,7 +58,11 @@ func (e *Engine) Mount(mux *http.ServeMux, d Dispatcher) {
 			WriteError(w, http.StatusInternalServerError, api.CodeInternal, err.Error())
 			return
 		}
-		j := e.Submit(req.Operation, fn)
+		j, err := e.TrySubmit(req.Operation, fn)
+		if err != nil {
+			WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error()+"; try again when some have finished")
+			return
+		}
 		WriteJSON(w, http.StatusOK, api.JobAccepted{JobID: j.ID(), SSEURL: "/v1/jobs/" + j.ID() + "/stream"})
 	})
 	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -130,6 +135,11 @@ func (e *Engine) ServeStream(w http.ResponseWriter, r *http.Request, id string) 
 		// Resuming at or past the terminator: send it again, so a client
 		// that missed only the end still ends.
 		after = len(evs) - 1
+	} else if !finished && after > len(evs) {
+		// Past the end of a running job: no event with a higher id than
+		// the last one exists, so resume from the last one. Otherwise the
+		// terminator (whose id would be at most after) is never sent.
+		after = len(evs)
 	}
 	for {
 		evs, notify, finished := j.EventsAfter(after)
@@ -172,6 +182,13 @@ func ReadJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes+1))
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The server's body deadline cut a body sent too slowly.
+			w.Header().Set("Connection", "close")
+			WriteError(w, http.StatusRequestTimeout, api.CodeInvalidRequest, "request body not received in time")
+			return nil, false
+		}
 		WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, "reading body: "+err.Error())
 		return nil, false
 	}

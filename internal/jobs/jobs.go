@@ -31,16 +31,31 @@ var ErrCancelled = errors.New("cancelled")
 
 // Defaults for Options.
 const (
-	DefaultRetention = 10 * time.Minute
-	DefaultMaxJobs   = 10000
+	DefaultRetention     = 10 * time.Minute
+	DefaultMaxJobs       = 10000
+	DefaultMaxRunning    = 1024
+	DefaultMaxEvents     = 100_000
+	DefaultMaxJobBytes   = 8 << 20
+	DefaultRetainedBytes = 64 << 20
 )
 
 // Options configure an Engine.
 type Options struct {
 	Retention time.Duration // finished jobs are kept this long (default 10 min)
 	MaxJobs   int           // at most this many jobs are kept (default 10 000)
-	Logf      func(format string, args ...any)
-	Now       func() time.Time
+	// MaxRunning caps the jobs running at once; TrySubmit refuses more
+	// with ErrBusy (default 1024).
+	MaxRunning int
+	// MaxEvents and MaxJobBytes bound what one job records (events, and
+	// bytes of event names and data); the job that would pass either ends
+	// [ERROR] (defaults 100 000 and 8 MiB).
+	MaxEvents   int
+	MaxJobBytes int
+	// RetainedBytes bounds the recorded bytes of all finished jobs kept;
+	// the oldest are forgotten first (default 64 MiB).
+	RetainedBytes int64
+	Logf          func(format string, args ...any)
+	Now           func() time.Time
 }
 
 // Engine runs and keeps jobs.
@@ -50,9 +65,10 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	jobs   map[string]*Job
-	closed bool
+	mu      sync.Mutex
+	jobs    map[string]*Job
+	running int
+	closed  bool
 }
 
 // NewEngine returns an engine. Close it to cancel all running jobs.
@@ -62,6 +78,18 @@ func NewEngine(opts Options) *Engine {
 	}
 	if opts.MaxJobs <= 0 {
 		opts.MaxJobs = DefaultMaxJobs
+	}
+	if opts.MaxRunning <= 0 {
+		opts.MaxRunning = DefaultMaxRunning
+	}
+	if opts.MaxEvents <= 0 {
+		opts.MaxEvents = DefaultMaxEvents
+	}
+	if opts.MaxJobBytes <= 0 {
+		opts.MaxJobBytes = DefaultMaxJobBytes
+	}
+	if opts.RetainedBytes <= 0 {
+		opts.RetainedBytes = DefaultRetainedBytes
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
@@ -87,6 +115,10 @@ type Job struct {
 	events       []sse.Event
 	notify       chan struct{} // closed and replaced on every append
 	cancelByUser bool
+
+	maxEvents, maxBytes int
+	bytes               int   // recorded bytes of event names and data
+	failed              error // a bound the job broke; it ends [ERROR] with it
 }
 
 // ID returns the job id ("job-<uuid>").
@@ -98,24 +130,47 @@ func (j *Job) Operation() string { return j.op }
 // Done is closed when the job has its terminator.
 func (j *Job) Done() <-chan struct{} { return j.done }
 
-// Submit starts fn as a new job for operation op and returns at once.
+// ErrBusy is returned by TrySubmit when MaxRunning jobs are running.
+var ErrBusy = errors.New("too many jobs running")
+
+// Submit starts fn as a new job for operation op and returns at once. It
+// does not apply MaxRunning (see TrySubmit).
 func (e *Engine) Submit(op string, fn Func) *Job {
+	j, _ := e.submit(op, fn, false)
+	return j
+}
+
+// TrySubmit is Submit, except that it returns ErrBusy (and no job) when
+// MaxRunning jobs are running already.
+func (e *Engine) TrySubmit(op string, fn Func) (*Job, error) {
+	return e.submit(op, fn, true)
+}
+
+func (e *Engine) submit(op string, fn Func, capped bool) (*Job, error) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	j := &Job{
-		id:      "job-" + uuid.NewString(),
-		op:      op,
-		created: e.opts.Now(),
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		state:   api.StateRunning,
-		notify:  make(chan struct{}),
+		id:        "job-" + uuid.NewString(),
+		op:        op,
+		created:   e.opts.Now(),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		state:     api.StateRunning,
+		notify:    make(chan struct{}),
+		maxEvents: e.opts.MaxEvents,
+		maxBytes:  e.opts.MaxJobBytes,
 	}
 	e.mu.Lock()
+	if capped && !e.closed && e.running >= e.opts.MaxRunning {
+		e.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("%w: %d running, the limit", ErrBusy, e.opts.MaxRunning)
+	}
 	e.pruneLocked()
 	e.jobs[j.id] = j
 	closed := e.closed
 	if !closed {
 		e.wg.Add(1) // under e.mu, so Close never waits on a half-added job
+		e.running++
 	}
 	e.mu.Unlock()
 	if closed {
@@ -123,11 +178,18 @@ func (e *Engine) Submit(op string, fn Func) *Job {
 		// never runs.
 		j.cancel()
 		j.finish(api.StateCancelled, "", api.TermCancelled, e.opts.Now())
-		return j
+		return j, nil
 	}
 	e.opts.Logf("job %s: %s started", j.id, op)
 	go e.run(ctx, j, fn)
-	return j
+	return j, nil
+}
+
+// Running returns how many jobs are running.
+func (e *Engine) Running() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running
 }
 
 // Closing reports whether Close has begun; servers answer new jobs 503.
@@ -139,6 +201,11 @@ func (e *Engine) Closing() bool {
 
 func (e *Engine) run(ctx context.Context, j *Job, fn Func) {
 	defer e.wg.Done()
+	defer func() {
+		e.mu.Lock()
+		e.running--
+		e.mu.Unlock()
+	}()
 	defer j.cancel()
 	var err error
 	func() {
@@ -150,9 +217,13 @@ func (e *Engine) run(ctx context.Context, j *Job, fn Func) {
 		err = fn(ctx, j)
 	}()
 	j.mu.Lock()
-	userCancelled := j.cancelByUser
+	userCancelled, broke := j.cancelByUser, j.failed
 	j.mu.Unlock()
 	switch {
+	case broke != nil && !userCancelled:
+		// The job was stopped for breaking a bound; say so, not [CANCELLED].
+		msg := broke.Error()
+		j.finish(api.StateFailed, msg, api.TermError+" "+msg, e.opts.Now())
 	case err == nil && !userCancelled:
 		j.finish(api.StateCompleted, "", api.TermDone, e.opts.Now())
 	case userCancelled || errors.Is(err, ErrCancelled) || ctx.Err() != nil:
@@ -176,6 +247,7 @@ func (j *Job) finish(state api.JobState, errMsg, term string, now time.Time) {
 }
 
 func (j *Job) appendLocked(name, data string) {
+	j.bytes += len(name) + len(data)
 	j.events = append(j.events, sse.Event{ID: len(j.events) + 1, Name: name, Data: data})
 	close(j.notify)
 	j.notify = make(chan struct{})
@@ -191,14 +263,43 @@ func (j *Job) Emit(name string, v any) {
 	j.EmitRaw(name, string(b))
 }
 
-// EmitRaw records an event with data as given (one line).
+// EmitRaw records an event with data as given (one line). An event that
+// would break a bound (an invalid name, more than MaxEvents events or
+// MaxJobBytes bytes) is not recorded: the job is stopped and ends [ERROR]
+// naming the bound, and later events are dropped.
 func (j *Job) EmitRaw(name, data string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.state.Finished() {
+	if j.state.Finished() || j.failed != nil {
 		return
 	}
-	j.appendLocked(name, data)
+	switch {
+	case !sse.ValidName(name):
+		j.failed = fmt.Errorf("event name %q is not valid (want %s)", truncate(name, 64), sse.NameRule)
+	case len(j.events)+1 > j.maxEvents:
+		j.failed = fmt.Errorf("job exceeded its limit of %d events", j.maxEvents)
+	case j.bytes+len(name)+len(data) > j.maxBytes:
+		j.failed = fmt.Errorf("job exceeded its limit of %d bytes of events (an event of %d bytes)", j.maxBytes, len(name)+len(data))
+	default:
+		j.appendLocked(name, data)
+		return
+	}
+	j.cancel()
+}
+
+// truncate shortens s to at most n bytes for error messages.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// Bytes returns the bytes of event names and data the job recorded.
+func (j *Job) Bytes() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.bytes
 }
 
 // Narrate records a narration event.
@@ -288,30 +389,39 @@ func (e *Engine) Len() int {
 }
 
 // pruneLocked drops finished jobs past retention, then the oldest finished
-// jobs while more than MaxJobs-1 are kept (making room for one more).
+// jobs while more than MaxJobs-1 are kept (making room for one more) or
+// while the finished ones hold more than RetainedBytes.
 func (e *Engine) pruneLocked() {
 	now := e.opts.Now()
-	var finished []*Job
+	type fin struct {
+		j     *Job
+		at    time.Time
+		bytes int64
+	}
+	var finished []fin
+	var total int64
 	for id, j := range e.jobs {
 		j.mu.Lock()
-		fin, at := j.state.Finished(), j.finished
+		done, at, n := j.state.Finished(), j.finished, int64(j.bytes)
 		j.mu.Unlock()
-		if !fin {
+		if !done {
 			continue
 		}
 		if now.Sub(at) > e.opts.Retention {
 			delete(e.jobs, id)
 			continue
 		}
-		finished = append(finished, j)
+		finished = append(finished, fin{j, at, n})
+		total += n
 	}
 	excess := len(e.jobs) - (e.opts.MaxJobs - 1)
-	if excess <= 0 {
+	if excess <= 0 && total <= e.opts.RetainedBytes {
 		return
 	}
-	sort.Slice(finished, func(a, b int) bool { return finished[a].finished.Before(finished[b].finished) })
-	for i := 0; i < excess && i < len(finished); i++ {
-		delete(e.jobs, finished[i].id)
+	sort.Slice(finished, func(a, b int) bool { return finished[a].at.Before(finished[b].at) })
+	for i := 0; i < len(finished) && (i < excess || total > e.opts.RetainedBytes); i++ {
+		delete(e.jobs, finished[i].j.id)
+		total -= finished[i].bytes
 	}
 }
 

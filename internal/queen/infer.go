@@ -100,7 +100,15 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
 		return false, jobs.ErrCancelled
 	}
+	tokens := 0
 	out, err := c.FollowPath(ctx, path, acc.JobID, 0, func(ev sse.Event) error {
+		// max_tokens is enforced here too: a worker that sends more is
+		// cut off, and the extra token is not relayed.
+		if ev.Name == api.EventToken {
+			if tokens++; tokens > body.MaxTokens {
+				return errTooManyTokens
+			}
+		}
 		s.reemit(j, ev, w.HiveID)
 		return nil
 	})
@@ -110,6 +118,10 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 		// shutting-down queen does not exit before it goes out.
 		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
 		return false, jobs.ErrCancelled
+	}
+	if errors.Is(err, errTooManyTokens) {
+		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))
+		return false, fmt.Errorf("%s: sent more than max_tokens (%d) tokens; stopped", name, body.MaxTokens)
 	}
 	if err != nil {
 		s.cancelInference(c, w.WorkerID, strings.TrimSuffix(path, "/stream"))

@@ -94,7 +94,9 @@ func (s *Server) Prepare(req api.JobRequest) (jobs.Func, error) {
 		fwd := req
 		fwd.HiveID = "" // the hive's own operations do not take hive_id
 		return func(ctx context.Context, j *jobs.Job) error {
-			if err := s.forward(ctx, j, t, fwd); err != nil {
+			err := withDeadline(ctx, s.forwardTimeout(), "forwarded "+req.Operation, "[limits] forward_timeout",
+				func(ctx context.Context) error { return s.forward(ctx, j, t, fwd) })
+			if err != nil {
 				return err
 			}
 			if req.Operation == api.OpWorkerProcessDelete {
@@ -111,7 +113,10 @@ func (s *Server) Prepare(req api.JobRequest) (jobs.Func, error) {
 		}
 		// hive_id is not checked against hives.conf: workers register
 		// their hive themselves, and "no ready worker … on hive X" says it.
-		return func(ctx context.Context, j *jobs.Job) error { return s.infer(ctx, j, req) }, nil
+		return func(ctx context.Context, j *jobs.Job) error {
+			return withDeadline(ctx, s.inferTimeout(), "infer", "[limits] infer_timeout",
+				func(ctx context.Context) error { return s.infer(ctx, j, req) })
+		}, nil
 	}
 	return nil, badRequest("operation %q is not implemented by the queen", req.Operation)
 }
@@ -167,7 +172,7 @@ func (s *Server) narrator(j *jobs.Job, hive string) func(string) {
 func (s *Server) narrate(j *jobs.Job, action, hive, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	j.Narrate(api.Narration{Actor: "queen", Action: action, Message: msg, Hive: hive})
-	s.logf("job %s: %s", j.ID(), msg)
+	s.logf("job %s: %q", j.ID(), msg)
 }
 
 // probe asks GET /health once with a short timeout and classifies the answer.
@@ -303,7 +308,7 @@ func (s *Server) cancelRemote(c *client.Client, who, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(s.http.timeout, 3*time.Second))
 	defer cancel()
 	if _, err := c.Cancel(ctx, id); err != nil && !client.IsStatus(err, http.StatusConflict) {
-		s.logf("cancel %s on %s: %v", id, who, err)
+		s.logf("cancel %s on %s: %q", id, who, err.Error())
 		return
 	}
 	s.logf("cancelled %s on %s", id, who)

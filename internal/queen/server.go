@@ -25,9 +25,11 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/buildinfo"
 	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/httpsrv"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/registry"
 	"github.com/rbee-dev/rbee/internal/scheduler"
+	"github.com/rbee-dev/rbee/internal/sshx"
 )
 
 func keepaliveInterval() time.Duration { return jobs.KeepaliveInterval }
@@ -95,11 +97,22 @@ func New(cfg *config.Queen, hives []config.Hive, opts Options) (*Server, error) 
 		s.hives[h.Alias] = h
 		specs = append(specs, registry.HiveSpec{Alias: h.Alias, Hostname: h.Hostname, HivePort: h.HivePort, SSHPort: h.SSHPort})
 	}
-	s.reg = registry.New(specs, registry.Options{StaleAfter: cfg.Heartbeat.StaleAfter.D(), Now: opts.Now})
+	if err := checkPublicURL(cfg.PublicURL, hives); err != nil {
+		return nil, err
+	}
+	s.reg = registry.New(specs, registry.Options{StaleAfter: cfg.Heartbeat.StaleAfter.D(), Now: opts.Now,
+		MaxWorkers: cfg.Limits.MaxWorkers, MaxLearnedHives: cfg.Limits.MaxLearnedHives})
 	s.sched = scheduler.New(s.reg)
-	s.engine = jobs.NewEngine(jobs.Options{Retention: cfg.Jobs.Retention.D(), MaxJobs: cfg.Jobs.MaxJobs, Logf: logf})
+	s.engine = jobs.NewEngine(jobs.Options{Retention: cfg.Jobs.Retention.D(), MaxJobs: cfg.Jobs.MaxJobs, Logf: logf,
+		MaxRunning: cfg.Limits.MaxRunningJobs, MaxEvents: cfg.Limits.MaxJobEvents, MaxJobBytes: cfg.Limits.MaxJobBytes,
+		RetainedBytes: int64(cfg.Limits.RetainedBytes)})
 	dial := opts.DialSSH
 	if dial == nil {
+		// The real SSH client: its key files are checked now, not at the
+		// first hive_start.
+		if err := sshx.CheckKeyFiles(cfg.SSH.IdentityFile, cfg.SSH.KnownHosts); err != nil {
+			return nil, fmt.Errorf("queen: [ssh]: %w", err)
+		}
 		dial = defaultSSHDialer(cfg)
 	}
 	s.ssh = newSSHGate(dial, cfg.SSH.MaxSessionsPerHost)
@@ -190,11 +203,11 @@ func (s *Server) handleWorkerHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.WorkerHeartbeat(hb)
 	if err != nil {
-		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+		writeHeartbeatError(w, err)
 		return
 	}
 	if change != "" {
-		s.logf("worker %s on %s (%s, %s at %s): %s", hb.WorkerID, hb.HiveID, hb.Model, hb.Device, hb.URL, change)
+		s.logf("worker %q on %q (%q, %q at %q): %s", hb.WorkerID, hb.HiveID, hb.Model, hb.Device, hb.URL, change)
 	}
 	jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
 }
@@ -211,13 +224,24 @@ func (s *Server) handleHiveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.HiveHeartbeat(hb)
 	if err != nil {
-		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+		writeHeartbeatError(w, err)
 		return
 	}
 	if change != "" {
-		s.logf("hive %s (%s): %s", hb.HiveID, hb.URL, change)
+		s.logf("hive %q (%q): %s", hb.HiveID, hb.URL, change)
 	}
 	jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
+}
+
+// writeHeartbeatError answers a refused heartbeat: 503 when the registry is
+// at its cap (the sender may retry later), else 400 naming the problem.
+func writeHeartbeatError(w http.ResponseWriter, err error) {
+	var full *registry.FullError
+	if errors.As(err, &full) {
+		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
+		return
+	}
+	jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 }
 
 // Run serves the queen on cfg.Listen until ctx is done (SIGTERM) or
@@ -233,9 +257,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on an existing listener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	lim := httpsrv.Limits{MaxConns: s.cfg.Limits.MaxConnections}
+	srv := httpsrv.Server(s.mux, lim)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- httpsrv.Serve(srv, ln, lim) }()
 	s.logf("listening on %s (public URL %s, %d hives configured, stale_after %s)",
 		ln.Addr(), s.cfg.PublicURL, len(s.hives), s.reg.StaleAfter())
 	select {

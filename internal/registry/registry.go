@@ -66,6 +66,13 @@ type Registry struct {
 	evictAfter time.Duration
 	lastSweep  time.Time
 
+	// maxWorkers and maxLearned cap the entries that heartbeats can create
+	// (configured hives are not counted); learned counts hives not in
+	// hives.conf.
+	maxWorkers int
+	maxLearned int
+	learned    int
+
 	mu      sync.RWMutex
 	workers map[string]*workerEntry
 	hives   map[string]*hiveEntry
@@ -77,7 +84,18 @@ type Options struct {
 	StaleAfter time.Duration    // default 30 s
 	EvictAfter time.Duration    // default 10 × StaleAfter, at least 5 min
 	Now        func() time.Time // default time.Now (tests inject a fake clock)
+	// MaxWorkers caps the workers in the registry (default DefaultMaxWorkers).
+	MaxWorkers int
+	// MaxLearnedHives caps the hives learned from heartbeats, i.e. not in
+	// hives.conf (default DefaultMaxLearnedHives).
+	MaxLearnedHives int
 }
+
+// Defaults for Options.MaxWorkers and Options.MaxLearnedHives.
+const (
+	DefaultMaxWorkers      = 4096
+	DefaultMaxLearnedHives = 256
+)
 
 // New returns a registry that knows the configured hives (state unknown
 // until their first heartbeat).
@@ -94,7 +112,15 @@ func New(hives []HiveSpec, opts Options) *Registry {
 	if opts.EvictAfter < opts.StaleAfter {
 		opts.EvictAfter = opts.StaleAfter
 	}
+	if opts.MaxWorkers <= 0 {
+		opts.MaxWorkers = DefaultMaxWorkers
+	}
+	if opts.MaxLearnedHives <= 0 {
+		opts.MaxLearnedHives = DefaultMaxLearnedHives
+	}
 	r := &Registry{
+		maxWorkers: opts.MaxWorkers,
+		maxLearned: opts.MaxLearnedHives,
 		evictAfter: opts.EvictAfter,
 		staleAfter: opts.StaleAfter,
 		now:        opts.Now,
@@ -135,6 +161,9 @@ var validWorkerStates = map[string]bool{
 
 // ValidateWorkerHeartbeat reports what is wrong with hb, if anything.
 func ValidateWorkerHeartbeat(hb api.WorkerHeartbeat) error {
+	if err := hb.CheckBounds(); err != nil {
+		return err
+	}
 	switch {
 	case strings.TrimSpace(hb.WorkerID) == "":
 		return fmt.Errorf("missing field \"worker_id\"")
@@ -153,6 +182,9 @@ func ValidateWorkerHeartbeat(hb api.WorkerHeartbeat) error {
 
 // ValidateHiveHeartbeat reports what is wrong with hb, if anything.
 func ValidateHiveHeartbeat(hb api.HiveHeartbeat) error {
+	if err := hb.CheckBounds(); err != nil {
+		return err
+	}
 	if strings.TrimSpace(hb.HiveID) == "" {
 		return fmt.Errorf("missing field \"hive_id\"")
 	}
@@ -186,6 +218,9 @@ func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) (string, error) {
 	e, ok := r.workers[hb.WorkerID]
 	switch {
 	case !ok:
+		if err := r.roomLocked(len(r.workers), r.maxWorkers, "workers"); err != nil {
+			return "", err
+		}
 		e = &workerEntry{}
 		r.workers[hb.WorkerID] = e
 		change = "registered, state " + hb.State
@@ -215,6 +250,12 @@ func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) (string, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.sweepLocked(now)
+	if _, known := r.hives[hb.HiveID]; !known {
+		if err := r.roomLocked(r.learned, r.maxLearned, "learned hives"); err != nil {
+			return "", err
+		}
+	}
 	e := r.hiveLocked(hb.HiveID, hb.URL)
 	change := ""
 	if e.seen.IsZero() || e.offline || now.Sub(e.seen) > r.staleAfter {
@@ -242,6 +283,7 @@ func (r *Registry) hiveLocked(alias, advertised string) *hiveEntry {
 	e := &hiveEntry{spec: spec}
 	r.hives[alias] = e
 	r.order = append(r.order, alias)
+	r.learned++
 	return e
 }
 
@@ -398,9 +440,31 @@ func (r *Registry) Candidates(model, hiveID string) []api.WorkerInfo {
 	return out
 }
 
+// FullError refuses a heartbeat that would add an entry to a registry
+// already holding its cap of workers or learned hives.
+type FullError struct {
+	What string // "workers" or "learned hives"
+	Max  int
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("registry is full: %d %s already registered (the cap); workers and learned hives silent for 10 × stale_after (at least 5 min) are evicted", e.Max, e.What)
+}
+
+// roomLocked reports whether one more entry fits under limit. It does not
+// sweep: the regular sweep (at most once per stale_after) frees entries,
+// and a refusal stays O(1) however fast a flood of new ids arrives.
+func (r *Registry) roomLocked(n, limit int, what string) error {
+	if n < limit {
+		return nil
+	}
+	return &FullError{What: what, Max: limit}
+}
+
 // sweepLocked evicts workers and learned (not configured) hives that have
 // been silent for evictAfter. It runs on the heartbeat path at most once
-// per stale_after, so ingest stays cheap.
+// per stale_after, so ingest stays cheap, and it is one pass over each map
+// and one over the hive order, whatever it evicts (O(n) under the lock).
 func (r *Registry) sweepLocked(now time.Time) {
 	if now.Sub(r.lastSweep) < r.staleAfter {
 		return
@@ -411,10 +475,15 @@ func (r *Registry) sweepLocked(now time.Time) {
 			delete(r.workers, id)
 		}
 	}
+	evicted := 0
 	for alias, h := range r.hives {
 		if !h.configured && !h.seen.IsZero() && now.Sub(h.seen) > r.evictAfter {
 			delete(r.hives, alias)
-			r.order = slices.DeleteFunc(r.order, func(a string) bool { return a == alias })
+			evicted++
 		}
+	}
+	if evicted > 0 {
+		r.learned -= evicted
+		r.order = slices.DeleteFunc(r.order, func(a string) bool { _, ok := r.hives[a]; return !ok })
 	}
 }

@@ -37,11 +37,17 @@ type Scheduler struct {
 	seq      uint64            // pick counter
 	lastHive map[string]uint64 // hive id → seq of its last pick
 	lastWkr  map[string]uint64 // worker id → seq of its last pick
+	pruneAt  int               // prune lastHive/lastWkr when either grows past this
 }
+
+// minPruneAt is the map size below which the round-robin maps are never
+// pruned; above it they are pruned when they double, so pruning costs O(1)
+// per pick on average.
+const minPruneAt = 1024
 
 // New returns a scheduler over reg.
 func New(reg *registry.Registry) *Scheduler {
-	return &Scheduler{reg: reg, inflight: map[string]int{}, lastHive: map[string]uint64{}, lastWkr: map[string]uint64{}}
+	return &Scheduler{reg: reg, inflight: map[string]int{}, lastHive: map[string]uint64{}, lastWkr: map[string]uint64{}, pruneAt: minPruneAt}
 }
 
 // Pick chooses a worker for model (on hiveID if non-empty) and counts one
@@ -97,6 +103,9 @@ func (s *Scheduler) Pick(model, hiveID string, exclude ...string) (api.WorkerInf
 	s.lastHive[w.HiveID] = s.seq
 	s.lastWkr[w.WorkerID] = s.seq
 	s.inflight[w.WorkerID]++
+	if len(s.lastWkr) > s.pruneAt || len(s.lastHive) > s.pruneAt {
+		s.pruneLocked()
+	}
 	var once sync.Once
 	release := func() {
 		once.Do(func() {
@@ -108,6 +117,37 @@ func (s *Scheduler) Pick(model, hiveID string, exclude ...string) (api.WorkerInf
 		})
 	}
 	return w, release, nil
+}
+
+// pruneLocked forgets the round-robin history of workers the registry no
+// longer has (evicted or deleted) and of hives none of its workers is on,
+// so ever-new worker ids cannot grow the maps without bound.
+func (s *Scheduler) pruneLocked() {
+	workers := s.reg.Workers()
+	keepW := make(map[string]bool, len(workers))
+	keepH := map[string]bool{}
+	for _, w := range workers {
+		keepW[w.WorkerID] = true
+		keepH[w.HiveID] = true
+	}
+	for id := range s.lastWkr {
+		if !keepW[id] {
+			delete(s.lastWkr, id)
+		}
+	}
+	for id := range s.lastHive {
+		if !keepH[id] {
+			delete(s.lastHive, id)
+		}
+	}
+	s.pruneAt = max(minPruneAt, 2*max(len(s.lastWkr), len(s.lastHive)))
+}
+
+// HistoryLen returns the sizes of the round-robin maps (worker ids, hive ids).
+func (s *Scheduler) HistoryLen() (workers, hives int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lastWkr), len(s.lastHive)
 }
 
 // InFlight returns how many inferences are in flight on worker id.

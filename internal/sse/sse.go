@@ -65,10 +65,42 @@ func (e Event) IsTerminator() bool {
 	return e.Name == "" && k != NotTerminator
 }
 
+// NameRule describes a valid event name, for error messages.
+const NameRule = "1-64 letters, digits, '_', '-' or '.'"
+
+// ValidName reports whether name is a valid event name: 1 to 64 ASCII
+// letters, digits, '_', '-' or '.'. Anything else (CR, LF, ':', spaces,
+// control characters) could end the "event:" line early and inject fields
+// or a terminator into the stream, so it is refused on write and on read.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrBadName is returned by Write and Reader.Next for an invalid event name.
+var ErrBadName = errors.New("sse: invalid event name")
+
+// lineBreaks replaces every SSE line terminator (CRLF, LF, and a bare CR,
+// which the SSE spec also ends a line with) by a space.
+var lineBreaks = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ")
+
 // Write writes one event. Data must not contain newlines (rbee data is
-// always one JSON document or one terminator line); newlines are replaced
-// by spaces so a stream can never be corrupted.
+// always one JSON document or one terminator line); line breaks (CR, LF)
+// are replaced by spaces so a stream can never be corrupted. A name that
+// is not ValidName is an error and nothing is written; "" writes no event
+// line (terminators).
 func Write(w io.Writer, e Event) error {
+	if e.Name != "" && !ValidName(e.Name) {
+		return fmt.Errorf("%w %q (want %s)", ErrBadName, e.Name, NameRule)
+	}
 	var b strings.Builder
 	if e.ID > 0 {
 		b.WriteString("id: ")
@@ -81,7 +113,7 @@ func Write(w io.Writer, e Event) error {
 		b.WriteByte('\n')
 	}
 	b.WriteString("data: ")
-	b.WriteString(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(e.Data))
+	b.WriteString(lineBreaks.Replace(e.Data))
 	b.WriteString("\n\n")
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -89,7 +121,7 @@ func Write(w io.Writer, e Event) error {
 
 // WriteComment writes a comment line such as ": keepalive".
 func WriteComment(w io.Writer, text string) error {
-	_, err := fmt.Fprintf(w, ": %s\n\n", text)
+	_, err := fmt.Fprintf(w, ": %s\n\n", lineBreaks.Replace(text))
 	return err
 }
 
@@ -167,6 +199,9 @@ func (r *Reader) Next() (Event, error) {
 			ev.ID = n
 			seen = true
 		case "event":
+			if !ValidName(value) {
+				return ev, fmt.Errorf("%w %q (want %s)", ErrBadName, truncateName(value), NameRule)
+			}
 			ev.Name = value
 			seen = true
 		case "data":
@@ -178,4 +213,11 @@ func (r *Reader) Next() (Event, error) {
 			// Unknown fields are ignored, as the SSE spec says.
 		}
 	}
+}
+
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

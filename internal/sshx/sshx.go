@@ -79,6 +79,7 @@ type HostKeyError struct {
 	Host      string // the name looked up in known_hosts
 	Addr      string // host:port dialed
 	Unknown   bool   // true: no entry for Host; false: an entry exists and differs
+	Revoked   bool   // the server's key is marked @revoked in known_hosts
 	Key       ssh.PublicKey
 	KnownFile string
 }
@@ -87,6 +88,9 @@ func (e *HostKeyError) Error() string {
 	fp := ""
 	if e.Key != nil {
 		fp = " (" + e.Key.Type() + " " + ssh.FingerprintSHA256(e.Key) + ")"
+	}
+	if e.Revoked {
+		return fmt.Sprintf("ssh %s: host key for %q is revoked: the server's key%s is marked @revoked in %s", e.Addr, e.Host, fp, e.KnownFile)
 	}
 	if e.Unknown {
 		return fmt.Sprintf("ssh %s: host key for %q is unknown: no entry in %s%s", e.Addr, e.Host, e.KnownFile, fp)
@@ -291,7 +295,7 @@ func algorithmsFor(keyType string) []string {
 }
 
 func (h *hostKeyChecker) check(_ string, remote net.Addr, key ssh.PublicKey) error {
-	mismatch := false
+	mismatch, revoked := false, false
 	for _, n := range h.names {
 		err := h.cb(n, remote, key)
 		if err == nil {
@@ -303,11 +307,11 @@ func (h *hostKeyChecker) check(_ string, remote net.Addr, key ssh.PublicKey) err
 		}
 		var re *knownhosts.RevokedError
 		if errors.As(err, &re) {
-			mismatch = true
+			mismatch, revoked = true, true
 			break
 		}
 	}
-	h.err = &HostKeyError{Host: h.cfg.HostKeyAlias, Addr: h.addr, Unknown: !mismatch, Key: key, KnownFile: h.cfg.KnownHostsFile}
+	h.err = &HostKeyError{Host: h.cfg.HostKeyAlias, Addr: h.addr, Unknown: !mismatch, Revoked: revoked, Key: key, KnownFile: h.cfg.KnownHostsFile}
 	return h.err
 }
 

@@ -27,6 +27,8 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/internal/config"
+	"github.com/rbee-dev/rbee/internal/httpsrv"
 	"github.com/rbee-dev/rbee/internal/jobs"
 	"github.com/rbee-dev/rbee/internal/model"
 )
@@ -103,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 0 {
 		return fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval)
+	}
+	if err := config.CheckMinDuration("--heartbeat-interval", c.HeartbeatInterval, config.MinHeartbeatInterval); err != nil {
+		return err
 	}
 	if c.TokenDelay < 0 {
 		return fmt.Errorf("--token-delay %s must not be negative", c.TokenDelay)
@@ -321,7 +326,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 		return
 	}
-	j := s.engine.Submit("inference", s.generate(req))
+	j, err := s.engine.TrySubmit("inference", s.generate(req))
+	if err != nil {
+		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
+		return
+	}
 	s.cfg.Logf("inference %s: accepted max_tokens=%d temperature=%g seed=%d prompt_chars=%d", j.ID(), req.MaxTokens, req.Temperature, req.Seed, len([]rune(req.Prompt)))
 	jobs.WriteJSON(w, http.StatusOK, api.JobAccepted{JobID: j.ID(), SSEURL: "/v1/inference/" + j.ID() + "/stream"})
 }
@@ -401,7 +410,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.cfg.Logf("heartbeat to %s failed: %v", s.cfg.QueenURL, err)
+			s.cfg.Logf("heartbeat to %s failed: %q", s.cfg.QueenURL, err.Error())
 			failing = true
 		} else if failing {
 			s.cfg.Logf("heartbeat to %s ok again (state %s)", s.cfg.QueenURL, state)
@@ -465,9 +474,9 @@ func Run(ctx context.Context, cfg Config) error {
 // Serve serves on ln and heartbeats until ctx is done, then stops
 // gracefully (see Run).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpsrv.Server(s.Handler(), httpsrv.Limits{})
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- httpsrv.Serve(srv, ln, httpsrv.Limits{}) }()
 	hbCtx, hbCancel := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); s.heartbeatLoop(hbCtx) }()

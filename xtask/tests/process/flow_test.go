@@ -67,10 +67,6 @@ hive_binary = %q
 [heartbeat]
 stale_after = %q
 
-[ssh]
-identity_file = "/nonexistent/id"
-known_hosts   = "/nonexistent/known_hosts"
-
 [http]
 timeout = "3s"
 retries = 2
