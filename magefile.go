@@ -38,7 +38,7 @@ func Setup(ctx context.Context) error {
 	return setup.Setup(ctx, c)
 }
 
-// Keys generates keys/test_id_rsa, wrong_id_rsa, per-hive host keys and known_hosts (keeps existing keys).
+// Keys generates keys/test_id_rsa, wrong_id_rsa, cluster.key, wrong_cluster.key, per-hive host keys and known_hosts (keeps existing keys).
 func Keys(ctx context.Context) error {
 	c, err := cfg()
 	if err != nil {

@@ -12,6 +12,9 @@
 #   RBEE_HIVE_ID      [standalone]                 reported in heartbeats
 #   RBEE_WORKER_ADVERTISE_URL [http://<hostname>:<port>]
 #   RBEE_HEARTBEAT_INTERVAL   [worker default]
+# Mounts:
+#   /etc/rbee/keys/cluster.key  the cluster secret (copied 0600 for rbee): signs heartbeats,
+#                               and the worker's bearer token is derived from it
 set -euo pipefail
 
 log() { echo "worker-entrypoint: $*" >&2; }
@@ -58,6 +61,13 @@ args=(--worker-id "$worker_id" --model "$dest" --model-id "$model" --device "${R
       --advertise-url "${RBEE_WORKER_ADVERTISE_URL:-http://$(hostname):$port}")
 [ -n "${RBEE_QUEEN_URL:-}" ] && args+=(--queen-url "$RBEE_QUEEN_URL")
 [ -n "${RBEE_HEARTBEAT_INTERVAL:-}" ] && args+=(--heartbeat-interval "$RBEE_HEARTBEAT_INTERVAL")
+if [ -f /etc/rbee/keys/cluster.key ]; then
+    install -d -m 0700 -o rbee -g rbee /home/rbee/.config/rbee
+    install -m 0600 -o rbee -g rbee /etc/rbee/keys/cluster.key /home/rbee/.config/rbee/cluster.key
+    args+=(--secret-file /home/rbee/.config/rbee/cluster.key)
+else
+    log "WARNING: /etc/rbee/keys/cluster.key not mounted; heartbeats are unsigned"
+fi
 
 log "starting llm-worker-rbee ${args[*]}"
 exec setpriv --reuid=rbee --regid=rbee --init-groups env HOME=/home/rbee USER=rbee \
