@@ -164,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	u, _ := url.Parse(cfg.AdvertiseURL)
 	s := &Server{
-		kick: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
 		cfg:     cfg,
 		devices: buildDevices(cfg.GPUs),
 		cat:     cat,

@@ -35,7 +35,7 @@ const (
 	// sign with it. WrongClusterKeyFile is another one, for wrong-key tests.
 	ClusterKeyFile      = "cluster.key"
 	WrongClusterKeyFile = "wrong_cluster.key"
-	clientKeyBits  = 3072
+	clientKeyBits       = 3072
 )
 
 // Keys generates the test SSH material under <root>/keys. Keys that already
