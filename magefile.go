@@ -177,7 +177,7 @@ func (Test) MultiHive(ctx context.Context) error { return runTests(ctx, true, sh
 // FullStack runs the Docker suites' tests that use the full-stack topology.
 func (Test) FullStack(ctx context.Context) error { return runTests(ctx, true, shard("full-stack")) }
 
-// Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e or harness.
+// Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e, security or harness.
 func (Test) Category(ctx context.Context, name string) error {
 	c, err := testrun.FindCategory(name)
 	if err != nil {
