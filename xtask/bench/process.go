@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
