@@ -69,7 +69,6 @@ type Server struct {
 	uploads uploadDirs // guards temporaries of hive_install uploads
 
 	mux          *http.ServeMux
-	refusals     atomic.Int64 // authentication and binding refusals, for the log's summary
 	draining     atomic.Bool
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
@@ -217,7 +216,6 @@ func (s *Server) checkSigned(w http.ResponseWriter, r *http.Request, body []byte
 		return true
 	}
 	if _, err := s.verify.Check(r, body); err != nil {
-		s.refusals.Add(1)
 		auth.Refuse(w, err)
 		return false
 	}
@@ -232,7 +230,6 @@ func (s *Server) heartbeatRefused(w http.ResponseWriter, err error) {
 		jobs.WriteError(w, http.StatusConflict, api.CodeConflict, err.Error())
 	case errors.Is(err, registry.ErrNotVouched), errors.Is(err, registry.ErrBinding),
 		errors.Is(err, registry.ErrUnknownHive), errors.Is(err, registry.ErrStandalone):
-		s.refusals.Add(1)
 		jobs.WriteError(w, http.StatusForbidden, api.CodeForbidden, err.Error())
 	default:
 		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
