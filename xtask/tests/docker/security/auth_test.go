@@ -14,10 +14,38 @@ import (
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
+// TestRogueAttacks runs each attack from its own rogue against one shared
+// full-stack topology (queen, hive-1, standalone worker-1), in an order in
+// which every attack finds the stack as the first one did: the two that
+// stop hive-1 come last, the first of them starts it again.
+func TestRogueAttacks(t *testing.T) {
+	e := start(t)
+	for _, a := range []struct {
+		name string
+		run  func(*testing.T, *env)
+	}{
+		{"ForgedWorkerHeartbeatRefused", testForgedWorkerHeartbeatRefused},
+		{"WrongKeyHeartbeatRefused", testWrongKeyHeartbeatRefused},
+		{"ReplayedHeartbeatRefused", testReplayedHeartbeatRefused},
+		{"ShutdownWithoutCredentialsRefused", testShutdownWithoutCredentialsRefused},
+		{"HiveJobAPIWithoutCredentialsRefused", testHiveJobAPIWithoutCredentialsRefused},
+		{"SignedHeartbeatCannotTakeOverAWorker", testSignedHeartbeatCannotTakeOverAWorker},
+		{"ForgedHiveHeartbeatRefused", testForgedHiveHeartbeatRefused},
+		{"SignedHeartbeatAccepted", testSignedHeartbeatAccepted},
+	} {
+		ok := t.Run(a.name, func(t *testing.T) {
+			a.run(t, e.withRogue(t, "rogue-"+strings.ToLower(a.name[:min(len(a.name), 20)])))
+		})
+		if !ok {
+			// Later attacks assume the stack as it was; stop at the first failure.
+			t.FailNow()
+		}
+	}
+}
+
 // An unsigned worker heartbeat — taking over worker-1's URL, registering a
 // new worker, or marking worker-1 stopping — is refused with 401.
-func TestForgedWorkerHeartbeatRefused(t *testing.T) {
-	e := start(t)
+func testForgedWorkerHeartbeatRefused(t *testing.T, e *env) {
 	before := e.registry(t)
 	for _, tc := range []struct {
 		what string
@@ -35,8 +63,7 @@ func TestForgedWorkerHeartbeatRefused(t *testing.T) {
 
 // A worker heartbeat signed with a key the cluster does not hold is
 // refused with 401.
-func TestWrongKeyHeartbeatRefused(t *testing.T) {
-	e := start(t)
+func testWrongKeyHeartbeatRefused(t *testing.T, e *env) {
 	before := e.registry(t)
 	hdr, body := sign(t, e.keyFile("wrong_cluster.key"), http.MethodPost, "/v1/worker-heartbeat",
 		workerHB("worker-1", "standalone", e.rogue.URL, api.WorkerReady))
@@ -52,8 +79,7 @@ func TestWrongKeyHeartbeatRefused(t *testing.T) {
 // A captured signed heartbeat sent again is refused (409, not newer than
 // the one accepted) and does not move last_seen; a captured signed hive
 // job submission sent again is refused (401, replay) and runs once.
-func TestReplayedHeartbeatRefused(t *testing.T) {
-	e := start(t)
+func testReplayedHeartbeatRefused(t *testing.T, e *env) {
 	ctx := suite.Context(t, time.Minute)
 	// The genuine, signed heartbeat of a standalone worker whose URL is the
 	// rogue's (a model no infer asks for, so nothing is routed there).
@@ -98,8 +124,7 @@ func TestReplayedHeartbeatRefused(t *testing.T) {
 // is not learned, one for configured hive-1 neither replaces its devices
 // nor, after hive_stop, clears offline. A signed heartbeat of a hive not in
 // hives.conf is refused with 403 (learn_hives is off).
-func TestForgedHiveHeartbeatRefused(t *testing.T) {
-	e := start(t)
+func testForgedHiveHeartbeatRefused(t *testing.T, e *env) {
 	fake := []api.Device{{ID: "GPU-0", Name: "forged", DeviceType: "gpu", VRAMGB: 80}}
 	forged := func(id string) []byte {
 		return mustJSON(t, api.HiveHeartbeat{HiveID: id, URL: e.rogue.URL, Timestamp: time.Now().UTC(), Devices: fake, Workers: []string{"w-rogue00001"}})
@@ -113,7 +138,7 @@ func TestForgedHiveHeartbeatRefused(t *testing.T) {
 	e.mustUnchanged(t, before)
 
 	// Offline stays offline: stop hive-1, then forge its heartbeat.
-	suite.MustDone(t, suite.Run(t, time.Minute, e.q, &e.hist, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"}))
+	suite.MustDone(t, suite.Run(t, time.Minute, e.q, e.hist, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"}))
 	stopped := e.registry(t)
 	mustRefuse(t, "clear hive-1 offline", e.post(t, queenURL+"/v1/hive-heartbeat", unsigned(), forged("hive-1")), http.StatusUnauthorized, "not signed")
 	e.mustUnchanged(t, stopped)
@@ -123,13 +148,17 @@ func TestForgedHiveHeartbeatRefused(t *testing.T) {
 	// worker-1 is standalone: infer still works, and nothing reached the rogue.
 	e.mustInferFromRealWorker(t)
 	e.mustRogueUntouched(t)
-	suite.NothingLost(t, time.Minute, e.q, &e.hist)
+	suite.NothingLost(t, time.Minute, e.q, e.hist)
+	// Leave hive-1 running for the attacks after this one.
+	suite.MustDone(t, suite.Run(t, 2*time.Minute, e.q, e.hist, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
+	if err := checks.AwaitHiveState(suite.Context(t, time.Minute), e.q, "hive-1", api.HiveOnline, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // POST /v1/shutdown without credentials, or signed with the wrong key, is
 // refused with 401 by the queen and by hive-1, which keep serving.
-func TestShutdownWithoutCredentialsRefused(t *testing.T) {
-	e := start(t)
+func testShutdownWithoutCredentialsRefused(t *testing.T, e *env) {
 	before := e.registry(t)
 	for _, target := range []string{queenURL, hiveURL} {
 		mustRefuse(t, "shutdown "+target+", unsigned", e.post(t, target+"/v1/shutdown", unsigned(), nil), http.StatusUnauthorized, "not signed")
@@ -145,8 +174,7 @@ func TestShutdownWithoutCredentialsRefused(t *testing.T) {
 // The hive's job API (worker_spawn, worker_process_delete, job status,
 // stream and cancel) refuses callers without the cluster signature with
 // 401, and no worker is started or stopped.
-func TestHiveJobAPIWithoutCredentialsRefused(t *testing.T) {
-	e := start(t)
+func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 	before := e.registry(t)
 	hv, err := e.h.Hive("hive-1")
 	if err != nil {
@@ -189,8 +217,7 @@ func TestHiveJobAPIWithoutCredentialsRefused(t *testing.T) {
 // A heartbeat signed with the cluster's key still cannot move worker-1 to
 // another URL or register a worker its hive does not list (403): the
 // registry binds workers to their hive.
-func TestSignedHeartbeatCannotTakeOverAWorker(t *testing.T) {
-	e := start(t)
+func testSignedHeartbeatCannotTakeOverAWorker(t *testing.T, e *env) {
 	before := e.registry(t)
 	hdr, body := sign(t, e.h.ClusterKeyFile(), http.MethodPost, "/v1/worker-heartbeat", workerHB("worker-1", "standalone", e.rogue.URL, api.WorkerReady))
 	mustRefuse(t, "signed, move worker-1", e.post(t, queenURL+"/v1/worker-heartbeat", hdr, body), http.StatusForbidden, "registered at")
@@ -202,8 +229,7 @@ func TestSignedHeartbeatCannotTakeOverAWorker(t *testing.T) {
 // Negative control: the same kind of heartbeat, correctly signed and new,
 // is accepted and registered, so the refusals above are not an artefact
 // of the rogue's requests.
-func TestSignedHeartbeatAccepted(t *testing.T) {
-	e := start(t)
+func testSignedHeartbeatAccepted(t *testing.T, e *env) {
 	hb := workerHB("w-control001", "standalone", e.rogue.URL, api.WorkerReady)
 	hb.Model = "security/control:model.bin" // never asked for: nothing is routed to the rogue
 	hdr, body := sign(t, e.h.ClusterKeyFile(), http.MethodPost, "/v1/worker-heartbeat", hb)
@@ -226,5 +252,5 @@ func TestSignedHeartbeatAccepted(t *testing.T) {
 	}
 	e.mustInferFromRealWorker(t)
 	e.mustRogueUntouched(t)
-	suite.NothingLost(t, time.Minute, e.q, &e.hist)
+	suite.NothingLost(t, time.Minute, e.q, e.hist)
 }

@@ -35,22 +35,24 @@ const (
 )
 
 // env is one attacked stack: queen, hive-1, the standalone worker-1 (and the
-// hub it downloads from), and a rogue.
+// hub it downloads from), and the rogue of the current attack.
 type env struct {
 	h     *integration.Harness
 	q     *client.Client // the queen, signing (trusted test)
 	rogue *integration.Rogue
-	hist  checks.History
+	hist  *checks.History
 }
 
-// start brings up the stack, waits until hive-1 and worker-1 are fresh in
-// the registry, and adds the rogue.
+// start brings up the stack and waits until hive-1 and worker-1 are fresh
+// in the registry. Attacks share it (bringing up a full stack per attack
+// costs minutes on a loaded machine); each gets its own rogue (withRogue),
+// so each rogue's record holds only what reached it during its attack.
 func start(t *testing.T) *env {
 	t.Helper()
 	h := integration.Start(t, integration.FullStack,
 		integration.WithServices("queen", "hive-1", "worker-1"),
 		integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()}))
-	e := &env{h: h, q: h.MustQueen(t)}
+	e := &env{h: h, q: h.MustQueen(t), hist: &checks.History{}}
 	ctx := suite.Context(t, time.Minute)
 	if _, err := checks.AwaitWorker(ctx, e.q, "worker-1", 30*time.Second, "registered", checks.Fresh); err != nil {
 		t.Fatal(err)
@@ -58,8 +60,15 @@ func start(t *testing.T) *env {
 	if err := checks.AwaitHiveState(ctx, e.q, "hive-1", api.HiveOnline, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	e.rogue = h.MustAddRogue(t, "rogue")
 	return e
+}
+
+// withRogue returns e with a new rogue called name on the network.
+func (e *env) withRogue(t *testing.T, name string) *env {
+	t.Helper()
+	c := *e
+	c.rogue = e.h.MustAddRogue(t, name)
+	return &c
 }
 
 // keyFile is a key file under keys/: "cluster.key" (the cluster's secret)
@@ -215,7 +224,7 @@ func (e *env) mustStillServing(t *testing.T) {
 // the real worker-1 served it.
 func (e *env) mustInferFromRealWorker(t *testing.T) {
 	t.Helper()
-	o := suite.Run(t, time.Minute, e.q, &e.hist, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 8})
+	o := suite.Run(t, time.Minute, e.q, e.hist, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 8})
 	suite.MustDone(t, o)
 	r, err := checks.RoutedTo(o)
 	if err != nil {
@@ -250,7 +259,7 @@ func (e *env) mustHoldUp(t *testing.T, before registry) {
 	e.mustStillServing(t)
 	e.mustInferFromRealWorker(t)
 	e.mustRogueUntouched(t)
-	suite.NothingLost(t, time.Minute, e.q, &e.hist)
+	suite.NothingLost(t, time.Minute, e.q, e.hist)
 }
 
 // workerHB is a heartbeat for worker id, pointing the queen at url.
