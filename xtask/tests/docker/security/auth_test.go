@@ -219,7 +219,12 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 // registry binds workers to their hive.
 func testSignedHeartbeatCannotTakeOverAWorker(t *testing.T, e *env) {
 	before := e.registry(t)
-	hdr, body := sign(t, e.h.ClusterKeyFile(), http.MethodPost, "/v1/worker-heartbeat", workerHB("worker-1", "standalone", e.rogue.URL, api.WorkerReady))
+	// Timestamped ahead (inside the 30 s window) so that it is newer than
+	// worker-1's own heartbeats while it travels: the refusal must come from
+	// the binding, not from the ordering rule.
+	takeover := workerHB("worker-1", "standalone", e.rogue.URL, api.WorkerReady)
+	takeover.Timestamp = takeover.Timestamp.Add(20 * time.Second)
+	hdr, body := sign(t, e.h.ClusterKeyFile(), http.MethodPost, "/v1/worker-heartbeat", takeover)
 	mustRefuse(t, "signed, move worker-1", e.post(t, queenURL+"/v1/worker-heartbeat", hdr, body), http.StatusForbidden, "registered at")
 	hdr, body = sign(t, e.h.ClusterKeyFile(), http.MethodPost, "/v1/worker-heartbeat", workerHB("w-notlisted1", "hive-1", "http://hive-1:9150", api.WorkerReady))
 	mustRefuse(t, "signed, worker hive-1 does not list", e.post(t, queenURL+"/v1/worker-heartbeat", hdr, body), http.StatusForbidden, "does not list")

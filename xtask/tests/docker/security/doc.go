@@ -3,7 +3,7 @@
 // Package security is the Docker suite that attacks a live topology from a
 // rogue container on its network: a plain base-image service with no rbee
 // credentials (integration.Harness.AddRogue) that records every request it
-// receives and sends the attacks from inside the network. Each test asserts
+// receives and sends the attacks from inside the network. Each attack asserts
 // that the attack is refused with the documented status, that the state at
 // the receiver is unchanged (the queen's registry, hives and workers still
 // serving), that an infer afterwards is served by the real worker, and that
