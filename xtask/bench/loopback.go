@@ -158,13 +158,14 @@ func hammer(ctx context.Context, base, keyFile string, conns int, d time.Duratio
 		go func() {
 			defer wg.Done()
 			var last time.Time
-			for i := g; ctx.Err() == nil; i += conns {
+			own := (benchWorkers - g + conns - 1) / conns // workers g, g+conns, … below benchWorkers
+			for k := 0; ctx.Err() == nil; k++ {
 				now := time.Now().UTC()
 				if !now.After(last) {
 					now = last.Add(time.Microsecond)
 				}
 				last = now
-				n := i % benchWorkers
+				n := g + conns*(k%max(own, 1))
 				hb := api.WorkerHeartbeat{WorkerID: fmt.Sprintf("w-%d", n), HiveID: "bench", Model: "org/repo:file",
 					Device: "cpu:0", URL: "http://10.0.0.1:9100", State: "ready", Timestamp: now}
 				err := c.Do(ctx, http.MethodPost, "/v1/worker-heartbeat", hb, nil)
