@@ -39,7 +39,7 @@ func Setup(ctx context.Context) error {
 	return setup.Setup(ctx, c)
 }
 
-// Keys generates keys/test_id_rsa, wrong_id_rsa, per-hive host keys and known_hosts (keeps existing keys).
+// Keys generates keys/test_id_rsa, wrong_id_rsa, cluster.key, wrong_cluster.key, per-hive host keys and known_hosts (keeps existing keys).
 func Keys(ctx context.Context) error {
 	c, err := cfg()
 	if err != nil {
@@ -236,7 +236,7 @@ func (Test) Plan(n int) error {
 	return nil
 }
 
-// Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e or harness.
+// Category runs one Docker suite: httpcomm, sshcomm, heartbeat, lifecycle, workerlifecycle, failure, e2e, security or harness.
 func (Test) Category(ctx context.Context, name string) error {
 	c, err := testrun.FindCategory(name)
 	if err != nil {

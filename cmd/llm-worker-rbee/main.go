@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/buildinfo"
 	"github.com/rbee-dev/rbee/internal/worker"
 )
@@ -34,6 +35,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "URL the queen should use to reach this worker (default http://<hostname>:<port>)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", worker.DefaultHeartbeatInterval, "heartbeat interval")
 	fs.DurationVar(&cfg.TokenDelay, "token-delay", worker.DefaultTokenDelay, "pause between generated tokens")
+	secretFile := fs.String("secret-file", "", "cluster secret, mode 0600: signs heartbeats and derives the bearer token (unless $LLORCH_API_TOKEN is set)")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -52,6 +54,14 @@ func run(args []string) int {
 	logger := log.New(os.Stderr, name+" ", log.LstdFlags|log.Lmicroseconds|log.LUTC)
 	cfg.Logf = logger.Printf
 	cfg.APIToken = os.Getenv(worker.TokenEnv)
+	if *secretFile != "" {
+		k, err := auth.LoadKey(*secretFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+			return 2
+		}
+		cfg.Key = k
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2

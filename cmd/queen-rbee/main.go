@@ -39,6 +39,13 @@ func run(args []string) int {
 		logger.Printf("config: %v", err)
 		return 1
 	}
+	switch {
+	case cfg.Auth.SecretFile == "" && !cfg.Auth.Insecure:
+		logger.Printf("config: %s: [auth] secret_file is required (the cluster secret heartbeats and admin calls are signed with; `insecure = true` runs without authentication)", *cfgPath)
+		return 1
+	case cfg.Auth.Insecure:
+		logger.Printf("WARNING: [auth] insecure = true: heartbeats and shutdown requests are not authenticated")
+	}
 	hives, err := config.LoadHives(cfg.HivesConf)
 	if err != nil {
 		logger.Printf("hives: %v", err)

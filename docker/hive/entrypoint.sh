@@ -13,6 +13,9 @@
 #   RBEE_HEARTBEAT_INTERVAL, RBEE_WORKER_PORTS, HF_ENDPOINT, RBEE_HIVE_DATA_DIR [~/.local/share/rbee]
 # Mounts:
 #   /etc/rbee/keys/test_id_rsa.pub            -> ~rbee/.ssh/authorized_keys
+#   /etc/rbee/keys/cluster.key                -> ~rbee/.config/rbee/cluster.key (0600), only on a
+#                                                 provisioned machine (RBEE_HIVE_PREINSTALLED=1); a bare
+#                                                 machine gets it from the queen's hive_start
 #   /etc/ssh/keys/ssh_host_ed25519_key{,.pub} -> /etc/ssh/ (copied: bind mounts keep host owners and modes,
 #                                                 which sshd rejects)
 set -euo pipefail
@@ -69,6 +72,15 @@ chown rbee:rbee "$RBEE_HOME/.config/rbee/hive.toml"
 # --- preinstall / autostart -------------------------------------------------
 if [ "${RBEE_HIVE_PREINSTALLED:-1}" = 1 ]; then
     install -m 0755 -o rbee -g rbee /usr/local/share/rbee/rbee-hive "$RBEE_HOME/.local/bin/rbee-hive"
+    # The cluster secret (heartbeat signatures, the queen's calls, worker
+    # tokens). rbee-hive reads ~/.config/rbee/cluster.key by default and
+    # refuses a copy that others can read, so copy it with rbee's owner.
+    if [ -f /etc/rbee/keys/cluster.key ]; then
+        install -d -m 0700 -o rbee -g rbee "$RBEE_HOME/.config/rbee"
+        install -m 0600 -o rbee -g rbee /etc/rbee/keys/cluster.key "$RBEE_HOME/.config/rbee/cluster.key"
+    else
+        log "WARNING: /etc/rbee/keys/cluster.key not mounted; this hive cannot authenticate to the queen"
+    fi
 fi
 if [ "${RBEE_HIVE_AUTOSTART:-1}" = 1 ]; then
     if [ ! -x "$RBEE_HOME/.local/bin/rbee-hive" ]; then

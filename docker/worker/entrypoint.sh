@@ -13,6 +13,9 @@
 #   RBEE_WORKER_ADVERTISE_URL [http://<hostname>:<port>]
 #   RBEE_HEARTBEAT_INTERVAL   [worker default]
 #   RBEE_TOKEN_DELAY          [worker default]     pause between generated tokens
+# Mounts:
+#   /etc/rbee/keys/cluster.key  the cluster secret (copied 0600 for rbee): signs heartbeats,
+#                               and the worker's bearer token is derived from it
 set -euo pipefail
 
 log() { echo "worker-entrypoint: $*" >&2; }
@@ -60,6 +63,13 @@ args=(--worker-id "$worker_id" --model "$dest" --model-id "$model" --device "${R
 [ -n "${RBEE_QUEEN_URL:-}" ] && args+=(--queen-url "$RBEE_QUEEN_URL")
 [ -n "${RBEE_HEARTBEAT_INTERVAL:-}" ] && args+=(--heartbeat-interval "$RBEE_HEARTBEAT_INTERVAL")
 [ -n "${RBEE_TOKEN_DELAY:-}" ] && args+=(--token-delay "$RBEE_TOKEN_DELAY")
+if [ -f /etc/rbee/keys/cluster.key ]; then
+    install -d -m 0700 -o rbee -g rbee /home/rbee/.config/rbee
+    install -m 0600 -o rbee -g rbee /etc/rbee/keys/cluster.key /home/rbee/.config/rbee/cluster.key
+    args+=(--secret-file /home/rbee/.config/rbee/cluster.key)
+else
+    log "WARNING: /etc/rbee/keys/cluster.key not mounted; heartbeats are unsigned"
+fi
 
 log "starting llm-worker-rbee ${args[*]}"
 exec setpriv --reuid=rbee --regid=rbee --init-groups env HOME=/home/rbee USER=rbee \

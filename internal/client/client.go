@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/sse"
 )
 
@@ -31,6 +32,7 @@ type Client struct {
 	idleTimeout time.Duration
 	backoff     time.Duration
 	noEventLog  bool
+	key         *auth.Key
 }
 
 // Option configures a Client.
@@ -47,6 +49,21 @@ func WithStreamClient(hc *http.Client) Option { return func(c *Client) { c.strea
 
 // WithToken sends "Authorization: Bearer token" on every request.
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithKey signs every request with the cluster secret (see internal/auth):
+// each attempt is signed when it is sent, on both the short-call and the
+// stream client.
+func WithKey(k *auth.Key) Option { return func(c *Client) { c.key = k } }
+
+// WithKeyFile is WithKey with the key read from a key file (64 hex digits,
+// mode 0600), for tools and tests that hold the cluster secret.
+func WithKeyFile(path string) (Option, error) {
+	k, err := auth.LoadKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return WithKey(k), nil
+}
 
 // WithReconnects sets how many times Follow reconnects a dropped stream
 // (default 5).
@@ -74,7 +91,18 @@ func New(baseURL string, opts ...Option) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.key != nil {
+		c.hc = signing(c.hc, c.key)
+		c.stream = signing(c.stream, c.key)
+	}
 	return c
+}
+
+// signing returns a copy of hc whose transport signs each request.
+func signing(hc *http.Client, k *auth.Key) *http.Client {
+	cp := *hc
+	cp.Transport = &auth.Transport{Key: k, Base: hc.Transport}
+	return &cp
 }
 
 // BaseURL returns the server's base URL.

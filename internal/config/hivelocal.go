@@ -23,6 +23,7 @@ type HiveLocal struct {
 	HeartbeatInterval Duration // heartbeat_interval, positive
 	HFEndpoint        string   // hf_endpoint, http(s) URL
 	WorkerBinary      string   // worker_binary
+	SecretFile        string   // secret_file: the cluster secret (mode 0600)
 }
 
 // DefaultHiveLocalPath is $HOME/.config/rbee/hive.toml.
@@ -56,6 +57,7 @@ func ParseHiveLocal(data []byte, name string) (*HiveLocal, error) {
 	t.durationMin("heartbeat_interval", MinHeartbeatInterval, &h.HeartbeatInterval)
 	t.httpURL("hf_endpoint", &h.HFEndpoint)
 	t.str("worker_binary", &h.WorkerBinary)
+	t.str("secret_file", &h.SecretFile)
 	t.unknown("")
 	if err := doc.err(); err != nil {
 		return nil, err

@@ -26,6 +26,25 @@ type Queen struct {
 	Lifecycle  QueenLifecycle
 	Jobs       QueenJobs
 	Limits     QueenLimits
+	Auth       QueenAuth
+}
+
+// QueenAuth is [auth] (extension): the cluster secret that heartbeats,
+// shutdown requests and calls to hives are signed with, and who may send
+// heartbeats at all.
+type QueenAuth struct {
+	// SecretFile is the cluster secret (64 hex digits, mode 0600). The
+	// queen refuses to start without it unless Insecure is set.
+	SecretFile string // secret_file
+	// Insecure runs without authentication (development only): unsigned
+	// heartbeats and shutdown requests are accepted.
+	Insecure bool // insecure, default false
+	// LearnHives accepts heartbeats (signed) of hives not in hives.conf.
+	LearnHives bool // learn_hives, default false
+	// StandaloneHive is the hive_id that workers not started by a hive
+	// report; their heartbeats (signed) need no hive to vouch for them.
+	// Empty: no standalone workers.
+	StandaloneHive string // standalone_hive
 }
 
 // QueenHeartbeat is [heartbeat].
@@ -138,6 +157,16 @@ func ParseQueen(data []byte, name string) (*Queen, error) {
 	if t := root.sub("limits"); t != nil {
 		parseLimits(t, &q.Limits)
 	}
+	if t := root.sub("auth"); t != nil {
+		t.str("secret_file", &q.Auth.SecretFile)
+		t.boolean("insecure", &q.Auth.Insecure)
+		t.boolean("learn_hives", &q.Auth.LearnHives)
+		t.match("standalone_hive", aliasRE, "a valid hive id (letters, digits, '.', '_', '-')", &q.Auth.StandaloneHive)
+		t.unknown("")
+		if q.Auth.Insecure && q.Auth.SecretFile != "" {
+			doc.fail("auth.insecure", "keys \"auth.insecure\" and \"auth.secret_file\" contradict each other; set one")
+		}
+	}
 	root.unknown("")
 	if err := doc.err(); err != nil {
 		return nil, err
@@ -159,7 +188,7 @@ func LoadQueen(path string) (*Queen, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&q.HivesConf, &q.HiveBinary, &q.SSH.IdentityFile, &q.SSH.KnownHosts} {
+	for _, p := range []*string{&q.HivesConf, &q.HiveBinary, &q.SSH.IdentityFile, &q.SSH.KnownHosts, &q.Auth.SecretFile} {
 		*p = resolveLocal(dir, *p)
 	}
 	return q, nil

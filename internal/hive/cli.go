@@ -52,6 +52,7 @@ func ParseFlags(args []string, stderr io.Writer) (cfg Config, version bool, err 
 		workerBin   = fs.String("worker-binary", "", "llm-worker-rbee to start (default: next to rbee-hive, else $PATH)")
 		hfEndpoint  = fs.String("hf-endpoint", hfDefault, "model hub base URL (default $HF_ENDPOINT, else https://huggingface.co)")
 		spawnTO     = fs.Duration("spawn-timeout", DefaultSpawnTimeout, "how long a new worker may take to become healthy")
+		secretFile  = fs.String("secret-file", "", "cluster secret, mode 0600 (default $HOME/.config/rbee/cluster.key, used if present)")
 		configPath  = fs.String("config", "", "machine-local defaults (default $HOME/.config/rbee/hive.toml, read if present)")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)
@@ -92,6 +93,14 @@ func ParseFlags(args []string, stderr io.Writer) (cfg Config, version bool, err 
 	pickS("worker-ports", workerPorts, local.WorkerPorts)
 	pickS("hf-endpoint", hfEndpoint, local.HFEndpoint)
 	pickS("worker-binary", workerBin, local.WorkerBinary)
+	pickS("secret-file", secretFile, local.SecretFile)
+	if *secretFile == "" {
+		if p, perr := DefaultSecretPath(); perr == nil {
+			if _, serr := os.Stat(p); serr == nil {
+				*secretFile = p
+			}
+		}
+	}
 	if !set["port"] && local.Port != 0 {
 		*port = local.Port
 	}
@@ -152,6 +161,7 @@ func ParseFlags(args []string, stderr io.Writer) (cfg Config, version bool, err 
 		HFEndpoint:        *hfEndpoint,
 		WorkerBinary:      *workerBin,
 		SpawnTimeout:      *spawnTO,
+		SecretFile:        *secretFile,
 	}
 	// Validate now so a bad value is a usage error, not a runtime one.
 	check := cfg
@@ -160,6 +170,16 @@ func ParseFlags(args []string, stderr io.Writer) (cfg Config, version bool, err 
 		return Config{}, false, err
 	}
 	return cfg, false, nil
+}
+
+// DefaultSecretPath is $HOME/.config/rbee/cluster.key, where hive_start
+// puts the cluster secret on an SSH-started hive.
+func DefaultSecretPath() (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".config", "rbee", "cluster.key"), nil
 }
 
 // defaultWorkerBinary is llm-worker-rbee next to this executable when it

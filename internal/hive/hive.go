@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/catalog"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/httpsrv"
@@ -57,6 +58,12 @@ type Config struct {
 	WorkerBinary      string        // path (or name looked up in $PATH) of llm-worker-rbee
 	SpawnTimeout      time.Duration // how long a new worker may take to answer /health
 	StopGrace         time.Duration // SIGTERM → SIGKILL delay
+	// SecretFile is the cluster secret (see internal/auth): heartbeats are
+	// signed with it, shutdown and the job API require its signature, and
+	// it is passed to the workers this hive starts. Key, when set, is used
+	// instead of reading the file. Neither: nothing is signed or checked.
+	SecretFile string
+	Key        *auth.Key
 	// CatalogOptions are passed to catalog.New (Endpoint is set from HFEndpoint).
 	CatalogOptions catalog.Options
 	Logf           func(format string, args ...any)
@@ -121,6 +128,10 @@ type Server struct {
 	engine     *jobs.Engine
 	hc         *http.Client // health probes and heartbeats
 	workerHost string       // host part of workers' advertised URLs
+	verifier   *auth.Verifier
+	kick       chan struct{} // asks the heartbeat loop for a heartbeat now
+	hbMu       sync.Mutex
+	lastSent   time.Time // timestamp of the last heartbeat, strictly increasing
 
 	mu       sync.Mutex
 	children map[string]*child
@@ -147,8 +158,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.AdvertiseURL = strings.TrimRight(cfg.AdvertiseURL, "/")
 	cfg.QueenURL = strings.TrimRight(cfg.QueenURL, "/")
+	if cfg.Key == nil && cfg.SecretFile != "" {
+		if cfg.Key, err = auth.LoadKey(cfg.SecretFile); err != nil {
+			return nil, err
+		}
+	}
 	u, _ := url.Parse(cfg.AdvertiseURL)
 	s := &Server{
+		kick:    make(chan struct{}, 1),
 		cfg:     cfg,
 		devices: buildDevices(cfg.GPUs),
 		cat:     cat,
@@ -166,6 +183,12 @@ func New(cfg Config) (*Server, error) {
 		children:    map[string]*child{},
 		reserved:    map[int]bool{},
 		shutdownReq: make(chan struct{}),
+	}
+	if cfg.Key != nil {
+		s.verifier = auth.NewVerifier(cfg.Key, auth.VerifierOptions{})
+		s.hc = &http.Client{Timeout: s.hc.Timeout, Transport: &auth.Transport{Key: cfg.Key, Base: s.hc.Transport}}
+	} else {
+		cfg.Logf("hive %s: WARNING: no cluster secret (--secret-file): heartbeats are unsigned and shutdown and the job API accept anyone", cfg.HiveID)
 	}
 	return s, nil
 }
@@ -207,12 +230,17 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /capabilities", func(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteJSON(w, http.StatusOK, api.Capabilities{HiveID: s.cfg.HiveID, Devices: s.Devices()})
 	})
-	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /v1/shutdown", s.signed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Logf("hive %s: shutdown requested by %s", s.cfg.HiveID, r.RemoteAddr)
 		jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
 		s.shutdownOnce.Do(func() { close(s.shutdownReq) })
-	})
-	s.engine.Mount(mux, dispatcher{s})
+	})))
+	// The job API (submit, stream, status, cancel) is the queen's to use:
+	// every call must carry the cluster signature.
+	jobsMux := http.NewServeMux()
+	s.engine.Mount(jobsMux, dispatcher{s})
+	mux.Handle("/v1/jobs", s.signed(jobsMux))
+	mux.Handle("/v1/jobs/", s.signed(jobsMux))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteError(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -291,12 +319,49 @@ func (s *Server) Close() {
 	})
 }
 
+// signed guards h with the cluster signature (when the hive has a secret).
+func (s *Server) signed(h http.Handler) http.Handler {
+	if s.verifier == nil {
+		return h
+	}
+	inner := s.verifier.Require(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(auth.HeaderSignature) == "" {
+			s.cfg.Logf("hive %s: refused unsigned %s %s from %s", s.cfg.HiveID, r.Method, r.URL.Path, r.RemoteAddr)
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+// kickHeartbeat asks for a heartbeat now (the queen accepts a worker's
+// heartbeats only once this hive's heartbeat lists it).
+func (s *Server) kickHeartbeat() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sendTime is the heartbeat's send time: the wall clock, but strictly
+// later than the previous heartbeat's, because the queen ignores a
+// heartbeat that is not newer than the last one it accepted.
+func (s *Server) sendTime() time.Time {
+	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	t := time.Now().UTC()
+	if !t.After(s.lastSent) {
+		t = s.lastSent.Add(time.Microsecond)
+	}
+	s.lastSent = t
+	return t
+}
+
 // heartbeat builds the hive heartbeat document.
 func (s *Server) heartbeat() api.HiveHeartbeat {
 	return api.HiveHeartbeat{
 		HiveID:    s.cfg.HiveID,
 		URL:       s.cfg.AdvertiseURL,
-		Timestamp: time.Now().UTC(),
+		Timestamp: s.sendTime(),
 		Devices:   s.Devices(),
 		Workers:   s.liveWorkerIDs(),
 	}
@@ -337,6 +402,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
 	}
 }

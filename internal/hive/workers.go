@@ -201,6 +201,11 @@ func (s *Server) spawn(ctx context.Context, modelID, modelPath, device string, n
 	if s.cfg.QueenURL != "" {
 		args = append(args, "--queen-url", s.cfg.QueenURL)
 	}
+	if s.cfg.SecretFile != "" {
+		// The worker signs its heartbeats with the cluster secret and
+		// derives its bearer token from it (the queen derives the same).
+		args = append(args, "--secret-file", s.cfg.SecretFile)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -230,6 +235,7 @@ func (s *Server) spawn(ctx context.Context, modelID, modelPath, device string, n
 	s.mu.Lock()
 	s.children[id] = c
 	s.mu.Unlock()
+	s.kickHeartbeat() // vouch for the new worker before its first heartbeat
 	go s.reap(c, logFile)
 	s.cfg.Logf("hive %s: started worker %s (pid %d, port %d, device %s, model %s, log %s)", s.cfg.HiveID, id, c.info.PID, port, device, modelID, logPath)
 	narrate("worker_start", "started worker %s (pid %d) on port %d; waiting for its /health", id, c.info.PID, port)

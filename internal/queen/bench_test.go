@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/jobs"
@@ -30,39 +31,56 @@ func benchQueen(b *testing.B, hives []config.Hive) *Server {
 }
 
 // BenchmarkWorkerHeartbeat measures heartbeat ingest through the HTTP
-// handler (decode, validate, registry update, answer), 1000 distinct workers.
+// handler (decode, validate, registry update, answer), 1000 distinct
+// workers, each heartbeat freshly timestamped (the queen refuses one that
+// is not newer than the last); /signed is the same with the cluster
+// secret: signature and window checked, standalone workers bound.
 func BenchmarkWorkerHeartbeat(b *testing.B) {
-	s := benchQueen(b, nil)
-	h := s.Handler()
-	bodies := make([][]byte, 1000)
-	for i := range bodies {
-		bodies[i], _ = json.Marshal(api.WorkerHeartbeat{WorkerID: fmt.Sprintf("w-%d", i), HiveID: fmt.Sprintf("hive-%d", i%8),
-			Model: "org/repo:file", Device: "cpu:0", URL: "http://10.0.0.1:9100", State: "ready", Timestamp: time.Now()})
+	b.Run("open", func(b *testing.B) { benchHeartbeats(b, nil) })
+	key, err := auth.NewKey(bytes.Repeat([]byte{7}, auth.KeySize))
+	if err != nil {
+		b.Fatal(err)
 	}
+	b.Run("signed", func(b *testing.B) { benchHeartbeats(b, key) })
+}
+
+func benchHeartbeats(b *testing.B, key *auth.Key) {
+	cfg := testConfig()
+	cfg.Auth.StandaloneHive = "bench"
+	s, err := New(cfg, nil, Options{Logf: func(string, ...any) {}, Key: key})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close(5 * time.Second) })
+	h := s.Handler()
 	b.ReportAllocs()
 	b.ResetTimer()
 	var mu sync.Mutex
 	n := 0
 	b.RunParallel(func(pb *testing.PB) {
 		mu.Lock()
-		i := n * 7919
+		g := n
 		n++
 		mu.Unlock()
-		for pb.Next() {
-			req := httptest.NewRequest(http.MethodPost, "/v1/worker-heartbeat", bytes.NewReader(bodies[i%len(bodies)]))
+		// Goroutine g owns workers g, g+64, …: each worker's heartbeats are in order.
+		for i := g; pb.Next(); i += 64 {
+			body, _ := json.Marshal(api.WorkerHeartbeat{WorkerID: fmt.Sprintf("w-%d-%d", g, i%1000), HiveID: "bench",
+				Model: "org/repo:file", Device: "cpu:0", URL: "http://10.0.0.1:9100", State: "ready", Timestamp: time.Now()})
+			req := httptest.NewRequest(http.MethodPost, "/v1/worker-heartbeat", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
+			if key != nil {
+				key.Sign(req, body)
+			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if rec.Code != 200 {
 				b.Fatalf("status %d: %s", rec.Code, rec.Body)
 			}
-			i++
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "heartbeats/s")
 }
 
-// BenchmarkSubmitToFirstEvent measures POST /v1/jobs → first event read
 // from the stream, over real HTTP, for a forwarded-free op (hive_get).
 func BenchmarkSubmitToFirstEvent(b *testing.B) {
 	s := benchQueen(b, []config.Hive{{Alias: "hive-1", Hostname: "127.0.0.1", HivePort: 1, SSHPort: 22, SSHUser: "rbee"}})

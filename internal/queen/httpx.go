@@ -51,6 +51,18 @@ type httpClients struct {
 }
 
 func newHTTPClients(timeout time.Duration, retries int) *httpClients {
+	return newHTTPClientsWith(timeout, retries, nil)
+}
+
+// newHTTPClientsWith is newHTTPClients with wrap (when non-nil) around each
+// base transport, inside the retry layer, so every attempt passes it.
+func newHTTPClientsWith(timeout time.Duration, retries int, wrap func(http.RoundTripper) http.RoundTripper) *httpClients {
+	base := func(d time.Duration) http.RoundTripper {
+		if wrap == nil {
+			return baseTransport(d)
+		}
+		return wrap(baseTransport(d))
+	}
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
@@ -59,9 +71,9 @@ func newHTTPClients(timeout time.Duration, retries int) *httpClients {
 	}
 	probeTO := min(timeout, 2*time.Second)
 	h := &httpClients{timeout: timeout, retries: retries, probeTO: probeTO}
-	h.short = &http.Client{Transport: h.retrying(baseTransport(timeout), timeout)}
-	h.stream = &http.Client{Transport: &idleTransport{next: h.retrying(baseTransport(timeout), 0), idle: h.idleTimeout}}
-	h.probe = &http.Client{Transport: baseTransport(probeTO), Timeout: probeTO}
+	h.short = &http.Client{Transport: h.retrying(base(timeout), timeout)}
+	h.stream = &http.Client{Transport: &idleTransport{next: h.retrying(base(timeout), 0), idle: h.idleTimeout}}
+	h.probe = &http.Client{Transport: base(probeTO), Timeout: probeTO}
 	return h
 }
 

@@ -24,7 +24,24 @@ func isConnRefused(err error) bool { return neverConnected(err) }
 // one refuses connections (it died since its last heartbeat).
 const maxWorkerTries = 3
 
-func (s *Server) workerClient(url string) *client.Client {
+// workerToken is the bearer token for worker w: the configured one, else
+// the one derived from the cluster secret for w's hive, and only when w's
+// URL is on its hive's host (the registry binds it there), so no token
+// ever goes to an address a heartbeat merely claimed.
+func (s *Server) workerToken(w api.WorkerInfo) string {
+	if s.key == nil {
+		return s.token // no authentication configured: the old behaviour
+	}
+	if !s.reg.WorkerHost(w) {
+		return ""
+	}
+	if s.token != "" {
+		return s.token
+	}
+	return s.key.WorkerToken(w.HiveID)
+}
+
+func (s *Server) workerClient(url, token string) *client.Client {
 	opts := []client.Option{
 		client.WithHTTPClient(s.http.short),
 		client.WithStreamClient(s.http.stream),
@@ -32,8 +49,8 @@ func (s *Server) workerClient(url string) *client.Client {
 		client.WithoutEventLog(),
 		client.WithIdleTimeout(s.http.idleTimeout() + 5*time.Second),
 	}
-	if s.token != "" {
-		opts = append(opts, client.WithToken(s.token))
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
 	}
 	return client.New(url, opts...)
 }
@@ -75,7 +92,7 @@ func (s *Server) inferOn(ctx context.Context, j *jobs.Job, w api.WorkerInfo, bod
 	s.narrate(j, "schedule", w.HiveID, "routing inference for %s to worker %s on %s (%d in flight)",
 		w.Model, w.WorkerID, w.HiveID, s.sched.InFlight(w.WorkerID))
 	ctx = withNarrator(ctx, s.narrator(j, w.HiveID))
-	c := s.workerClient(w.URL)
+	c := s.workerClient(w.URL, s.workerToken(w))
 	var acc api.JobAccepted
 	// Not cut short by a cancel, so an accepted generation is known and
 	// can be stopped (see forward).

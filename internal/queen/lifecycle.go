@@ -1,6 +1,7 @@
 package queen
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -62,6 +63,9 @@ const (
 	remoteStateDir = "~/.local/state/rbee"
 	remotePidFile  = remoteStateDir + "/rbee-hive.pid"
 	remoteLogFile  = remoteStateDir + "/rbee-hive.log"
+	// remoteSecretFile is where hive_start puts the cluster secret (the
+	// hive's default --secret-file).
+	remoteSecretFile = "~/.config/rbee/cluster.key"
 )
 
 // shellPath quotes a remote path for sh, keeping a leading "~/" expandable.
@@ -277,11 +281,18 @@ echo "$pid"; exit 3`
 		return fmt.Errorf("%s: rbee-hive (pid %s) is already running on %s but %s/health does not answer; stop it with hive_stop first",
 			h.Alias, strings.TrimSpace(string(res.Stdout)), h.Hostname, t.url)
 	}
+	secretFlag := ""
+	if s.key != nil {
+		if err := s.deliverSecret(ctx, j, ss, h); err != nil {
+			return err
+		}
+		secretFlag = " --secret-file " + shellPath(remoteSecretFile)
+	}
 	// mkdir must not be part of the background list ("a && b &" would
 	// background both and $! would be a subshell, not the hive).
-	cmd := fmt.Sprintf("mkdir -p %s || exit 1; nohup %s --port %d --hive-id %s --queen-url %s --advertise-url %s >> %s 2>&1 < /dev/null & pid=$!; echo $pid > %s && echo $pid",
+	cmd := fmt.Sprintf("mkdir -p %s || exit 1; nohup %s --port %d --hive-id %s --queen-url %s --advertise-url %s%s >> %s 2>&1 < /dev/null & pid=$!; echo $pid > %s && echo $pid",
 		shellPath(remoteStateDir), shellPath(h.BinaryPath), h.HivePort, shellQuote(h.Alias), shellQuote(s.cfg.PublicURL),
-		shellQuote(t.url), shellPath(remoteLogFile), shellPath(remotePidFile))
+		shellQuote(t.url), secretFlag, shellPath(remoteLogFile), shellPath(remotePidFile))
 	s.narrate(j, "hive_start", h.Alias, "starting %s over SSH: %s --port %d --hive-id %s", h.Alias, h.BinaryPath, h.HivePort, h.Alias)
 	res, err = ss.run(ctx, "starting rbee-hive", cmd)
 	if err != nil {
@@ -331,6 +342,25 @@ echo "$pid"; exit 3`
 	return s.startedResult(ctx, j, t, pid)
 }
 
+// deliverSecret puts the cluster secret on the hive machine (mode 0600 in a
+// 0700 directory, uploaded over SFTP, never on a command line), so the
+// hive it starts can sign heartbeats, check the queen's calls and derive
+// its workers' token.
+func (s *Server) deliverSecret(ctx context.Context, j *jobs.Job, ss *sshSession, h config.Hive) error {
+	dir := remoteDir(remoteSecretFile)
+	if _, err := ss.run(ctx, "preparing "+dir, "mkdir -p "+shellPath(dir)+" && chmod 0700 "+shellPath(dir)); err != nil {
+		return err
+	}
+	s.narrate(j, "hive_start", h.Alias, "uploading the cluster secret to %s:%s (mode 0600)", h.Hostname, remoteSecretFile)
+	if err := ss.c.Upload(ctx, bytes.NewReader(s.key.Encode()), remoteSecretFile, 0o600); err != nil {
+		if ctx.Err() != nil {
+			return jobs.ErrCancelled
+		}
+		return fmt.Errorf("%s: uploading the cluster secret: %v", h.Alias, err)
+	}
+	return nil
+}
+
 func (s *Server) startedResult(ctx context.Context, j *jobs.Job, t hiveTarget, pid int) error {
 	s.reg.MarkHiveSeen(t.alias)
 	caps, err := s.fetchCapabilities(ctx, j, t)
@@ -359,7 +389,7 @@ func (s *Server) stopHive(ctx context.Context, j *jobs.Job, h config.Hive) error
 	var resp *http.Response
 	req, err := http.NewRequestWithContext(sctx, http.MethodPost, t.url+"/v1/shutdown", nil)
 	if err == nil {
-		resp, err = s.http.probe.Do(req) // no retries: shutdown is not idempotent enough to repeat blindly
+		resp, err = s.hhttp.probe.Do(req) // signed; no retries: shutdown is not idempotent enough to repeat blindly
 	}
 	cancel()
 	if ctx.Err() != nil {

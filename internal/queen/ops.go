@@ -155,8 +155,8 @@ func (t hiveTarget) errorf(cause string) error {
 
 func (s *Server) hiveClient(t hiveTarget) *client.Client {
 	return client.New(t.url,
-		client.WithHTTPClient(s.http.short),
-		client.WithStreamClient(s.http.stream),
+		client.WithHTTPClient(s.hhttp.short),
+		client.WithStreamClient(s.hhttp.stream),
 		client.WithReconnects(s.http.retries),
 		client.WithoutEventLog(),
 		// The transport's idle cut fires first and names the cause.

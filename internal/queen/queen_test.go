@@ -73,7 +73,13 @@ func TestHeartbeatsUpdateRegistry(t *testing.T) {
 		t.Fatalf("workers = %+v, %v", ws, err)
 	}
 	first := ws[0].LastSeen
+	// The same heartbeat again is not newer than the accepted one: 409,
+	// and last_seen does not move.
+	if code, _ := post(t, q.srv.URL+"/v1/worker-heartbeat", "application/json", wb); code != http.StatusConflict {
+		t.Fatalf("repeated heartbeat: %d, want 409", code)
+	}
 	poll(t, 5*time.Second, func() (bool, string) {
+		wb, _ := json.Marshal(api.WorkerHeartbeat{WorkerID: "w-1", HiveID: "hive-1", Model: "m", Device: "cpu:0", URL: "http://127.0.0.1:9100", State: "ready", Timestamp: time.Now()})
 		post(t, q.srv.URL+"/v1/worker-heartbeat", "application/json", wb)
 		ws, _ = q.c.Workers(context.Background())
 		return ws[0].LastSeen.After(first), fmt.Sprintf("last_seen %v, first %v", ws[0].LastSeen, first)

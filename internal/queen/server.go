@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/buildinfo"
 	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/httpsrv"
@@ -44,8 +45,12 @@ type Options struct {
 	// and timeouts of [ssh]).
 	DialSSH SSHDialer
 	// WorkerToken is sent as a bearer token to workers (default: the
-	// queen's LLORCH_API_TOKEN environment variable).
+	// queen's LLORCH_API_TOKEN environment variable; without either, the
+	// token derived from the cluster secret for the worker's hive).
 	WorkerToken string
+	// Key is the cluster secret (default: read from [auth] secret_file).
+	// Without one the queen authenticates nothing.
+	Key *auth.Key
 }
 
 // Server is one queen.
@@ -56,9 +61,12 @@ type Server struct {
 	reg    *registry.Registry
 	sched  *scheduler.Scheduler
 	engine *jobs.Engine
-	http   *httpClients
+	http   *httpClients // to workers: unsigned (they check a bearer token)
+	hhttp  *httpClients // to hives: every attempt signed with the cluster secret
 	ssh    *sshGate
 	token  string
+	key    *auth.Key
+	verify *auth.Verifier
 
 	uploads uploadDirs // guards temporaries of hive_install uploads
 
@@ -84,10 +92,26 @@ func New(cfg *config.Queen, hives []config.Hive, opts Options) (*Server, error) 
 		logf:       logf,
 		http:       newHTTPClients(cfg.HTTP.Timeout.D(), cfg.HTTP.Retries),
 		token:      opts.WorkerToken,
+		key:        opts.Key,
 		shutdownCh: make(chan struct{}),
 	}
 	if s.token == "" {
 		s.token = os.Getenv("LLORCH_API_TOKEN")
+	}
+	if s.key == nil && cfg.Auth.SecretFile != "" {
+		k, err := auth.LoadKey(cfg.Auth.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("queen: %w", err)
+		}
+		s.key = k
+	}
+	s.hhttp = s.http
+	if s.key != nil {
+		s.verify = auth.NewVerifier(s.key, auth.VerifierOptions{})
+		k := s.key
+		s.hhttp = newHTTPClientsWith(cfg.HTTP.Timeout.D(), cfg.HTTP.Retries, func(rt http.RoundTripper) http.RoundTripper {
+			return &auth.Transport{Key: k, Base: rt}
+		})
 	}
 	specs := make([]registry.HiveSpec, 0, len(hives))
 	for _, h := range hives {
@@ -101,7 +125,8 @@ func New(cfg *config.Queen, hives []config.Hive, opts Options) (*Server, error) 
 		return nil, err
 	}
 	s.reg = registry.New(specs, registry.Options{StaleAfter: cfg.Heartbeat.StaleAfter.D(), Now: opts.Now,
-		MaxWorkers: cfg.Limits.MaxWorkers, MaxLearnedHives: cfg.Limits.MaxLearnedHives})
+		MaxWorkers: cfg.Limits.MaxWorkers, MaxLearnedHives: cfg.Limits.MaxLearnedHives,
+		Bind: s.key != nil, LearnHives: cfg.Auth.LearnHives, StandaloneHive: cfg.Auth.StandaloneHive})
 	s.sched = scheduler.New(s.reg)
 	s.engine = jobs.NewEngine(jobs.Options{Retention: cfg.Jobs.Retention.D(), MaxJobs: cfg.Jobs.MaxJobs, Logf: logf,
 		MaxRunning: cfg.Limits.MaxRunningJobs, MaxEvents: cfg.Limits.MaxJobEvents, MaxJobBytes: cfg.Limits.MaxJobBytes,
@@ -157,11 +182,15 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/hives", func(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteJSON(w, http.StatusOK, s.reg.Hives())
 	})
-	m.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+	var shutdown http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
 		s.logf("shutdown requested by %s", r.RemoteAddr)
 		s.shutdownOnce.Do(func() { close(s.shutdownCh) })
 	})
+	if s.verify != nil {
+		shutdown = s.verify.Require(shutdown)
+	}
+	m.Handle("POST /v1/shutdown", shutdown)
 	// The job API, with submissions refused while shutting down.
 	jobsMux := http.NewServeMux()
 	s.engine.Mount(jobsMux, s)
@@ -191,9 +220,45 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
+// checkSigned verifies a heartbeat's signature. Heartbeats are not put
+// in the replay cache: their signed timestamp must be newer than the last
+// accepted one of the same sender (the registry checks), which refuses a
+// replay just as well and costs no memory per request.
+func (s *Server) checkSigned(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	if s.verify == nil {
+		return true
+	}
+	if _, err := s.verify.Check(r, body); err != nil {
+		auth.Refuse(w, err)
+		return false
+	}
+	return true
+}
+
+// heartbeatRefused answers a registry refusal: 503 when the registry is at
+// its cap (the sender may retry later), 409 for an out-of-order heartbeat,
+// 403 for one the sender may not send, 400 for a malformed one.
+func (s *Server) heartbeatRefused(w http.ResponseWriter, err error) {
+	var full *registry.FullError
+	switch {
+	case errors.As(err, &full):
+		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
+	case errors.Is(err, registry.ErrNotNewer):
+		jobs.WriteError(w, http.StatusConflict, api.CodeConflict, err.Error())
+	case errors.Is(err, registry.ErrNotVouched), errors.Is(err, registry.ErrBinding),
+		errors.Is(err, registry.ErrUnknownHive), errors.Is(err, registry.ErrStandalone):
+		jobs.WriteError(w, http.StatusForbidden, api.CodeForbidden, err.Error())
+	default:
+		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
+	}
+}
+
 func (s *Server) handleWorkerHeartbeat(w http.ResponseWriter, r *http.Request) {
 	body, ok := jobs.ReadJSONBody(w, r)
 	if !ok {
+		return
+	}
+	if !s.checkSigned(w, r, body) {
 		return
 	}
 	var hb api.WorkerHeartbeat
@@ -203,7 +268,7 @@ func (s *Server) handleWorkerHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.WorkerHeartbeat(hb)
 	if err != nil {
-		writeHeartbeatError(w, err)
+		s.heartbeatRefused(w, err)
 		return
 	}
 	if change != "" {
@@ -217,6 +282,9 @@ func (s *Server) handleHiveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !s.checkSigned(w, r, body) {
+		return
+	}
 	var hb api.HiveHeartbeat
 	if err := decodeStrict(body, &hb); err != nil {
 		jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
@@ -224,24 +292,13 @@ func (s *Server) handleHiveHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	change, err := s.reg.HiveHeartbeat(hb)
 	if err != nil {
-		writeHeartbeatError(w, err)
+		s.heartbeatRefused(w, err)
 		return
 	}
 	if change != "" {
 		s.logf("hive %q (%q): %s", hb.HiveID, hb.URL, change)
 	}
 	jobs.WriteJSON(w, http.StatusOK, api.StatusOK{Status: "ok"})
-}
-
-// writeHeartbeatError answers a refused heartbeat: 503 when the registry is
-// at its cap (the sender may retry later), else 400 naming the problem.
-func writeHeartbeatError(w http.ResponseWriter, err error) {
-	var full *registry.FullError
-	if errors.As(err, &full) {
-		jobs.WriteError(w, http.StatusServiceUnavailable, api.CodeUnavailable, err.Error())
-		return
-	}
-	jobs.WriteError(w, http.StatusBadRequest, api.CodeInvalidRequest, err.Error())
 }
 
 // Run serves the queen on cfg.Listen until ctx is done (SIGTERM) or

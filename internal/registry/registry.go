@@ -9,6 +9,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -39,6 +40,7 @@ type Worker struct {
 type workerEntry struct {
 	info api.WorkerInfo
 	seen time.Time // receive time on the queen's clock, with monotonic reading
+	sent time.Time // sender's timestamp of the last accepted heartbeat
 }
 
 type hiveEntry struct {
@@ -46,7 +48,8 @@ type hiveEntry struct {
 	configured bool   // from hives.conf (else learned from a heartbeat)
 	url        string // advertised URL from the last heartbeat
 	seen       time.Time
-	offline    bool // explicitly stopped; cleared by the next heartbeat
+	sent       time.Time // sender's timestamp of the last accepted heartbeat
+	offline    bool      // explicitly stopped; cleared by the next heartbeat
 	devices    []api.Device
 	workers    []string
 }
@@ -73,6 +76,10 @@ type Registry struct {
 	maxLearned int
 	learned    int
 
+	bind          bool
+	learnHives    bool
+	standaloneHiv string
+
 	mu      sync.RWMutex
 	workers map[string]*workerEntry
 	hives   map[string]*hiveEntry
@@ -89,12 +96,33 @@ type Options struct {
 	// MaxLearnedHives caps the hives learned from heartbeats, i.e. not in
 	// hives.conf (default DefaultMaxLearnedHives).
 	MaxLearnedHives int
+
+	// Bind accepts a worker heartbeat only for a worker that its hive's
+	// last heartbeat lists (or, with StandaloneHive, for a worker that
+	// reports that pseudo-hive), whose URL is on that hive's host, and
+	// never lets a known worker change its URL or hive. It also refuses
+	// heartbeats of hives not in hives.conf unless LearnHives is set.
+	// Without Bind (tests of other parts) anything valid is recorded.
+	Bind           bool
+	LearnHives     bool
+	StandaloneHive string // "" = no standalone workers
 }
 
 // Defaults for Options.MaxWorkers and Options.MaxLearnedHives.
 const (
 	DefaultMaxWorkers      = 4096
 	DefaultMaxLearnedHives = 256
+)
+
+// Refusals of a heartbeat that is valid but not acceptable. The queen
+// answers ErrNotNewer with 409 and the others with 403.
+var (
+	ErrNotNewer     = errors.New("heartbeat is not newer than the last one accepted from this sender")
+	ErrNotVouched   = errors.New("worker is not listed by its hive")
+	ErrBinding      = errors.New("heartbeat contradicts the worker's registration")
+	ErrUnknownHive  = errors.New("hive is not in hives.conf and learning hives is off")
+	ErrStandalone   = errors.New("standalone workers are not allowed")
+	ErrNoTimestamps = errors.New("missing field \"timestamp\"")
 )
 
 // New returns a registry that knows the configured hives (state unknown
@@ -126,6 +154,10 @@ func New(hives []HiveSpec, opts Options) *Registry {
 		now:        opts.Now,
 		workers:    map[string]*workerEntry{},
 		hives:      map[string]*hiveEntry{},
+
+		bind:          opts.Bind,
+		learnHives:    opts.LearnHives || !opts.Bind,
+		standaloneHiv: opts.StandaloneHive,
 	}
 	r.base = r.now()
 	for _, h := range hives {
@@ -210,12 +242,24 @@ func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) (string, error) {
 	if err := ValidateWorkerHeartbeat(hb); err != nil {
 		return "", err
 	}
+	if r.bind && hb.Timestamp.IsZero() {
+		return "", ErrNoTimestamps
+	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked(now)
 	change := ""
 	e, ok := r.workers[hb.WorkerID]
+	if ok && !hb.Timestamp.IsZero() && !hb.Timestamp.After(e.sent) {
+		return "", fmt.Errorf("%w (worker %s: sent %s, last %s)", ErrNotNewer, hb.WorkerID,
+			hb.Timestamp.UTC().Format(time.RFC3339Nano), e.sent.UTC().Format(time.RFC3339Nano))
+	}
+	if r.bind {
+		if err := r.checkBindingLocked(hb, e, ok); err != nil {
+			return "", err
+		}
+	}
 	switch {
 	case !ok:
 		if err := r.roomLocked(len(r.workers), r.maxWorkers, "workers"); err != nil {
@@ -232,11 +276,58 @@ func (r *Registry) WorkerHeartbeat(hb api.WorkerHeartbeat) (string, error) {
 		change = "re-registered"
 	}
 	e.seen = later(e.seen, now)
+	e.sent = hb.Timestamp
 	e.info = api.WorkerInfo{
 		WorkerID: hb.WorkerID, HiveID: hb.HiveID, Model: hb.Model, Device: hb.Device,
 		URL: hb.URL, State: hb.State,
 	}
 	return change, nil
+}
+
+// checkBindingLocked decides whether hb may speak for worker hb.WorkerID.
+func (r *Registry) checkBindingLocked(hb api.WorkerHeartbeat, e *workerEntry, known bool) error {
+	if known && (e.info.URL != hb.URL || e.info.HiveID != hb.HiveID) {
+		return fmt.Errorf("%w: worker %s is registered at %s on %s; refusing %s on %s", ErrBinding,
+			hb.WorkerID, e.info.URL, e.info.HiveID, hb.URL, hb.HiveID)
+	}
+	if hb.HiveID == r.standaloneHiv && r.standaloneHiv != "" {
+		return nil
+	}
+	h, ok := r.hives[hb.HiveID]
+	if !ok || h.seen.IsZero() {
+		if hb.HiveID == "standalone" && r.standaloneHiv == "" {
+			return fmt.Errorf("%w (worker %s reports hive %q)", ErrStandalone, hb.WorkerID, hb.HiveID)
+		}
+		return fmt.Errorf("%w: worker %s reports hive %q, which has sent no heartbeat", ErrNotVouched, hb.WorkerID, hb.HiveID)
+	}
+	if !slices.Contains(h.workers, hb.WorkerID) {
+		return fmt.Errorf("%w: hive %s does not list worker %s", ErrNotVouched, hb.HiveID, hb.WorkerID)
+	}
+	if hostOf(hb.URL) != hostOf(h.url) {
+		return fmt.Errorf("%w: worker %s advertises %s, not on the host of hive %s (%s)", ErrBinding, hb.WorkerID, hb.URL, hb.HiveID, h.url)
+	}
+	return nil
+}
+
+func hostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(p.Hostname())
+}
+
+// WorkerHost reports whether worker w's URL is on the host its hive
+// advertises (always true for standalone workers, whose URL is fixed at
+// registration). The queen sends the worker token only where this holds.
+func (r *Registry) WorkerHost(w api.WorkerInfo) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.standaloneHiv != "" && w.HiveID == r.standaloneHiv {
+		return true
+	}
+	h, ok := r.hives[w.HiveID]
+	return ok && h.url != "" && hostOf(h.url) == hostOf(w.URL)
 }
 
 // HiveHeartbeat records a hive heartbeat received now and says what changed
@@ -247,11 +338,21 @@ func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) (string, error) {
 	if err := ValidateHiveHeartbeat(hb); err != nil {
 		return "", err
 	}
+	if r.bind && hb.Timestamp.IsZero() {
+		return "", ErrNoTimestamps
+	}
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked(now)
-	if _, known := r.hives[hb.HiveID]; !known {
+	cur, known := r.hives[hb.HiveID]
+	switch {
+	case !known && !r.learnHives:
+		return "", fmt.Errorf("%w (hive %q)", ErrUnknownHive, hb.HiveID)
+	case known && !hb.Timestamp.IsZero() && !hb.Timestamp.After(cur.sent):
+		return "", fmt.Errorf("%w (hive %s: sent %s, last %s)", ErrNotNewer, hb.HiveID,
+			hb.Timestamp.UTC().Format(time.RFC3339Nano), cur.sent.UTC().Format(time.RFC3339Nano))
+	case !known:
 		if err := r.roomLocked(r.learned, r.maxLearned, "learned hives"); err != nil {
 			return "", err
 		}
@@ -262,6 +363,7 @@ func (r *Registry) HiveHeartbeat(hb api.HiveHeartbeat) (string, error) {
 		change = "online"
 	}
 	e.seen = later(e.seen, now)
+	e.sent = hb.Timestamp
 	e.offline = false
 	e.url = hb.URL
 	if hb.Devices != nil {

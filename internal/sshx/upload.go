@@ -95,6 +95,12 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 		_ = sc.Remove(tmp) // best effort; the hard stop bounds it
 	}()
 
+	// The mode is set before any data is written, so a secret (0600) is
+	// never readable by others, not even while it is being copied.
+	if err := f.Chmod(mode.Perm()); err != nil {
+		copying = false
+		return fail("chmod "+tmp, err)
+	}
 	// The copy runs apart so that a source blocked in Read cannot hold the
 	// upload past ctx: on cancellation we return at once, remove the
 	// temporary file and close the SFTP session, which fails the copy's
@@ -112,9 +118,6 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 	}
 	if err != nil {
 		return fail("write "+tmp, err)
-	}
-	if err := f.Chmod(mode.Perm()); err != nil {
-		return fail("chmod "+tmp, err)
 	}
 	if err := f.Sync(); err != nil && !isUnsupported(err) {
 		return fail("sync "+tmp, err)

@@ -22,10 +22,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/auth"
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/config"
 	"github.com/rbee-dev/rbee/internal/httpsrv"
@@ -76,6 +78,10 @@ type Config struct {
 	// HTTPClient sends heartbeats (default: a client with a timeout of
 	// min(interval, 5s)).
 	HTTPClient *http.Client
+	// Key is the cluster secret (--secret-file): heartbeats are signed with
+	// it, and when APIToken is empty the bearer token is derived from it
+	// for HiveID, as the queen derives it (auth.Key.WorkerToken).
+	Key *auth.Key
 }
 
 var deviceRE = regexp.MustCompile(`^(cpu|gpu):[0-9]{1,3}$`)
@@ -124,6 +130,12 @@ func (c *Config) Validate() error {
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
+	if c.Key != nil && c.APIToken == "" {
+		if c.HiveID == "" {
+			return errors.New("--hive-id is required with --secret-file (the bearer token is derived for it)")
+		}
+		c.APIToken = c.Key.WorkerToken(c.HiveID)
+	}
 	return nil
 }
 
@@ -135,6 +147,8 @@ type Server struct {
 	engine   *jobs.Engine
 	hc       *http.Client
 	active   atomic.Int64
+	sentMu   sync.Mutex
+	lastSent time.Time // strictly increasing heartbeat timestamps
 	stopping atomic.Bool
 	advURL   atomic.Value // string
 }
@@ -147,6 +161,11 @@ func New(cfg Config, m *model.Model) *Server {
 	s.hc = cfg.HTTPClient
 	if s.hc == nil {
 		s.hc = &http.Client{Timeout: min(cfg.HeartbeatInterval, 5*time.Second)}
+	}
+	if cfg.Key != nil {
+		hc := *s.hc
+		hc.Transport = &auth.Transport{Key: cfg.Key, Base: s.hc.Transport}
+		s.hc = &hc
 	}
 	s.advURL.Store(cfg.AdvertiseURL)
 	return s
@@ -389,10 +408,24 @@ func (s *Server) Heartbeat(ctx context.Context, state string) error {
 	}
 	hb := api.WorkerHeartbeat{
 		WorkerID: s.cfg.WorkerID, HiveID: s.cfg.HiveID, Model: s.modelID, Device: s.cfg.Device,
-		URL: s.AdvertisedURL(), State: state, Timestamp: time.Now().UTC(),
+		URL: s.AdvertisedURL(), State: state, Timestamp: s.sendTime(),
 	}
 	return client.New(s.cfg.QueenURL, client.WithHTTPClient(s.hc)).
 		Do(ctx, http.MethodPost, "/v1/worker-heartbeat", hb, nil)
+}
+
+// sendTime is the wall clock, but strictly later than the previous
+// heartbeat's: the queen ignores a heartbeat not newer than the last one it
+// accepted from this worker.
+func (s *Server) sendTime() time.Time {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	t := time.Now().UTC()
+	if !t.After(s.lastSent) {
+		t = s.lastSent.Add(time.Microsecond)
+	}
+	s.lastSent = t
+	return t
 }
 
 // heartbeatLoop sends one heartbeat now and then every interval until ctx

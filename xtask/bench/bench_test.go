@@ -180,8 +180,8 @@ func TestProcParsers(t *testing.T) {
 }
 
 func TestQueenConfig(t *testing.T) {
-	toml, hives := queenConfig(18500)
-	for _, want := range []string{`listen     = "127.0.0.1:18500"`, `public_url = "http://127.0.0.1:18500"`, `stale_after = "10m"`} {
+	toml, hives := queenConfig(18500, "/tmp/k")
+	for _, want := range []string{`listen     = "127.0.0.1:18500"`, `public_url = "http://127.0.0.1:18500"`, `stale_after = "10m"`, `secret_file     = "/tmp/k"`, `standalone_hive = "bench"`} {
 		if !strings.Contains(toml, want) {
 			t.Errorf("queen.toml lacks %q:\n%s", want, toml)
 		}

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -92,18 +91,10 @@ func RunLoopback(ctx context.Context, o LoopbackOptions) (LoopbackResult, error)
 	return r, nil
 }
 
-// heartbeatBodies are 1000 distinct workers' heartbeats, as in
-// internal/queen's BenchmarkWorkerHeartbeat: the registry sees updates to
-// known workers, the steady state of a real cluster.
-func heartbeatBodies() [][]byte {
-	bodies := make([][]byte, 1000)
-	now := time.Now().UTC()
-	for i := range bodies {
-		bodies[i], _ = json.Marshal(api.WorkerHeartbeat{WorkerID: fmt.Sprintf("w-%d", i), HiveID: fmt.Sprintf("hive-%d", i%8),
-			Model: "org/repo:file", Device: "cpu:0", URL: "http://10.0.0.1:9100", State: "ready", Timestamp: now})
-	}
-	return bodies
-}
+// benchWorkers is how many distinct workers the ingest benchmark's
+// heartbeats come from, as in internal/queen's BenchmarkWorkerHeartbeat: the
+// registry sees updates to known workers, the steady state of a real cluster.
+const benchWorkers = 1000
 
 func ingest(ctx context.Context, o LoopbackOptions) (q, c []float64, qerr, cerr int64, err error) {
 	queen, err := startQueen(ctx, o.Dir, "queen-ingest", o.QueenBin)
@@ -116,28 +107,47 @@ func ingest(ctx context.Context, o LoopbackOptions) (q, c []float64, qerr, cerr 
 		return nil, nil, 0, 0, err
 	}
 	defer ceil.stop()
-	bodies := heartbeatBodies()
+	key, err := benchKey(o.Dir)
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
 	// Warm both up (connections, registry filled with the 1000 workers).
 	for _, u := range []string{queen.url, ceil.url} {
-		hammer(ctx, u, o.Conns, 500*time.Millisecond, bodies)
+		if _, _, _, err := hammer(ctx, u, key, o.Conns, 500*time.Millisecond); err != nil {
+			return nil, nil, 0, 0, err
+		}
 	}
 	for i := 0; i < o.Rounds; i++ {
-		ok, bad, el := hammer(ctx, queen.url, o.Conns, o.Duration, bodies)
+		ok, bad, el, err := hammer(ctx, queen.url, key, o.Conns, o.Duration)
+		if err != nil {
+			return nil, nil, 0, 0, err
+		}
 		q, qerr = append(q, float64(ok)/el.Seconds()), qerr+bad
-		ok, bad, el = hammer(ctx, ceil.url, o.Conns, o.Duration, bodies)
+		ok, bad, el, err = hammer(ctx, ceil.url, key, o.Conns, o.Duration)
+		if err != nil {
+			return nil, nil, 0, 0, err
+		}
 		c, cerr = append(c, float64(ok)/el.Seconds()), cerr+bad
-		o.Logf("  round %d: queen %s, ceiling %s", i+1, Rate(q[i]), Rate(c[i]))
+		o.Logf("  round %d: queen (authentication on) %s, ceiling %s", i+1, Rate(q[i]), Rate(c[i]))
 	}
 	return q, c, qerr, cerr, ctx.Err()
 }
 
 // hammer posts heartbeats from conns goroutines over keep-alive connections
 // for d, and returns the count of 200 answers, of failures, and the time
-// it took.
-func hammer(ctx context.Context, base string, conns int, d time.Duration, bodies [][]byte) (ok, failed int64, elapsed time.Duration) {
+// it took. Each heartbeat is what a worker sends: a fresh timestamp,
+// marshalled and signed with the cluster secret in keyFile (the ceiling
+// ignores the signature; the generator's work is the same for both).
+// Goroutine g sends for the workers whose number is g modulo conns, one at
+// a time, so each worker's heartbeats arrive in order, as a real worker's do.
+func hammer(ctx context.Context, base, keyFile string, conns int, d time.Duration) (ok, failed int64, elapsed time.Duration, err error) {
+	sign, err := client.WithKeyFile(keyFile)
+	if err != nil {
+		return 0, 0, 0, err
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true, Proxy: nil}
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	c := client.New(base, client.WithHTTPClient(&http.Client{Transport: tr, Timeout: 10 * time.Second}), sign)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var nOK, nBad atomic.Int64
@@ -147,28 +157,29 @@ func hammer(ctx context.Context, base string, conns int, d time.Duration, bodies
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := g * 31; ctx.Err() == nil; i++ {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/worker-heartbeat", bytes.NewReader(bodies[i%len(bodies)]))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := hc.Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						nBad.Add(1)
-					}
-					continue
+			var last time.Time
+			own := (benchWorkers - g + conns - 1) / conns // workers g, g+conns, … below benchWorkers
+			for k := 0; ctx.Err() == nil; k++ {
+				now := time.Now().UTC()
+				if !now.After(last) {
+					now = last.Add(time.Microsecond)
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
+				last = now
+				n := g + conns*(k%max(own, 1))
+				hb := api.WorkerHeartbeat{WorkerID: fmt.Sprintf("w-%d", n), HiveID: "bench", Model: "org/repo:file",
+					Device: "cpu:0", URL: "http://10.0.0.1:9100", State: "ready", Timestamp: now}
+				err := c.Do(ctx, http.MethodPost, "/v1/worker-heartbeat", hb, nil)
+				switch {
+				case err == nil:
 					nOK.Add(1)
-				} else {
+				case ctx.Err() == nil:
 					nBad.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return nOK.Load(), nBad.Load(), time.Since(start)
+	return nOK.Load(), nBad.Load(), time.Since(start), nil
 }
 
 var errFirst = errors.New("first event seen")
@@ -285,9 +296,17 @@ func readers(ctx context.Context, o LoopbackOptions) (ReadersResult, error) {
 	release := func() { releaseOnce.Do(func() { close(fw.release) }) }
 	defer release()
 
-	q := client.New(queen.url)
+	key, err := benchKey(o.Dir)
+	if err != nil {
+		return res, err
+	}
+	sign, err := client.WithKeyFile(key)
+	if err != nil {
+		return res, err
+	}
+	q := client.New(queen.url, sign)
 	const model = "bench/fanout:model.bin"
-	hb := api.WorkerHeartbeat{WorkerID: "bench-worker", HiveID: "bench-hive", Model: model, Device: "cpu:0",
+	hb := api.WorkerHeartbeat{WorkerID: "bench-worker", HiveID: "bench", Model: model, Device: "cpu:0",
 		URL: fw.srv.URL, State: "ready", Timestamp: time.Now().UTC()}
 	if err := q.Do(ctx, http.MethodPost, "/v1/worker-heartbeat", hb, nil); err != nil {
 		return res, fmt.Errorf("register fake worker: %w", err)

@@ -3,6 +3,8 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -183,7 +185,10 @@ func freePort() (int, error) {
 // queenConfig renders a queen.toml for a queen on 127.0.0.1:port, with one
 // configured hive that is never contacted (the queen requires at least one)
 // and a staleness window longer than any benchmark.
-func queenConfig(port int) (toml, hives string) {
+// keyFile is the cluster secret the queen checks heartbeats with and the
+// load generator signs them with; workers report the standalone hive
+// "bench", so their signature alone admits them.
+func queenConfig(port int, keyFile string) (toml, hives string) {
 	toml = fmt.Sprintf(`# Written by xtask/bench for a loopback queen.
 listen     = "127.0.0.1:%d"
 public_url = "http://127.0.0.1:%d"
@@ -195,7 +200,11 @@ stale_after = "10m"
 [jobs]
 retention = "10m"
 max_jobs  = 10000
-`, port, port)
+
+[auth]
+secret_file     = %q
+standalone_hive = "bench"
+`, port, port, keyFile)
 	hives = `# Never contacted: the queen needs one configured hive to start.
 [[hive]]
 alias      = "bench-hive"
@@ -221,7 +230,11 @@ func startQueen(ctx context.Context, dir, name, bin string) (*proc, error) {
 		if err != nil {
 			return nil, err
 		}
-		toml, hives := queenConfig(port)
+		key, err := benchKey(dir)
+		if err != nil {
+			return nil, err
+		}
+		toml, hives := queenConfig(port, key)
 		if err := os.WriteFile(filepath.Join(qdir, "queen.toml"), []byte(toml), 0o644); err != nil {
 			return nil, err
 		}
@@ -238,6 +251,24 @@ func startQueen(ctx context.Context, dir, name, bin string) (*proc, error) {
 		p.stop()
 	}
 	return nil, last
+}
+
+// benchKey returns dir/cluster.key, creating it (32 random bytes as hex,
+// mode 0600) on first use: the secret shared by the benchmark's queens and
+// its load generator.
+func benchKey(dir string) (string, error) {
+	p := filepath.Join(dir, "cluster.key")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("bench cluster key: %w", err)
+	}
+	return p, nil
 }
 
 // startCeiling runs the bare net/http ceiling server (xtask/cmd/rbee-bench-ceiling),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -305,19 +306,35 @@ func (h *Harness) ip(svc string) (netip.Addr, error) {
 }
 
 // Queen returns the typed API client for the queen's published port 8500.
+// It signs its requests with the test cluster's secret (ClusterKeyFile),
+// as the queen's trusted peers do; build a client from URL for a caller
+// without credentials.
 func (h *Harness) Queen() (*rbeeclient.Client, error) {
 	u, err := h.URL("queen", 8500)
 	if err != nil {
 		return nil, fmt.Errorf("queen client: %w", err)
 	}
-	return rbeeclient.New(u), nil
+	return h.signedClient(u)
 }
 
-// Hive returns the typed API client for a hive's published port 9000.
+// Hive returns the typed API client for a hive's published port 9000,
+// signing like Queen (the hive's job API requires it).
 func (h *Harness) Hive(svc string) (*rbeeclient.Client, error) {
 	u, err := h.URL(svc, 9000)
 	if err != nil {
 		return nil, fmt.Errorf("hive client: %w", err)
 	}
-	return rbeeclient.New(u), nil
+	return h.signedClient(u)
+}
+
+// ClusterKeyFile is the test cluster's shared secret, keys/cluster.key,
+// that the topologies mount into queen, hives and workers.
+func (h *Harness) ClusterKeyFile() string { return filepath.Join(h.cfg.keysDir, "cluster.key") }
+
+func (h *Harness) signedClient(u string, opts ...rbeeclient.Option) (*rbeeclient.Client, error) {
+	sign, err := rbeeclient.WithKeyFile(h.ClusterKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w (run `go run mage.go keys`)", u, err)
+	}
+	return rbeeclient.New(u, append(opts, sign)...), nil
 }

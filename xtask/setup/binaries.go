@@ -20,13 +20,15 @@ type Program struct {
 }
 
 // Programs are the binaries `mage build` produces. The first four are the
-// system under test (RBEE_BIN_DIR can replace them); the hub is test tooling.
+// system under test (RBEE_BIN_DIR can replace them); the hub and the rogue
+// are test tooling.
 var Programs = []Program{
 	{"queen-rbee", "./cmd/queen-rbee"},
 	{"rbee-hive", "./cmd/rbee-hive"},
 	{"llm-worker-rbee", "./cmd/llm-worker-rbee"},
 	{"rbee-keeper", "./cmd/rbee-keeper"},
 	{"rbee-model-hub", "./xtask/cmd/rbee-model-hub"},
+	{"rbee-rogue", "./xtask/cmd/rbee-rogue"}, // the security suite's attacker, bind-mounted into a base container
 }
 
 // BinDirEnv names the variable that makes image builds take the four rbee
@@ -46,7 +48,7 @@ func BinDir(root string) string { return filepath.Join(root, "build", "bin") }
 // ProgramPath is where images take a program from: RBEE_BIN_DIR for the four
 // rbee programs when set, else build/bin.
 func ProgramPath(root, name string) string {
-	if d := os.Getenv(BinDirEnv); d != "" && name != "rbee-model-hub" {
+	if d := os.Getenv(BinDirEnv); d != "" && name != "rbee-model-hub" && name != "rbee-rogue" {
 		return filepath.Join(d, name)
 	}
 	return filepath.Join(BinDir(root), name)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -29,7 +30,12 @@ const (
 	WrongKeyFile   = "wrong_id_rsa" // never authorized; for auth-failure tests
 	KnownHostsFile = "known_hosts"  // one line per hive name
 	HostKeyFile    = "ssh_host_ed25519_key"
-	clientKeyBits  = 3072
+	// ClusterKeyFile is the test cluster's shared secret (64 hex digits,
+	// mode 0600; see internal/auth): queen, hives, workers and the suites
+	// sign with it. WrongClusterKeyFile is another one, for wrong-key tests.
+	ClusterKeyFile      = "cluster.key"
+	WrongClusterKeyFile = "wrong_cluster.key"
+	clientKeyBits       = 3072
 )
 
 // Keys generates the test SSH material under <root>/keys. Keys that already
@@ -46,6 +52,15 @@ func Keys(ctx context.Context, cfg Config) error {
 			return err
 		}
 		created, err := ensureKey(filepath.Join(dir, name), "rbee-test "+name, newRSAKey)
+		if err != nil {
+			return fmt.Errorf("keys: %w", err)
+		}
+		if created {
+			made++
+		}
+	}
+	for _, name := range []string{ClusterKeyFile, WrongClusterKeyFile} {
+		created, err := ensureSecret(filepath.Join(dir, name))
 		if err != nil {
 			return fmt.Errorf("keys: %w", err)
 		}
@@ -83,8 +98,29 @@ func Keys(ctx context.Context, cfg Config) error {
 	if err := writeFileAtomic(filepath.Join(dir, KnownHostsFile), []byte(known.String()), 0o644); err != nil {
 		return fmt.Errorf("keys: %w", err)
 	}
-	cfg.vlogf("keys: %d new, %d kept in %s", made, 2+len(HiveNames)-made, dir)
+	cfg.vlogf("keys: %d new, %d kept in %s", made, 4+len(HiveNames)-made, dir)
 	return nil
+}
+
+// ensureSecret keeps a valid cluster secret at path (fixing its mode to
+// 0600, which every rbee program insists on) or writes a new random one.
+func ensureSecret(path string) (bool, error) {
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		b, derr := hex.DecodeString(strings.TrimSpace(string(data)))
+		if derr != nil || len(b) != 32 {
+			return false, fmt.Errorf("%s exists but is not 64 hex digits; delete it to regenerate", path)
+		}
+		return false, os.Chmod(path, 0o600)
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return false, err
+	}
+	return true, writeFileAtomic(path, []byte(hex.EncodeToString(b)+"\n"), 0o600)
 }
 
 func newRSAKey() (any, error) { return rsa.GenerateKey(rand.Reader, clientKeyBits) }

@@ -33,7 +33,7 @@ type Category struct {
 }
 
 // Categories are the seven Docker suites of the plan, in the plan's order,
-// plus the harness's own Docker tests.
+// the security suite, and the harness's own Docker tests.
 var Categories = []Category{
 	{"httpcomm", "./xtask/tests/docker/httpcomm/", "HTTP communication"},
 	{"sshcomm", "./xtask/tests/docker/sshcomm/", "SSH communication"},
@@ -42,6 +42,7 @@ var Categories = []Category{
 	{"workerlifecycle", "./xtask/tests/docker/workerlifecycle/", "Worker lifecycle"},
 	{"failure", "./xtask/tests/docker/failure/", "Failure scenarios"},
 	{"e2e", "./xtask/tests/docker/e2e/", "End-to-end workflows"},
+	{"security", "./xtask/tests/docker/security/", "Security (rogue container)"},
 	{"harness", "./xtask/integration/", "DockerTestHarness self-tests"},
 }
 

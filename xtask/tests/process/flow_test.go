@@ -8,6 +8,8 @@ package process
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -70,7 +72,20 @@ stale_after = %q
 [http]
 timeout = "3s"
 retries = 2
+
+[auth]
+secret_file = "cluster.key"
 `, qport, queenURL, bin("rbee-hive"), staleAfter.String()))
+	// The cluster secret: queen and hive (and, through the hive, its
+	// worker) sign and check with it, as a real deployment does.
+	secret := filepath.Join(dir, "cluster.key")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	queen := start(t, "queen-rbee", nil, "--config", queenToml)
 	awaitHTTP(t, queen, queenURL+"/health", 10*time.Second)
@@ -80,7 +95,7 @@ retries = 2
 		"--queen-url", queenURL, "--advertise-url", fmt.Sprintf("http://127.0.0.1:%d", hport),
 		"--data-dir", filepath.Join(dir, "data"), "--worker-ports", fmt.Sprintf("%d-%d", lo, hi),
 		"--heartbeat-interval", heartbeat.String(), "--hf-endpoint", hub.URL,
-		"--worker-binary", bin("llm-worker-rbee"))
+		"--worker-binary", bin("llm-worker-rbee"), "--secret-file", secret)
 	awaitHTTP(t, hive, fmt.Sprintf("http://127.0.0.1:%d/health", hport), 10*time.Second)
 	return &system{queen: client.New(queenURL), queenURL: queenURL, hive: hive}
 }
