@@ -316,7 +316,8 @@ func Mutate(ctx context.Context, names string) error {
 	if err := setup.Build(ctx, c); err != nil {
 		return err
 	}
-	o := mutate.Options{Root: c.Root, Verbose: c.Verbose, Command: "go run mage.go mutate " + names}
+	o := mutate.Options{Root: c.Root, Verbose: c.Verbose, Command: "go run mage.go mutate " + names,
+		LogDir: filepath.Join(c.Root, "artifacts", "mutate")}
 	if err := o.FromEnv(); err != nil {
 		return err
 	}

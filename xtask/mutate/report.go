@@ -17,6 +17,7 @@ type RunInfo struct {
 	Parallel  int
 	Wall      time.Duration
 	Command   string
+	Partial   bool // the run is still going, or was stopped
 }
 
 // Report renders docs/MUTATION.md: the run, the kill rate, one row per
@@ -47,6 +48,17 @@ func Report(info RunInfo, rs []Result) string {
 	fmt.Fprintf(&b, "- command: `%s`\n", info.Command)
 	fmt.Fprintf(&b, "- machine: %d CPUs; load average %s at the start, %s at the end; %d mutant(s) at a time\n",
 		info.CPUs, orDash(info.LoadStart), orDash(info.LoadEnd), max(info.Parallel, 1))
+	ran := 0
+	for _, r := range rs {
+		if r.Status != "" {
+			ran++
+		}
+	}
+	state := ""
+	if info.Partial {
+		state = " (partial: the run was still going or was stopped)"
+	}
+	fmt.Fprintf(&b, "- mutants run: %d of %d%s\n", ran, len(rs), state)
 	fmt.Fprintf(&b, "- wall time: %s\n", info.Wall.Round(time.Second))
 	rate := "n/a"
 	if counted > 0 {
@@ -100,8 +112,11 @@ func Report(info RunInfo, rs []Result) string {
 }
 
 func statusCell(s Status) string {
-	if s == Survived {
+	switch s {
+	case Survived:
 		return "**survived**"
+	case "":
+		return "not run"
 	}
 	return string(s)
 }

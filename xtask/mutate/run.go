@@ -36,6 +36,7 @@ type Options struct {
 	Report     string        // file the report is written to ("" = none)
 	Command    string        // how the run was started, for the report
 	Verbose    bool          // stream build output
+	LogDir     string        // where each suite run's go test -json output is kept ("" = nowhere)
 }
 
 func (o *Options) defaults() {
@@ -69,12 +70,37 @@ func Run(ctx context.Context, o Options, ms []Mutant) ([]Result, error) {
 		fmt.Fprintf(o.Out, format+"\n", args...)
 	}
 	results := make([]Result, len(ms))
+	for i, m := range ms {
+		results[i] = Result{Mutant: m} // Status "" until it has run
+	}
+	// The report is rewritten after every mutant, so a long run that is
+	// stopped still leaves what it found.
+	var repMu sync.Mutex
+	writeReport := func(final bool) error {
+		if o.Report == "" {
+			return nil
+		}
+		repMu.Lock()
+		defer repMu.Unlock()
+		mu.Lock()
+		snap := append([]Result(nil), results...)
+		mu.Unlock()
+		ri := info
+		ri.Wall, ri.LoadEnd, ri.Partial = time.Since(info.Date), loadAvg(), !final || ctx.Err() != nil
+		if err := os.WriteFile(o.Report, []byte(Report(ri, snap)), 0o644); err != nil {
+			logf("mutate: write report: %v", err)
+			return fmt.Errorf("write report: %w", err)
+		}
+		if final {
+			logf("mutate: wrote %s", o.Report)
+		}
+		return nil
+	}
 	sem := make(chan struct{}, o.Parallel)
 	var wg sync.WaitGroup
 	for i, m := range ms {
 		if ctx.Err() != nil {
-			results[i] = Result{Mutant: m, Status: Invalid, Detail: "not run: " + ctx.Err().Error()}
-			continue
+			continue // stays "not run"
 		}
 		sem <- struct{}{}
 		wg.Add(1)
@@ -82,20 +108,18 @@ func Run(ctx context.Context, o Options, ms []Mutant) ([]Result, error) {
 			defer func() { <-sem; wg.Done() }()
 			logf("mutant %s: start (%d of %d)", m.Name, i+1, len(ms))
 			r := runOne(ctx, o, m, logf)
+			mu.Lock()
 			results[i] = r
-			logf("mutant %s: %s %s %s (%s)", m.Name, r.Status, r.How, strings.Join(r.KilledBy, ","), r.Wall.Round(time.Second))
+			mu.Unlock()
+			logf("mutant %s: %s %s %s (%s) %s", m.Name, r.Status, r.How, strings.Join(r.KilledBy, ","), r.Wall.Round(time.Second), r.Detail)
+			writeReport(false)
 		}()
 	}
 	wg.Wait()
-	info.Wall = time.Since(info.Date)
-	info.LoadEnd = loadAvg()
 	killed, counted := Summary(results)
-	logf("mutate: %d of %d killed in %s; survivors: %s", killed, counted, info.Wall.Round(time.Second), orDash(strings.Join(Survivors(results), ", ")))
-	if o.Report != "" && ctx.Err() == nil {
-		if err := os.WriteFile(o.Report, []byte(Report(info, results)), 0o644); err != nil {
-			return results, fmt.Errorf("write report: %w", err)
-		}
-		logf("mutate: wrote %s", o.Report)
+	logf("mutate: %d of %d killed in %s; survivors: %s", killed, counted, time.Since(info.Date).Round(time.Second), orDash(strings.Join(Survivors(results), ", ")))
+	if err := writeReport(true); err != nil {
+		return results, err
 	}
 	return results, ctx.Err()
 }
@@ -135,14 +159,14 @@ func runOne(ctx context.Context, o Options, m Mutant, logf func(string, ...any))
 	if o.Verbose {
 		bout = io.MultiWriter(&buildLog, o.Out)
 	}
-	if err := setup.Build(ctx, setup.Config{Root: scratch, Out: bout, Verbose: o.Verbose}); err != nil {
+	binDir := setup.BinDir(scratch)
+	if err := buildPrograms(ctx, scratch, binDir, bout); err != nil {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
 		res.Status, res.Detail = NoCompile, compileError(err.Error())
 		return res
 	}
-	binDir := setup.BinDir(scratch)
 	if err := buildImages(ctx, o.Root, binDir, tag, bout); err != nil {
 		return fail(fmt.Errorf("images: %w\n%s", err, lastLines(buildLog.String(), 5)))
 	}
@@ -205,6 +229,29 @@ func CopyTracked(ctx context.Context, root, dst string) error {
 		if err := os.WriteFile(to, b, st.Mode().Perm()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// buildPrograms compiles the four rbee programs of the scratch copy into
+// binDir in one go build (static linux/amd64, as setup builds them).
+func buildPrograms(ctx context.Context, scratch, binDir string, out io.Writer) error {
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	args := []string{"build", "-trimpath", "-ldflags", "-s -w", "-o", binDir + string(os.PathSeparator)}
+	for _, p := range setup.Programs {
+		if p.Name != "rbee-model-hub" {
+			args = append(args, p.Pkg)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = scratch
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, out), io.MultiWriter(&buf, out)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, buf.String())
 	}
 	return nil
 }
@@ -360,6 +407,11 @@ func runSuite(ctx context.Context, o Options, cat, tag, binDir string) (PackageR
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
+	if o.LogDir != "" {
+		if merr := os.MkdirAll(o.LogDir, 0o755); merr == nil {
+			_ = os.WriteFile(filepath.Join(o.LogDir, tag+"-"+cat+".jsonl"), append(out.Bytes(), stderr.Bytes()...), 0o644)
+		}
+	}
 	pr, perr := ParseTestJSON(bytes.NewReader(out.Bytes()))
 	if perr != nil {
 		return pr, fmt.Errorf("reading go test -json: %w", perr)
