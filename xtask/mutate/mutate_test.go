@@ -297,6 +297,12 @@ func TestReport(t *testing.T) {
 			t.Errorf("report lacks %q\n---\n%s", want, got)
 		}
 	}
+	partial := Report(RunInfo{Partial: true}, append(rs, Result{Mutant: Mutant{Name: "m-later", File: "internal/d/d.go", Claims: []string{"e2e"}}}))
+	for _, want := range []string{"- mutants run: 3 of 4 (partial", "| `m-later` | internal/d/d.go | e2e | not run |", "kill rate: **1 of 2 (50%)**"} {
+		if !strings.Contains(partial, want) {
+			t.Errorf("partial report lacks %q", want)
+		}
+	}
 	if strings.Contains(Report(RunInfo{}, rs[:1]), "m-survived") || !strings.Contains(Report(RunInfo{}, rs[:1]), "## Survivors\n\nNone.") {
 		t.Error("a run without survivors does not say None")
 	}

@@ -65,7 +65,7 @@ func Report(info RunInfo, rs []Result) string {
 		rate = fmt.Sprintf("%.0f%%", 100*float64(killed)/float64(counted))
 	}
 	fmt.Fprintf(&b, "- kill rate: **%d of %d (%s)**", killed, counted, rate)
-	if n := len(rs) - counted; n > 0 {
+	if n := ran - counted; n > 0 {
 		fmt.Fprintf(&b, "; %d not counted (did not compile, or the run failed)", n)
 	}
 	b.WriteString("\n\n")

@@ -262,6 +262,11 @@ func buildPrograms(ctx context.Context, scratch, binDir string, out io.Writer) e
 // image:all` in root with RBEE_IMAGE_TAG and RBEE_BIN_DIR set. The normal
 // images and other tags are not touched.
 func buildImages(ctx context.Context, root, binDir, tag string, out io.Writer) error {
+	// One build at a time: concurrent Mage runs in one directory share its
+	// generated main file, and each build's prune of dangling project
+	// images can remove the intermediate images of a build still running.
+	imageBuildMu.Lock()
+	defer imageBuildMu.Unlock()
 	cmd := exec.CommandContext(ctx, "go", "run", "mage.go", "image:all")
 	cmd.Dir = root
 	cmd.Env = append(envWithout(os.Environ(), "RBEE_IMAGE_TAG", setup.BinDirEnv),
@@ -289,6 +294,8 @@ func envWithout(env []string, names ...string) []string {
 	}
 	return out
 }
+
+var imageBuildMu sync.Mutex
 
 // imageFiles says where each rbee program lives in which service image
 // (the Dockerfiles' COPY lines).
@@ -401,6 +408,11 @@ func runSuite(ctx context.Context, o Options, cat, tag, binDir string) (PackageR
 	cmd.Dir = o.Root
 	cmd.Env = append(envWithout(os.Environ(), "RBEE_IMAGE_TAG", setup.BinDirEnv, "RBEE_KEEP_FAILED"),
 		"RBEE_IMAGE_TAG="+tag, setup.BinDirEnv+"="+binDir)
+	// Its own process group, killed whole on a deadline or interrupt: the
+	// test binary is a child of go test, and only once it is dead do its
+	// harness runs count as abandoned for integration.Reap.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 30 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -436,32 +448,50 @@ func runSuite(ctx context.Context, o Options, cat, tag, binDir string) (PackageR
 
 // removeTagged removes every container made from the mutant's images (a
 // test killed by its timeout cannot clean up), what dead harness runs left,
-// and the images themselves.
+// and the images themselves. Containers are matched by the exact image
+// reference they were created from, never by image ID: the images of two
+// mutants that differ only in the queen share the hive's ID.
 func removeTagged(ctx context.Context, tag string) error {
 	cli, err := setup.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
-	var errs []error
+	refs := map[string]bool{}
 	for _, svc := range []string{"queen", "hive", "worker", "hub"} {
-		image := "rbee-test/" + svc + ":" + tag
-		list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("ancestor", image)})
-		if err == nil {
-			for _, c := range list.Items {
-				if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+		refs["rbee-test/"+svc+":"+tag] = true
+	}
+	var errs []error
+	for attempt := 0; attempt < 3; attempt++ {
+		errs = nil
+		list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+		if err != nil {
+			return err
+		}
+		for _, c := range list.Items {
+			if refs[c.Image] {
+				if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
 					errs = append(errs, err)
 				}
 			}
 		}
-	}
-	if _, err := integration.Reap(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("reap: %w", err))
-	}
-	for _, svc := range []string{"queen", "hive", "worker", "hub"} {
-		image := "rbee-test/" + svc + ":" + tag
-		if _, err := cli.ImageRemove(ctx, image, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", image, err))
+		if _, err := integration.Reap(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("reap: %w", err))
+		}
+		left := 0
+		for ref := range refs {
+			if _, err := cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", ref, err))
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		select { // a container of ours may still be on its way out
+		case <-ctx.Done():
+			return errors.Join(append(errs, ctx.Err())...)
+		case <-time.After(5 * time.Second):
 		}
 	}
 	return errors.Join(errs...)
