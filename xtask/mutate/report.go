@@ -2,6 +2,7 @@ package mutate
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -70,12 +71,16 @@ func Report(info RunInfo, rs []Result) string {
 	}
 	b.WriteString("\n\n")
 
+	shared := SharedFailures(rs)
 	b.WriteString("| mutant | file | claimed by | result | how | killed by | tests run/passed/failed/skipped | wall |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		how := "—"
 		if r.Status == Killed {
 			how = string(r.How)
+			if shared[r.Mutant.Name] {
+				how += " †"
+			}
 		}
 		claims := strings.Join(r.Mutant.Claims, ", ")
 		if len(r.Missing) > 0 {
@@ -87,6 +92,10 @@ func Report(info RunInfo, rs []Result) string {
 			r.Counts.Run, r.Counts.Passed, r.Counts.Failed, r.Counts.Skipped, r.Wall.Round(time.Second))
 	}
 
+	if len(shared) > 0 {
+		b.WriteString("\n† The same failure (ids and numbers aside) killed mutants of different files: it is more likely\n")
+		b.WriteString("the test failing on this machine (load) than the mutant, so that kill is suspect; rerun those mutants.\n")
+	}
 	b.WriteString("\n## What each mutant is, and the failure that killed it\n\n")
 	for _, r := range rs {
 		fmt.Fprintf(&b, "- `%s` — %s.", r.Mutant.Name, r.Mutant.Desc)
@@ -152,4 +161,32 @@ func oneLine(s string) string {
 		s = s[:300] + "…"
 	}
 	return s
+}
+
+var digitsRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27,}|\d+`)
+
+// SharedFailures returns the killed mutants whose first failure, with ids
+// and numbers blanked, is also the first failure of a killed mutant of
+// another file: a failure two unrelated bugs share is probably the test's
+// (a timeout under load), not either mutant's.
+func SharedFailures(rs []Result) map[string]bool {
+	files := map[string]map[string]bool{}
+	key := func(r Result) string { return digitsRE.ReplaceAllString(r.Detail, "#") }
+	for _, r := range rs {
+		if r.Status != Killed || r.Detail == "" {
+			continue
+		}
+		k := key(r)
+		if files[k] == nil {
+			files[k] = map[string]bool{}
+		}
+		files[k][r.Mutant.File] = true
+	}
+	out := map[string]bool{}
+	for _, r := range rs {
+		if r.Status == Killed && r.Detail != "" && len(files[key(r)]) > 1 {
+			out[r.Mutant.Name] = true
+		}
+	}
+	return out
 }
