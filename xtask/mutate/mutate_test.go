@@ -361,7 +361,7 @@ func TestSharedFailuresFlagsOneFailureOfUnrelatedMutants(t *testing.T) {
 		r("a", "internal/sshx/sshx.go", "x_test.go:126: job-0e76bad5-b6a9-4f51-aee8-b616f7c80dd2 command timed out after 30s"),
 		r("b", "internal/queen/ops.go", "x_test.go:126: job-11111111-b6a9-4f51-aee8-b616f7c80dd2 command timed out after 31s"),
 		r("c", "internal/sshx/sshx.go", "x_test.go:9: got 3, want 4"),
-		r("d", "internal/sshx/sshx.go", "x_test.go:9: got 3, want 5"), // same file: not flagged
+		r("d", "internal/sshx/sshx.go", "x_test.go:9: got 3, wanted 5"),
 	}
 	got := SharedFailures(rs)
 	if !got["a"] || !got["b"] || got["c"] || got["d"] || len(got) != 2 {

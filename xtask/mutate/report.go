@@ -93,7 +93,7 @@ func Report(info RunInfo, rs []Result) string {
 	}
 
 	if len(shared) > 0 {
-		b.WriteString("\n† The same failure (ids and numbers aside) killed mutants of different files: it is more likely\n")
+		b.WriteString("\n† The same failure (ids and numbers aside) killed two or more different mutants: it is more likely\n")
 		b.WriteString("the test failing on this machine (load) than the mutant, so that kill is suspect; rerun those mutants.\n")
 	}
 	b.WriteString("\n## What each mutant is, and the failure that killed it\n\n")
@@ -166,9 +166,9 @@ func oneLine(s string) string {
 var digitsRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27,}|\d+`)
 
 // SharedFailures returns the killed mutants whose first failure, with ids
-// and numbers blanked, is also the first failure of a killed mutant of
-// another file: a failure two unrelated bugs share is probably the test's
-// (a timeout under load), not either mutant's.
+// and numbers blanked, is also the first failure of another killed mutant:
+// a failure two different bugs share is probably the test's (a timeout
+// under load), not either mutant's.
 func SharedFailures(rs []Result) map[string]bool {
 	files := map[string]map[string]bool{}
 	key := func(r Result) string { return digitsRE.ReplaceAllString(r.Detail, "#") }
@@ -180,7 +180,7 @@ func SharedFailures(rs []Result) map[string]bool {
 		if files[k] == nil {
 			files[k] = map[string]bool{}
 		}
-		files[k][r.Mutant.File] = true
+		files[k][r.Mutant.Name] = true
 	}
 	out := map[string]bool{}
 	for _, r := range rs {
