@@ -17,7 +17,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's SSH client accepts any host key (known_hosts ignored)",
 		Old:    "HostKeyCallback:   hk.check,",
 		New:    "HostKeyCallback:   ssh.InsecureIgnoreHostKey(),",
-		Catch:  "hive_install/hive_start through the queen with a known_hosts that pins another key for the hive must end [ERROR] \u2026 host key mismatch and install nothing (the sshcomm tests that pin keys use the test's own SSH client, not the queen's).",
+		Catch:  "Survives sshcomm: its host-key tests use the test's own SSH client, not the queen's. Kill: hive_install/hive_start through the queen with a known_hosts that pins another key for the hive must end [ERROR] \u2026 host key mismatch and install nothing.",
 		Claims: []string{"sshcomm", "security", "lifecycle"},
 	},
 	{
@@ -33,7 +33,7 @@ var Catalogue = []Mutant{
 		Desc:   "a remote command's stderr is not collected, so errors lose their cause",
 		Old:    "sess.Stdout, sess.Stderr = stdout, stderr",
 		New:    "sess.Stdout = stdout",
-		Catch:  "the [ERROR] of a failing remote command through the queen must contain the command's stderr (e.g. 'Permission denied' from mkdir in a read-only directory).",
+		Catch:  "Survives sshcomm: no test reads a failing remote command's stderr through the queen. Kill: the [ERROR] of a failing remote command through the queen must contain the command's stderr (e.g. 'Permission denied' from mkdir in a read-only directory).",
 		Claims: []string{"sshcomm", "lifecycle"},
 	},
 	{
@@ -59,7 +59,7 @@ var Catalogue = []Mutant{
 		Desc:   "ties go to the hive picked most recently instead of longest ago: one hive gets everything",
 		Old:    "return ha < hb // the hive picked longest ago first",
 		New:    "return ha > hb // the hive picked longest ago first",
-		Catch:  "sequential infers on two equal hives must alternate hive-1, hive-2, hive-1, \u2026 (PROTOCOL: the hive picked longest ago first).",
+		Catch:  "Survives because TestMultiHiveLoadBalancing sends its 20 infers concurrently, so the in-flight count (not the tie-break) spreads them, and it asks only >= n/4 per hive. Kill: sequential infers on two idle equal hives must alternate hive-1, hive-2, hive-1, \u2026 (PROTOCOL: the hive picked longest ago first).",
 		Claims: []string{"e2e"},
 	},
 	{
@@ -125,7 +125,7 @@ var Catalogue = []Mutant{
 		Desc:   "hive_stop signals the recorded pid even when it now belongs to another process",
 		Old:    "  3) rm -f \"$f\"; echo \"$pid\"; exit 5 ;;\n",
 		New:    "",
-		Catch:  "hive_stop with a pid file whose pid now belongs to another process must kill nothing and say the pid is not rbee-hive.",
+		Catch:  "Survives because TestHiveStopViaQueen's decoys are never the recorded pid: no test writes a pid file that names another process. Kill: write a decoy's pid into ~/.local/state/rbee/rbee-hive.pid, stop the hive's HTTP side, hive_stop: the decoy must still run and the job say the pid is not rbee-hive.",
 		Claims: []string{"lifecycle"},
 	},
 	{
