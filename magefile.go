@@ -16,6 +16,7 @@ import (
 
 	"github.com/rbee-dev/rbee/xtask/bench"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/mutate"
 	"github.com/rbee-dev/rbee/xtask/setup"
 	"github.com/rbee-dev/rbee/xtask/testrun"
 )
@@ -377,4 +378,38 @@ func Soak(ctx context.Context, n int) error {
 		return err
 	}
 	return bench.SoakReport(ctx, root, n, os.Stdout)
+}
+
+// Mutate runs mutation testing of cmd/ and internal/: `mutate all` (writes docs/MUTATION.md), `mutate NAME…` a subset, `mutate -l` lists the catalogue.
+func Mutate(ctx context.Context, names string) error {
+	if names == "-l" || names == "list" {
+		fmt.Print(mutate.List(mutate.Catalogue))
+		return nil
+	}
+	ms, err := mutate.Select(mutate.Catalogue, names)
+	if err != nil {
+		return err
+	}
+	c, err := cfg()
+	if err != nil {
+		return err
+	}
+	// Keys and build/bin (the hub binary) of this tree; the service images
+	// of this tree are not rebuilt: mutants get images of their own.
+	if err := setup.Keys(ctx, c); err != nil {
+		return err
+	}
+	if err := setup.Build(ctx, c); err != nil {
+		return err
+	}
+	o := mutate.Options{Root: c.Root, Verbose: c.Verbose, Command: "go run mage.go mutate " + names,
+		LogDir: filepath.Join(c.Root, "artifacts", "mutate")}
+	if err := o.FromEnv(); err != nil {
+		return err
+	}
+	if names == "" || names == "all" {
+		o.Report = filepath.Join(c.Root, "docs", "MUTATION.md")
+	}
+	_, err = mutate.Run(ctx, o, ms)
+	return err
 }
