@@ -23,6 +23,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/rbee-dev/rbee/xtask/dockerx"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/setup"
 )
@@ -312,7 +313,7 @@ var imageFiles = []struct{ svc, path, bin string }{
 // binaries in binDir: each file is copied out of a created, never started
 // container (removed afterwards) and compared by sha256.
 func VerifyImages(ctx context.Context, binDir, tag string) error {
-	cli, err := setup.Connect(ctx)
+	cli, err := dockerx.Connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -329,7 +330,7 @@ func VerifyImages(ctx context.Context, binDir, tag string) error {
 		image := "rbee-test/" + svc + ":" + tag
 		created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 			Config: &container.Config{Image: image, Entrypoint: []string{"/bin/true"}, Labels: map[string]string{
-				setup.ProjectLabel: setup.ProjectValue, integration.LabelRole: "mutate-verify",
+				dockerx.LabelProject: dockerx.ProjectValue, dockerx.LabelRole: "mutate-verify",
 			}},
 		})
 		if err != nil {
@@ -376,7 +377,7 @@ func fileSHA(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func containerFileSHA(ctx context.Context, cli *client.Client, id, path string) (string, error) {
+func containerFileSHA(ctx context.Context, cli client.APIClient, id, path string) (string, error) {
 	res, err := cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
 		return "", err
@@ -452,7 +453,7 @@ func runSuite(ctx context.Context, o Options, cat, tag, binDir string) (PackageR
 // reference they were created from, never by image ID: the images of two
 // mutants that differ only in the queen share the hive's ID.
 func removeTagged(ctx context.Context, tag string) error {
-	cli, err := setup.Connect(ctx)
+	cli, err := dockerx.Connect(ctx)
 	if err != nil {
 		return err
 	}
