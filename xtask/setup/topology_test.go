@@ -28,6 +28,10 @@ func loadTopology(t *testing.T, root string, topo integration.Topology, env map[
 	t.Helper()
 	name := topo.String()
 	file := filepath.Join(root, topo.File())
+	// The files name rbee-test/<svc>:${RBEE_IMAGE_TAG:-latest}, as QueenTag … do.
+	if _, ok := env["RBEE_IMAGE_TAG"]; !ok {
+		env["RBEE_IMAGE_TAG"] = ImageTag()
+	}
 	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  filepath.Dir(file),
 		ConfigFiles: []types.ConfigFile{{Filename: file}},
