@@ -38,6 +38,13 @@ func Setup(ctx context.Context) error {
 	return setup.Setup(ctx, c)
 }
 
+// Engine makes sure a Docker engine answers: where none does and DOCKER_HOST is unset, installs Debian's docker.io, iptables, debootstrap (apt-get, root or sudo) and starts dockerd; setup runs it first.
+func Engine(ctx context.Context) error {
+	e := setup.SystemEngine(func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	e.Bootstrap = true
+	return setup.EnsureEngine(ctx, e)
+}
+
 // Keys generates keys/test_id_rsa, wrong_id_rsa, per-hive host keys and known_hosts (keeps existing keys).
 func Keys(ctx context.Context) error {
 	c, err := cfg()
