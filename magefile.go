@@ -290,12 +290,20 @@ func Bench(ctx context.Context) error {
 	return err
 }
 
-// Soak runs the whole Docker suite N times; prints per-test failures and leftovers, appends them to docs/BENCHMARKS.md.
+// Soak runs the whole Docker suite N times (`soak N --stress`: unit tests and harness with -race too, every core kept busy); prints per-test failures, appends to docs/BENCHMARKS.md.
 func Soak(ctx context.Context, n int) error {
+	o := bench.SoakOptions{Runs: n}
+	switch v := os.Getenv(bench.StressEnv); v {
+	case "", "0":
+	case "1":
+		o.Stress = true
+	default:
+		return fmt.Errorf("%s=%q: want 1 or 0", bench.StressEnv, v)
+	}
 	mg.CtxDeps(ctx, Setup)
 	root, err := setup.FindRoot(".")
 	if err != nil {
 		return err
 	}
-	return bench.SoakReport(ctx, root, n, os.Stdout)
+	return bench.SoakReport(ctx, root, o, os.Stdout)
 }
