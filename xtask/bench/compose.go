@@ -105,8 +105,16 @@ func usedSubnets(ctx context.Context) ([]netip.Prefix, error) {
 	args := append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, f...)
 	out, err := exec.CommandContext(ctx, "docker", args...).Output()
 	if err != nil {
-		// A network removed between ls and inspect: try once more.
-		if out, err = exec.CommandContext(ctx, "docker", args...).Output(); err != nil {
+		// A network removed between ls and inspect (other runs come and go
+		// on a shared engine): list again, a few times.
+		for try := 0; err != nil && try < 5; try++ {
+			if ids, err = exec.CommandContext(ctx, "docker", "network", "ls", "-q").Output(); err != nil {
+				continue
+			}
+			args = append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, strings.Fields(string(ids))...)
+			out, err = exec.CommandContext(ctx, "docker", args...).Output()
+		}
+		if err != nil {
 			return nil, fmt.Errorf("docker network inspect: %w", err)
 		}
 	}

@@ -45,6 +45,7 @@ type Harness struct {
 	mu       sync.Mutex
 	services map[string]*service
 	closed   bool
+	phases   []Phase // New's and Close's steps (Phases)
 
 	faultMu    sync.Mutex // serialises fault changes (each may exec into helpers)
 	faults     []effect   // active, in injection order
@@ -100,35 +101,43 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 
+	tp := h.started
 	if h.docker, h.compose, err = connect(ctx); err != nil {
 		return nil, err
 	}
+	tp = h.phase("connect", tp)
 	if n, err := reap(ctx, h.docker); err != nil {
 		h.logf("reaper: %v", err)
 	} else if n > 0 {
 		h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
 	}
+	tp = h.phase("reap", tp)
 	if h.project, err = h.loadProject(ctx); err != nil {
 		return nil, err
 	}
+	tp = h.phase("load", tp)
 	if err := h.checkImages(ctx); err != nil {
 		return nil, err
 	}
+	tp = h.phase("images", tp)
 	// From here on resources exist: return h so the caller can Close it.
 	if err := h.createNetworks(ctx); err != nil {
 		return h, err
 	}
-	t0 := time.Now()
+	tp = h.phase("network", tp)
+	t0 := tp
 	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
 		return h, fmt.Errorf("compose create %s: %w", h.name, err)
 	}
 	if err := h.discover(ctx); err != nil {
 		return h, err
 	}
+	tp = h.phase("create", tp)
 	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
 	if err := h.startAll(ctx); err != nil {
 		return h, err
 	}
+	h.phase("start+ready", tp)
 	h.logf("%s: %s up and healthy in %v (subnet %s)", h.name, topo, time.Since(h.started).Round(time.Millisecond), h.subnets())
 	return h, nil
 }
@@ -415,6 +424,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	h.faults = nil
 	h.faultMu.Unlock()
 	err := removeRun(ctx, h.docker, h.compose, h.name)
+	h.phase("close", t0)
 	h.logf("%s: closed in %v", h.name, time.Since(t0).Round(time.Millisecond))
 	return err
 }
