@@ -106,10 +106,12 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return nil, err
 	}
 	tp = h.phase("connect", tp)
-	if n, err := reap(ctx, h.docker); err != nil {
-		h.logf("reaper: %v", err)
-	} else if n > 0 {
-		h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
+	if reapDue() {
+		if n, err := reap(ctx, h.docker); err != nil {
+			h.logf("reaper: %v", err)
+		} else if n > 0 {
+			h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
+		}
 	}
 	tp = h.phase("reap", tp)
 	if h.project, err = h.loadProject(ctx); err != nil {
@@ -186,30 +188,54 @@ func (h *Harness) labels() map[string]string {
 }
 
 func (h *Harness) checkImages(ctx context.Context) error {
-	seen := map[string]bool{}
+	// One inspect per image: it proves the image is there and gives the
+	// healthcheck of services that have none in the compose file.
+	inspected := map[string]*container.HealthConfig{}
 	for _, s := range h.project.Services {
-		if s.Image == "" || seen[s.Image] {
+		if s.Image == "" {
 			continue
 		}
-		seen[s.Image] = true
-		if _, err := h.docker.ImageInspect(ctx, s.Image); err != nil {
-			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
-		}
-	}
-	// Services without a healthcheck in the compose file use the image's.
-	for name, s := range h.project.Services {
-		if _, ok := h.healthTests[name]; ok || s.Image == "" {
+		if _, seen := inspected[s.Image]; seen {
 			continue
 		}
 		img, err := h.docker.ImageInspect(ctx, s.Image)
 		if err != nil {
-			return fmt.Errorf("inspect image %s: %w", s.Image, err)
+			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
 		}
-		if img.Config != nil && img.Config.Healthcheck != nil && len(img.Config.Healthcheck.Test) > 0 {
-			h.healthTests[name] = img.Config.Healthcheck.Test
+		inspected[s.Image] = nil
+		if img.Config != nil {
+			inspected[s.Image] = img.Config.Healthcheck
+		}
+	}
+	for name, s := range h.project.Services {
+		if _, ok := h.healthTests[name]; ok || s.Image == "" {
+			continue
+		}
+		if hc := inspected[s.Image]; hc != nil && len(hc.Test) > 0 {
+			h.healthTests[name] = hc.Test
 		}
 	}
 	return nil
+}
+
+// reapEvery is how often one process looks for dead runs' leftovers: the
+// first New of a test binary reaps, later ones within the interval skip it
+// (the runs of a live process are not reapable anyway).
+const reapEvery = time.Minute
+
+var (
+	reapMu   sync.Mutex
+	lastReap time.Time
+)
+
+func reapDue() bool {
+	reapMu.Lock()
+	defer reapMu.Unlock()
+	if !lastReap.IsZero() && time.Since(lastReap) < reapEvery {
+		return false
+	}
+	lastReap = time.Now()
+	return true
 }
 
 // createNetworks creates the project's networks in free subnets. Parallel
@@ -223,9 +249,14 @@ func (h *Harness) createNetworks(ctx context.Context) error {
 		pn := &plan[i]
 		var lastErr error
 		for attempt := 0; attempt < 20; attempt++ {
-			used, err := usedSubnets(ctx, h.docker)
-			if err != nil {
-				return err
+			// First try a random /24 without listing every network of the
+			// engine (a shared engine has many): a clash is rare and is
+			// answered with "overlap", after which the list is consulted.
+			var used []netip.Prefix
+			if attempt > 0 {
+				if used, err = usedSubnets(ctx, h.docker); err != nil {
+					return err
+				}
 			}
 			subnet, err := pickSubnet(used, randInt())
 			if err != nil {
@@ -423,7 +454,10 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.faults = nil
 	h.faultMu.Unlock()
-	err := removeRun(ctx, h.docker, h.compose, h.name)
+	// Without compose down: every resource of the run carries its label, so
+	// removeRun's kill and label sweep remove all of it (the reaper's path),
+	// and compose's own listing and stopping is time spent twice.
+	err := removeRun(ctx, h.docker, nil, h.name)
 	h.phase("close", t0)
 	h.logf("%s: closed in %v", h.name, time.Since(t0).Round(time.Millisecond))
 	return err
