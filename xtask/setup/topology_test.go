@@ -44,7 +44,9 @@ func TestComposeTopologies(t *testing.T) {
 	images := []string{QueenTag, HiveTag, WorkerTag, HubTag}
 	for name, services := range topologies {
 		t.Run(name, func(t *testing.T) {
-			p := loadTopology(t, root, name, map[string]string{})
+			// The tag this process's images carry (RBEE_IMAGE_TAG or latest),
+			// as `mage setup` and the harness resolve it.
+			p := loadTopology(t, root, name, map[string]string{"RBEE_IMAGE_TAG": ImageTag()})
 			if got := p.ServiceNames(); !sameSet(got, services) {
 				t.Errorf("services %v, want %v", got, services)
 			}
