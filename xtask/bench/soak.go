@@ -56,7 +56,7 @@ type junitText struct {
 }
 
 // failureLine picks the line of a failure's output that says what went
-// wrong: the first "file_test.go:N: …" line (t.Fatal/t.Error), else a panic
+// wrong: the last "file_test.go:N: …" line (t.Fatal/t.Error), else a panic
 // or race report, else the first non-empty line; at most 300 characters.
 func failureLine(t *junitText) string {
 	if t == nil {
@@ -64,23 +64,26 @@ func failureLine(t *junitText) string {
 	}
 	lines := strings.Split(t.Body, "\n")
 	pick := ""
+	// The last file_test.go:N line: t.Log lines come before the t.Fatal.
+	for i := len(lines) - 1; i >= 0 && pick == ""; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.Contains(l, "_test.go:") {
+			pick = l
+		}
+	}
 	for _, want := range []func(string) bool{
-		func(l string) bool {
-			return strings.Contains(l, "_test.go:") || strings.Contains(l, ".go:") && strings.Contains(l, ": ")
-		},
 		func(l string) bool {
 			return strings.HasPrefix(l, "panic:") || strings.Contains(l, "DATA RACE") || strings.Contains(l, "race detected")
 		},
 		func(l string) bool { return l != "" && !strings.HasPrefix(l, "=== ") && !strings.HasPrefix(l, "--- ") },
 	} {
+		if pick != "" {
+			break
+		}
 		for _, l := range lines {
 			if l = strings.TrimSpace(l); want(l) {
 				pick = l
 				break
 			}
-		}
-		if pick != "" {
-			break
 		}
 	}
 	if pick == "" {
