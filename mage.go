@@ -6,6 +6,7 @@
 //	go run mage.go -l          # list targets
 //	go run mage.go -v setup    # verbose: stream build output
 //	go run mage.go mutate a b  # the mutate target takes any number of names
+//	go run mage.go soak 3 --stress
 package main
 
 import (
@@ -16,8 +17,18 @@ import (
 )
 
 func main() {
-	os.Args = mutateArgs(os.Args)
-	os.Exit(mage.Main())
+	// Mage targets take no flags: --stress (for soak) becomes
+	// RBEE_SOAK_STRESS=1, which the soak target reads.
+	args := make([]string, 0, len(os.Args))
+	for _, a := range os.Args[1:] {
+		if a == "--stress" {
+			os.Setenv("RBEE_SOAK_STRESS", "1")
+			continue
+		}
+		args = append(args, a)
+	}
+	args = mutateArgs(append([]string{os.Args[0]}, args...))[1:]
+	os.Exit(mage.ParseAndRun(os.Stdout, os.Stderr, os.Stdin, args))
 }
 
 // mutateArgs gives the mutate target its names as one argument (Mage

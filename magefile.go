@@ -40,6 +40,13 @@ func Setup(ctx context.Context) error {
 	return setup.Setup(ctx, c)
 }
 
+// Engine makes sure a Docker engine answers: where none does and DOCKER_HOST is unset, installs Debian's docker.io, iptables, debootstrap (apt-get, root or sudo) and starts dockerd; setup runs it first.
+func Engine(ctx context.Context) error {
+	e := setup.SystemEngine(func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	e.Bootstrap = true
+	return setup.EnsureEngine(ctx, e)
+}
+
 // Keys generates keys/test_id_rsa, wrong_id_rsa, cluster.key, wrong_cluster.key, per-hive host keys and known_hosts (keeps existing keys).
 func Keys(ctx context.Context) error {
 	c, err := cfg()
@@ -370,14 +377,22 @@ func Bench(ctx context.Context) error {
 	return err
 }
 
-// Soak runs the whole Docker suite N times; prints per-test failures and leftovers, appends them to docs/BENCHMARKS.md.
+// Soak runs the whole Docker suite N times (`soak N --stress`: unit tests and harness with -race too, every core kept busy); prints per-test failures, appends to docs/BENCHMARKS.md.
 func Soak(ctx context.Context, n int) error {
+	o := bench.SoakOptions{Runs: n}
+	switch v := os.Getenv(bench.StressEnv); v {
+	case "", "0":
+	case "1":
+		o.Stress = true
+	default:
+		return fmt.Errorf("%s=%q: want 1 or 0", bench.StressEnv, v)
+	}
 	mg.CtxDeps(ctx, Setup)
 	root, err := setup.FindRoot(".")
 	if err != nil {
 		return err
 	}
-	return bench.SoakReport(ctx, root, n, os.Stdout)
+	return bench.SoakReport(ctx, root, o, os.Stdout)
 }
 
 // Mutate runs mutation testing of cmd/ and internal/: `mutate all` (writes docs/MUTATION.md), `mutate NAME…` a subset, `mutate -l` lists the catalogue.

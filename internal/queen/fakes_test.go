@@ -195,11 +195,23 @@ func (l *logBuf) Logf(format string, args ...any) {
 	l.mu.Unlock()
 }
 
+// liveTimeout is the queen's HTTP budget in tests: every live fake must
+// answer within it however loaded the machine, so it is wide. Tests that
+// wait out a peer that never answers set a shorter one: hungPeerTimeout
+// where no live peer is involved, and mixedTimeout where a live peer must
+// still answer in the same budget (the queen caps probes at 2 s anyway).
+const (
+	liveTimeout     = 10 * time.Second
+	hungPeerTimeout = 400 * time.Millisecond
+	mixedTimeout    = 2 * time.Second
+)
+
 func testConfig() *config.Queen {
 	cfg := config.DefaultQueen()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.PublicURL = "http://queen.test:8500"
-	cfg.HTTP.Timeout = config.Duration(400 * time.Millisecond)
+	// A short budget here would turn a slow scheduler into a failure.
+	cfg.HTTP.Timeout = config.Duration(liveTimeout)
 	cfg.HTTP.Retries = 2
 	cfg.Lifecycle.StartTimeout = config.Duration(10 * time.Second)
 	cfg.Lifecycle.StopTimeout = config.Duration(3 * time.Second)

@@ -246,6 +246,7 @@ func TestHiveStatusProbe(t *testing.T) {
 	h1 := newFakeHive(t, "hive-1")
 	down := config.Hive{Alias: "hive-down", Hostname: "127.0.0.1", HivePort: closedPort(t), SSHPort: 22, SSHUser: "rbee"}
 	hung := config.Hive{Alias: "hive-hung", Hostname: "127.0.0.1", HivePort: blackhole(t), SSHPort: 22, SSHUser: "rbee"}
+	// A probe is capped at 2 s: hive-1 answers within it, hive-hung costs it.
 	q := newTestQueen(t, []config.Hive{h1.config(), down, hung}, nil)
 	for _, tc := range []struct{ alias, state, probe string }{
 		{"hive-1", api.HiveOnline, "ok"},
@@ -259,8 +260,8 @@ func TestHiveStatusProbe(t *testing.T) {
 		if len(rs) != 1 || rs[0].State != tc.state || rs[0].Probe != tc.probe || rs[0].Alias != tc.alias {
 			t.Fatalf("%s: %+v; want %s/%s", tc.alias, rs, tc.state, tc.probe)
 		}
-		if d := time.Since(start); d > 3*time.Second {
-			t.Fatalf("%s: probe took %s", tc.alias, d)
+		if d := time.Since(start); d > 2*time.Second+10*time.Second {
+			t.Fatalf("%s: probe took %s (the cap is 2 s)", tc.alias, d)
 		}
 	}
 	if h, _ := q.s.reg.Hive("hive-1"); h.State != api.HiveOnline {
@@ -371,11 +372,11 @@ func TestForwardConnectionRefused(t *testing.T) {
 // A hive that accepts but never answers: [ERROR] after the timeout, not retried.
 func TestForwardTimeout(t *testing.T) {
 	hung := config.Hive{Alias: "hive-1", Hostname: "127.0.0.1", HivePort: blackhole(t), SSHPort: 22, SSHUser: "rbee"}
-	q := newTestQueen(t, []config.Hive{hung}, nil)
+	q := newTestQueen(t, []config.Hive{hung}, func(c *config.Queen, _ *Options) { c.HTTP.Timeout = config.Duration(hungPeerTimeout) })
 	start := time.Now()
 	out := q.run(t, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"})
-	wantError(t, out, fmt.Sprintf("hive-1 (http://127.0.0.1:%d): timed out after 400ms", hung.HivePort))
-	if d := time.Since(start); d > 3*time.Second {
+	wantError(t, out, fmt.Sprintf("hive-1 (http://127.0.0.1:%d): timed out after %s", hung.HivePort, hungPeerTimeout))
+	if d := time.Since(start); d > hungPeerTimeout+10*time.Second {
 		t.Fatalf("took %s", d)
 	}
 	for _, n := range narrations(t, out) {
@@ -440,10 +441,13 @@ func TestForwardIdleStream(t *testing.T) {
 	})
 	u := newHTTPServer(t, mux)
 	host, port := splitHostPort(t, u)
-	q := newTestQueen(t, []config.Hive{{Alias: "hive-1", Hostname: host, HivePort: port, SSHPort: 22, SSHUser: "rbee"}}, nil)
+	// The POST must answer (live peer), then the stream goes silent: one
+	// budget for both, wide enough for the first and cheap to wait out.
+	q := newTestQueen(t, []config.Hive{{Alias: "hive-1", Hostname: host, HivePort: port, SSHPort: 22, SSHUser: "rbee"}},
+		func(c *config.Queen, _ *Options) { c.HTTP.Timeout = config.Duration(mixedTimeout) })
 	start := time.Now()
 	out := q.run(t, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"})
-	wantError(t, out, "hive-1 ("+u+"): lost the job stream of job-silent", "no data for 400ms")
+	wantError(t, out, "hive-1 ("+u+"): lost the job stream of job-silent", fmt.Sprintf("no data for %s", mixedTimeout))
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("took %s", d)
 	}

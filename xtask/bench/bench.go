@@ -170,11 +170,13 @@ func verdict(ok bool) string {
 // Tables turns the measurements into the report's headline and tables.
 func Tables(ups []BringUpResult, fr FaultResult, lr LoopbackResult, lo LoopbackOptions, suite *SuiteRun) ([]string, []Table) {
 	var head []string
+	var phaseTables []Table
 	up := Table{Title: "Topology bring-up to all healthy (images built)",
 		Header: []string{"topology", "tool", "runs", "median", "min–max", "IQR", "harness / CLI (median)"},
 		Notes: []string{
 			"harness: integration.New → every service healthy by the harness's own checks (GET /health on each published HTTP port answering < 500, the SSH banner, and the image's HEALTHCHECK command run by the harness via exec, polled every 50 ms); Docker's health probes are disabled in harness stacks (dockerd 20.10 panics when a probe exec races a removal)",
 			"CLI: `docker compose -p <unique> -f tests/docker/docker-compose.<topology>.yml up --wait`, the Compose CLI built from github.com/docker/compose/v5 " + ComposeVersion + " (the module version the harness links); waits for Docker's health status, i.e. the images' HEALTHCHECKs (interval 1 s, so at least one interval per service)",
+			"raw-SDK floor (localhost): compose file loaded and client connected before the clock; network create, create + start every container in parallel with the same images, binds, environment and addresses, until every published HTTP port first answers GET /health; interleaved with the other two",
 			"both: own project name, own /24 (harness 172.28.0.0/14, CLI 10.200.0.0/13 via RBEE_SUBNET and RBEE_*_IP), ephemeral 127.0.0.1 ports (RBEE_PUBLISH_*=0 for the CLI); runs interleaved harness, CLI, harness, CLI …; times include process/SDK start (CLI: the binary's start)",
 		}}
 	down := Table{Title: "Teardown and per-test overhead",
@@ -185,12 +187,34 @@ func Tables(ups []BringUpResult, fr FaultResult, lr LoopbackResult, lo LoopbackO
 		ratio := Ratio(h.Median, c.Median)
 		up.Add(r.Topology, "harness", strconv.Itoa(h.N), Secs(h.Median), Spread(h), IQR(h), Times(ratio))
 		up.Add(r.Topology, "compose CLI", strconv.Itoa(c.N), Secs(c.Median), Spread(c), IQR(c), "")
+		if len(r.FloorUp) > 0 {
+			f := Summarize(Seconds(r.FloorUp))
+			fratio := Ratio(h.Median, f.Median)
+			up.Add(r.Topology, "raw-SDK floor", strconv.Itoa(f.N), Secs(f.Median), Spread(f), IQR(f), "harness / floor "+Times(fratio))
+			head = append(head, fmt.Sprintf("bring-up %s: harness %s vs raw-SDK floor %s median = %s (target ≤ 1.80×, and ≤ 0.80 s): %s",
+				r.Topology, Secs(h.Median), Secs(f.Median), Times(fratio), verdict(fratio <= 1.8 && h.Median <= 0.8)))
+		}
+		if len(r.PhaseOrder) > 0 {
+			pt := Table{Title: "Harness phases, " + r.Topology + " (median of " + strconv.Itoa(h.N) + " runs)", Header: []string{"phase", "median", "min–max"},
+				Notes: []string{"integration.Harness.Phases: connect (Docker CLI + ping + compose service), reap (labelled leftovers of dead owners), load (compose-go), images (inspect), network (pick a free /24, create), create (compose create + discover), start+ready (start every container, poll until healthy), close (all of Close)"}}
+			for _, name := range r.PhaseOrder {
+				st := Summarize(Seconds(r.Phases[name]))
+				pt.Add(name, Secs(st.Median), Spread(st))
+			}
+			phaseTables = append(phaseTables, pt)
+		}
 		hc, cd := Summarize(Seconds(r.HarnessClose)), Summarize(Seconds(r.CLIDown))
 		per := make([]float64, len(r.HarnessUp))
 		for i := range per {
 			per[i] = (r.HarnessUp[i] + r.HarnessClose[i]).Seconds()
 		}
 		down.Add(r.Topology, Secs(hc.Median)+" ("+Spread(hc)+")", Secs(cd.Median)+" ("+Spread(cd)+")", Secs(Summarize(per).Median))
+		if len(r.FloorDown) > 0 {
+			fd := Summarize(Seconds(r.FloorDown))
+			down.Add(r.Topology+" raw-SDK floor", "remove -f, network rm: "+Secs(fd.Median)+" ("+Spread(fd)+")", "", "")
+		}
+		head = append(head, fmt.Sprintf("per-test New+Close %s: %s (target ≤ 1.00 s): %s; teardown %s (target ≤ 0.35 s): %s",
+			r.Topology, Secs(Summarize(per).Median), verdict(Summarize(per).Median <= 1.0), Secs(hc.Median), verdict(hc.Median <= 0.35)))
 		head = append(head, fmt.Sprintf("bring-up %s: harness %s vs compose CLI %s median = %s (target ≤ 0.80×): %s",
 			r.Topology, Secs(h.Median), Secs(c.Median), Times(ratio), verdict(ratio <= 0.8)))
 	}
@@ -232,7 +256,8 @@ func Tables(ups []BringUpResult, fr FaultResult, lr LoopbackResult, lo LoopbackO
 		fmt.Sprintf("utime+stime of the queen process from submit until every reader saw [DONE] (%d × %d events); all connected after %s", rd.N, rd.EventsPerReader, Dur(rd.ConnectWall)))
 	head = append(head, fmt.Sprintf("heartbeat ingest: queen with authentication %s vs bare net/http %s = %s (target ≥ 0.80×): %s", Rate(qs.Median), Rate(cs.Median), Times(ing), verdict(ing >= 0.8)))
 
-	tables := []Table{up, down, ft, lt}
+	tables := append([]Table{up, down}, phaseTables...)
+	tables = append(tables, ft, lt)
 	st := Table{Title: "Whole Docker suite", Header: []string{"measure", "value"}}
 	if suite != nil {
 		failed := 0

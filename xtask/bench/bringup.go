@@ -17,6 +17,13 @@ type BringUpResult struct {
 	Topology                string
 	HarnessUp, HarnessClose []time.Duration
 	CLIUp, CLIDown          []time.Duration
+	// FloorUp, FloorDown: the raw-SDK floor (Floor), measured in the same
+	// interleaved loop (localhost only: the targets are set for it).
+	FloorUp, FloorDown []time.Duration
+	// Phases are the harness's own steps (integration.Phase), per run, in
+	// the order New and Close took them.
+	Phases     map[string][]time.Duration
+	PhaseOrder []string
 }
 
 // BringUp measures topo n times with the harness and n times with the
@@ -51,6 +58,23 @@ func BringUp(ctx context.Context, root, composeBin string, topo integration.Topo
 			return res, fmt.Errorf("harness %s close %d: %w", topo, i+1, err)
 		}
 		res.HarnessUp, res.HarnessClose = append(res.HarnessUp, up), append(res.HarnessClose, time.Since(t0))
+		if res.Phases == nil {
+			res.Phases = map[string][]time.Duration{}
+		}
+		for _, ph := range h.Phases() {
+			if _, ok := res.Phases[ph.Name]; !ok {
+				res.PhaseOrder = append(res.PhaseOrder, ph.Name)
+			}
+			res.Phases[ph.Name] = append(res.Phases[ph.Name], ph.Took)
+		}
+		if topo == integration.Localhost {
+			fr, err := Floor(ctx, root, topo, i, rng)
+			if err != nil {
+				return res, fmt.Errorf("raw-SDK floor %s run %d: %w", topo, i+1, err)
+			}
+			res.FloorUp, res.FloorDown = append(res.FloorUp, fr.Up), append(res.FloorDown, fr.Down)
+			logf("  %s run %d/%d: raw-SDK floor up %s down %s", topo, i+1, n, Dur(fr.Up), Dur(fr.Down))
+		}
 
 		// Compose CLI, own subnet and project name.
 		used, err := dockerx.UsedSubnets(ctx, d)

@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,8 +32,9 @@ func SuiteSpec(name string) testrun.Spec {
 
 // Outcome is one top-level test's result in one run.
 type Outcome struct {
-	Test   string // package base name + "." + test name
-	Failed bool
+	Test    string // package base name + "." + test name
+	Failed  bool
+	Message string // a failure's first telling line (file:line: message)
 }
 
 type junitFile struct {
@@ -40,12 +43,57 @@ type junitFile struct {
 		Failures int    `xml:"failures,attr"`
 		Errors   int    `xml:"errors,attr"`
 		Cases    []struct {
-			Name    string    `xml:"name,attr"`
-			Skipped *struct{} `xml:"skipped"`
-			Failure *struct{} `xml:"failure"`
-			Error   *struct{} `xml:"error"`
+			Name    string     `xml:"name,attr"`
+			Skipped *struct{}  `xml:"skipped"`
+			Failure *junitText `xml:"failure"`
+			Error   *junitText `xml:"error"`
 		} `xml:"testcase"`
 	} `xml:"testsuite"`
+}
+
+type junitText struct {
+	Message string `xml:"message,attr"`
+	Body    string `xml:",chardata"`
+}
+
+// failureLine picks the line of a failure's output that says what went
+// wrong: the last "file_test.go:N: …" line (t.Fatal/t.Error), else a panic
+// or race report, else the first non-empty line; at most 300 characters.
+func failureLine(t *junitText) string {
+	if t == nil {
+		return ""
+	}
+	lines := strings.Split(t.Body, "\n")
+	pick := ""
+	// The last file_test.go:N line: t.Log lines come before the t.Fatal.
+	for i := len(lines) - 1; i >= 0 && pick == ""; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.Contains(l, "_test.go:") {
+			pick = l
+		}
+	}
+	for _, want := range []func(string) bool{
+		func(l string) bool {
+			return strings.HasPrefix(l, "panic:") || strings.Contains(l, "DATA RACE") || strings.Contains(l, "race detected")
+		},
+		func(l string) bool { return l != "" && !strings.HasPrefix(l, "=== ") && !strings.HasPrefix(l, "--- ") },
+	} {
+		if pick != "" {
+			break
+		}
+		for _, l := range lines {
+			if l = strings.TrimSpace(l); want(l) {
+				pick = l
+				break
+			}
+		}
+	}
+	if pick == "" {
+		pick = strings.TrimSpace(t.Message)
+	}
+	if r := []rune(pick); len(r) > 300 {
+		pick = string(r[:300]) + "…"
+	}
+	return pick
 }
 
 // ParseOutcomes reads gotestsum's JUnit XML into top-level test outcomes
@@ -61,6 +109,7 @@ func ParseOutcomes(data []byte) ([]Outcome, error) {
 	for _, s := range jf.Suites {
 		pkg := s.Name[strings.LastIndexByte(s.Name, '/')+1:]
 		failed := map[string]bool{}
+		msg := map[string]string{}
 		var order []string
 		for _, c := range s.Cases {
 			top, _, _ := strings.Cut(c.Name, "/")
@@ -73,13 +122,19 @@ func ParseOutcomes(data []byte) ([]Outcome, error) {
 			}
 			if c.Failure != nil || c.Error != nil {
 				failed[top] = true
+				if msg[top] == "" {
+					msg[top] = failureLine(c.Failure)
+					if msg[top] == "" {
+						msg[top] = failureLine(c.Error)
+					}
+				}
 			}
 		}
 		if len(order) == 0 && s.Failures+s.Errors > 0 {
-			out = append(out, Outcome{Test: pkg + ".(package)", Failed: true})
+			out = append(out, Outcome{Test: pkg + ".(package)", Failed: true, Message: "the package failed without test results (build error, panic or timeout)"})
 		}
 		for _, t := range order {
-			out = append(out, Outcome{Test: pkg + "." + t, Failed: failed[t]})
+			out = append(out, Outcome{Test: pkg + "." + t, Failed: failed[t], Message: msg[t]})
 		}
 	}
 	return out, nil
@@ -185,22 +240,53 @@ type SuiteRun struct {
 // RunSuite runs the whole Docker suite once (gotestsum, JUnit into junitDir
 // as name.xml), and counts what it left behind.
 func RunSuite(ctx context.Context, root, junitDir, name string) (SuiteRun, error) {
+	return runSpecs(ctx, root, junitDir, SuiteSpec(name))
+}
+
+// StressSpecs are what one stressed soak run runs: the unit tests with
+// -race, the seven Docker suites, and the harness's own Docker tests with
+// -race (its goroutines poll while tests change its state).
+func StressSpecs(name string) []testrun.Spec {
+	unit := testrun.Spec{Name: name + "-unit", Packages: []string{"./..."}, Race: true}
+	suites := testrun.Spec{Name: name + "-docker", Docker: true}
+	harness := testrun.Spec{Name: name + "-harness", Docker: true, Race: true}
+	for _, c := range testrun.Categories {
+		if c.Name == "harness" {
+			harness.Packages = append(harness.Packages, c.Package)
+		} else {
+			suites.Packages = append(suites.Packages, c.Package)
+		}
+	}
+	return []testrun.Spec{unit, suites, harness}
+}
+
+// runSpecs runs specs one after another (JUnit into junitDir), collects
+// every top-level outcome, and counts what the run left behind.
+func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec) (SuiteRun, error) {
 	before, err := labelled(ctx)
 	if err != nil {
 		return SuiteRun{}, err
 	}
 	o := testrun.Options{Root: root, JUnitDir: junitDir}
-	spec := SuiteSpec(name)
 	t0 := time.Now()
-	runErr := testrun.Run(ctx, o, spec)
-	r := SuiteRun{Wall: time.Since(t0), Err: runErr}
-	data, err := os.ReadFile(o.JUnitPath(spec))
-	if err != nil {
-		return r, fmt.Errorf("%s: no JUnit results: %w (run: %v)", name, err, runErr)
+	var r SuiteRun
+	var runErrs []error
+	for _, spec := range specs {
+		runErr := testrun.Run(ctx, o, spec)
+		if runErr != nil {
+			runErrs = append(runErrs, runErr)
+		}
+		data, err := os.ReadFile(o.JUnitPath(spec))
+		if err != nil {
+			return r, fmt.Errorf("%s: no JUnit results: %w (run: %v)", spec.Name, err, runErr)
+		}
+		outs, err := ParseOutcomes(data)
+		if err != nil {
+			return r, err
+		}
+		r.Outcomes = append(r.Outcomes, outs...)
 	}
-	if r.Outcomes, err = ParseOutcomes(data); err != nil {
-		return r, err
-	}
+	r.Wall, r.Err = time.Since(t0), errors.Join(runErrs...)
 	after, err := labelled(ctx)
 	if err != nil {
 		return r, err
@@ -213,6 +299,7 @@ func RunSuite(ctx context.Context, root, junitDir, name string) (SuiteRun, error
 type FlakeRow struct {
 	Test        string
 	Runs, Fails int
+	First       string // the first failure's message
 }
 
 // Flakes tallies per-test failures over runs, failing tests first, then by name.
@@ -228,6 +315,9 @@ func Flakes(runs [][]Outcome) []FlakeRow {
 			r.Runs++
 			if o.Failed {
 				r.Fails++
+				if r.First == "" {
+					r.First = o.Message
+				}
 			}
 		}
 	}
@@ -263,14 +353,14 @@ func SoakTables(runs []SuiteRun) []Table {
 			fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes))
 	}
 	rows := Flakes(outs)
-	flaky := Table{Title: "Tests that failed at least once", Header: []string{"test", "failed runs", "runs"}}
+	flaky := Table{Title: "Tests that failed at least once", Header: []string{"test", "failed runs", "runs", "first failure"}}
 	nflaky := 0
 	for _, r := range rows {
 		if r.Fails == 0 {
 			continue
 		}
 		nflaky++
-		flaky.Add(r.Test, strconv.Itoa(r.Fails), strconv.Itoa(r.Runs))
+		flaky.Add(r.Test, strconv.Itoa(r.Fails), strconv.Itoa(r.Runs), strings.ReplaceAll(r.First, "|", "\\|"))
 	}
 	if nflaky == 0 {
 		flaky.Notes = append(flaky.Notes, fmt.Sprintf("none: every one of %d tests passed in every run", len(rows)))
@@ -281,22 +371,52 @@ func SoakTables(runs []SuiteRun) []Table {
 	return []Table{perRun, flaky}
 }
 
+// SoakOptions say how to soak.
+type SoakOptions struct {
+	Runs int // how many times [required, > 0]
+	// Stress: every run is the unit tests (-race), the Docker suites and
+	// the harness's own Docker tests (-race), while a CPU burner keeps
+	// every core busy (Burn). Without it, a run is the whole Docker suite.
+	Stress bool
+	// Burners is the number of spinning threads under Stress [one per CPU].
+	Burners int
+}
+
 // Soak runs the whole Docker suite n times and returns each run. A failing
 // run does not stop the soak; a run that produced no results does.
 func Soak(ctx context.Context, root string, n int, logf func(string, ...any)) ([]SuiteRun, error) {
+	return SoakWith(ctx, root, SoakOptions{Runs: n}, logf)
+}
+
+// SoakWith runs a soak as o says and returns each run.
+func SoakWith(ctx context.Context, root string, o SoakOptions, logf func(string, ...any)) ([]SuiteRun, error) {
+	n := o.Runs
 	if n <= 0 {
 		return nil, fmt.Errorf("soak: run count %d must be positive", n)
 	}
 	dir := filepath.Join(root, "test-results", "soak-"+time.Now().UTC().Format("20060102-150405"))
+	if o.Stress {
+		b := Burn(o.Burners)
+		logf("stress: %d spinning threads on %d CPUs for the whole soak", b.Threads(), runtime.NumCPU())
+		defer func() {
+			blocks, wall := b.Stop()
+			logf("stress: burner stopped after %s (%d blocks of work)", Dur(wall), blocks)
+		}()
+	}
 	var runs []SuiteRun
 	for i := 0; i < n; i++ {
 		logf("soak run %d/%d (JUnit: %s)", i+1, n, dir)
-		r, err := RunSuite(ctx, root, dir, fmt.Sprintf("soak-%d", i+1))
+		name := fmt.Sprintf("soak-%d", i+1)
+		specs := []testrun.Spec{SuiteSpec(name)}
+		if o.Stress {
+			specs = StressSpecs(name)
+		}
+		r, err := runSpecs(ctx, root, dir, specs...)
 		if err != nil {
 			return runs, err
 		}
 		runs = append(runs, r)
-		logf("soak run %d/%d: %s, leftovers %s, run error: %v", i+1, n, Dur(r.Wall), r.Leftovers, r.Err)
+		logf("soak run %d/%d: %s, %d tests, leftovers %s, run error: %v", i+1, n, Dur(r.Wall), len(r.Outcomes), r.Leftovers, r.Err)
 	}
 	return runs, nil
 }
@@ -304,18 +424,23 @@ func Soak(ctx context.Context, root string, n int, logf func(string, ...any)) ([
 // SoakReport runs Soak, prints its tables and appends them, with the
 // machine's description, to root/docs/BENCHMARKS.md. It fails when a test
 // failed in any run or anything was left behind.
-func SoakReport(ctx context.Context, root string, n int, w io.Writer) error {
+func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) error {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(w, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
 	m := DescribeMachine(ctx)
-	runs, err := Soak(ctx, root, n, logf)
+	runs, err := SoakWith(ctx, root, o, logf)
 	if len(runs) == 0 {
 		return err
 	}
 	tables := SoakTables(runs)
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Soak %s: the whole Docker suite %d times\n\n", m.Date.Format("2006-01-02 15:04 MST"), len(runs))
+	what := "the whole Docker suite"
+	if o.Stress {
+		what = fmt.Sprintf("under CPU stress (%d spinning threads), unit tests with -race, the Docker suites, the harness's Docker tests with -race,", burners(o))
+	}
+	p, _ := testrun.DockerParallel()
+	fmt.Fprintf(&b, "## Soak %s: %s %d times (%d Docker packages at once)\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), p)
 	b.WriteString(m.Table().Markdown())
 	for _, t := range tables {
 		_ = t.Text(w)
@@ -348,6 +473,13 @@ func SoakReport(ctx context.Context, root string, n int, w io.Writer) error {
 		return fmt.Errorf("soak: %s", strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+func burners(o SoakOptions) int {
+	if o.Burners > 0 {
+		return o.Burners
+	}
+	return runtime.NumCPU()
 }
 
 func outcomes(runs []SuiteRun) [][]Outcome {

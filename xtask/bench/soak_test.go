@@ -12,7 +12,10 @@ const junit = `<?xml version="1.0" encoding="UTF-8"?>
   <testsuite name="github.com/rbee-dev/rbee/xtask/tests/docker/heartbeat" tests="4" failures="1" errors="0">
     <testcase name="TestStaleness" time="1.0"></testcase>
     <testcase name="TestFlaky" time="1.0"></testcase>
-    <testcase name="TestFlaky/sub" time="1.0"><failure message="x">boom</failure></testcase>
+    <testcase name="TestFlaky/sub" time="1.0"><failure message="Failed">=== RUN   TestFlaky/sub
+    flaky_test.go:12: want 3 workers fresh, got 2
+--- FAIL: TestFlaky/sub (1.00s)
+</failure></testcase>
     <testcase name="TestSkipped" time="0"><skipped message="skip"></skipped></testcase>
   </testsuite>
   <testsuite name="github.com/rbee-dev/rbee/xtask/tests/docker/e2e" tests="0" failures="1" errors="0"></testsuite>
@@ -25,12 +28,21 @@ func TestParseOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Outcome{
-		{"heartbeat.TestStaleness", false},
-		{"heartbeat.TestFlaky", true}, // a failed subtest fails its test
-		{"e2e.(package)", true},       // failed without test cases (build error, panic)
+		{"heartbeat.TestStaleness", false, ""},
+		{"heartbeat.TestFlaky", true, "flaky_test.go:12: want 3 workers fresh, got 2"},                     // a failed subtest fails its test
+		{"e2e.(package)", true, "the package failed without test results (build error, panic or timeout)"}, // failed without test cases
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ParseOutcomes = %v, want %v", got, want)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{"=== RUN   TestX\n--- FAIL: TestX\npanic: runtime error: index out of range [recovered]\n", "panic: runtime error: index out of range [recovered]"},
+		{"==================\nWARNING: DATA RACE\nRead at 0x00c by goroutine 7:\n", "WARNING: DATA RACE"},
+		{"", "Failed"},
+	} {
+		if got := failureLine(&junitText{Message: "Failed", Body: tc.body}); got != tc.want {
+			t.Errorf("failureLine(%q) = %q, want %q", tc.body, got, tc.want)
+		}
 	}
 	if _, err := ParseOutcomes([]byte("<testsuites><oops")); err == nil {
 		t.Error("broken XML: no error")
@@ -39,16 +51,16 @@ func TestParseOutcomes(t *testing.T) {
 
 func TestFlakesAndSoakTables(t *testing.T) {
 	runs := []SuiteRun{
-		{Wall: time.Minute, Outcomes: []Outcome{{"p.A", false}, {"p.B", true}}},
-		{Wall: time.Minute, Outcomes: []Outcome{{"p.A", false}, {"p.B", false}}, Leftovers: Leftovers{Containers: 1}},
+		{Wall: time.Minute, Outcomes: []Outcome{{"p.A", false, ""}, {"p.B", true, ""}}},
+		{Wall: time.Minute, Outcomes: []Outcome{{"p.A", false, ""}, {"p.B", false, ""}}, Leftovers: Leftovers{Containers: 1}},
 	}
 	fl := Flakes(outcomes(runs))
-	if fmt.Sprint(fl) != fmt.Sprint([]FlakeRow{{"p.B", 2, 1}, {"p.A", 2, 0}}) {
+	if fmt.Sprint(fl) != fmt.Sprint([]FlakeRow{{"p.B", 2, 1, ""}, {"p.A", 2, 0, ""}}) {
 		t.Errorf("Flakes = %v", fl)
 	}
 	ts := SoakTables(runs)
 	md := ts[0].Markdown() + ts[1].Markdown()
-	for _, want := range []string{"| 2 | 1m0s | 2 | 0 | 1/0/0 |", "| p.B | 1 | 2 |", "1 failed at least once; leftovers over all runs: 1"} {
+	for _, want := range []string{"| 2 | 1m0s | 2 | 0 | 1/0/0 |", "| p.B | 1 | 2 |  |", "1 failed at least once; leftovers over all runs: 1"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("soak tables lack %q:\n%s", want, md)
 		}

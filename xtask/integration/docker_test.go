@@ -71,7 +71,9 @@ func leftovers(ctx context.Context, pid int) []string {
 // 28: timed out).
 func curl(t *testing.T, h *Harness, svc, url string) (bool, int) {
 	t.Helper()
-	r := h.MustExec(t, svc, []string{"curl", "-sS", "-o", "/dev/null", "-m", "2", "--connect-timeout", "2", url})
+	// 4 s: a request that should pass has room on a loaded machine; one that
+	// should be dropped costs that much.
+	r := h.MustExec(t, svc, []string{"curl", "-sS", "-o", "/dev/null", "-m", "4", "--connect-timeout", "4", url})
 	return r.ExitCode == 0, r.ExitCode
 }
 
@@ -205,12 +207,17 @@ func TestRejectAndPartition(t *testing.T) {
 	h := Start(t, Localhost)
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
 	h.MustInject(t, Reject("queen", "hive-localhost"))
-	t0 := time.Now()
-	if ok, code := curl(t, h, "queen", hive); ok || code != 7 {
-		t.Fatalf("queen→hive rejected: ok=%v exit %d, want refused (7)", ok, code)
+	// Exit 7 (could not connect) rather than 28 (timed out) is the proof
+	// that the connection was refused, not dropped; curl's own time_total,
+	// measured inside the container, must also stay under its connect
+	// timeout (a dropped SYN would use all of it). Timing the whole docker
+	// exec from here would measure the engine's load, not the rule.
+	r := h.MustExec(t, "queen", []string{"curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}", "-m", "4", "--connect-timeout", "4", hive})
+	if r.ExitCode != 7 {
+		t.Fatalf("queen→hive rejected: exit %d (%s), want refused (7)", r.ExitCode, r.Stderr)
 	}
-	if d := time.Since(t0); d > 1500*time.Millisecond {
-		t.Fatalf("reject took %v: it should fail fast", d)
+	if secs, err := strconv.ParseFloat(strings.TrimSpace(r.Stdout), 64); err != nil || secs >= 4 {
+		t.Fatalf("reject: curl time_total %q (%v): want well under the 4 s connect timeout", r.Stdout, err)
 	}
 	h.MustRecover(t, Reject("queen", "hive-localhost"))
 
@@ -285,7 +292,10 @@ func TestPauseAndUnpause(t *testing.T) {
 	if d := time.Since(t0); d < 900*time.Millisecond {
 		t.Fatalf("request to a paused queen failed after %v with %v: want a timeout", d, err)
 	}
-	if err := h.WaitForHealthy(context.Background(), "queen", 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "paused") {
+	// Long enough for several complete checks however slow the engine
+	// answers; a paused container never becomes healthy, so it always ends
+	// with the paused state as the last thing seen.
+	if err := h.WaitForHealthy(context.Background(), "queen", 5*time.Second); err == nil || !strings.Contains(err.Error(), "paused") {
 		t.Fatalf("WaitForHealthy on a paused queen: %v", err)
 	}
 	h.MustUnpause(t, "queen")
@@ -306,8 +316,10 @@ func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
 	if err == nil {
 		t.Fatal("WaitForHealthy on a killed hive succeeded")
 	}
-	if d := time.Since(t0); d > 5*time.Second {
-		t.Fatalf("WaitForHealthy took %v on an exited container", d)
+	// At once means long before the deadline, not within a fixed budget a
+	// loaded engine could overrun.
+	if d := time.Since(t0); d > 30*time.Second {
+		t.Fatalf("WaitForHealthy took %v of its 60 s on an exited container", d)
 	}
 	if !strings.Contains(err.Error(), "not running") || !strings.Contains(err.Error(), "last 30 log lines of hive-localhost") {
 		t.Fatalf("error lacks state or logs: %v", err)
@@ -343,7 +355,7 @@ func TestIsolateLossRateLatency(t *testing.T) {
 	if ok, _ := curl(t, h, "queen", hive); ok {
 		t.Fatal("queen reached the isolated hive")
 	}
-	h.MustWaitForHealthy(t, "hive-localhost", 5*time.Second) // the host path stays open
+	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second) // the host path stays open
 	h.MustHeal(t)
 
 	h.MustInject(t, Loss("queen", 100))

@@ -15,6 +15,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/compose/v5/pkg/api"
 	"github.com/docker/compose/v5/pkg/compose"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
@@ -44,6 +45,7 @@ type Harness struct {
 	mu       sync.Mutex
 	services map[string]*service
 	closed   bool
+	phases   []Phase // New's and Close's steps (Phases)
 
 	faultMu    sync.Mutex // serialises fault changes (each may exec into helpers)
 	faults     []effect   // active, in injection order
@@ -99,35 +101,45 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 
+	tp := h.started
 	if h.docker, h.compose, err = connect(ctx); err != nil {
 		return nil, err
 	}
-	if n, err := reap(ctx, h.docker); err != nil {
-		h.logf("reaper: %v", err)
-	} else if n > 0 {
-		h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
+	tp = h.phase("connect", tp)
+	if reapDue() {
+		if n, err := reap(ctx, h.docker); err != nil {
+			h.logf("reaper: %v", err)
+		} else if n > 0 {
+			h.logf("reaper: removed %d resources of runs whose owner process is gone", n)
+		}
 	}
+	tp = h.phase("reap", tp)
 	if h.project, err = h.loadProject(ctx); err != nil {
 		return nil, err
 	}
+	tp = h.phase("load", tp)
 	if err := h.checkImages(ctx); err != nil {
 		return nil, err
 	}
+	tp = h.phase("images", tp)
 	// From here on resources exist: return h so the caller can Close it.
 	if err := h.createNetworks(ctx); err != nil {
 		return h, err
 	}
-	t0 := time.Now()
+	tp = h.phase("network", tp)
+	t0 := tp
 	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
 		return h, fmt.Errorf("compose create %s: %w", h.name, err)
 	}
 	if err := h.discover(ctx); err != nil {
 		return h, err
 	}
+	tp = h.phase("create", tp)
 	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
 	if err := h.startAll(ctx); err != nil {
 		return h, err
 	}
+	h.phase("start+ready", tp)
 	h.logf("%s: %s up and healthy in %v (subnet %s)", h.name, topo, time.Since(h.started).Round(time.Millisecond), h.subnets())
 	return h, nil
 }
@@ -164,30 +176,54 @@ func (h *Harness) labels() map[string]string {
 }
 
 func (h *Harness) checkImages(ctx context.Context) error {
-	seen := map[string]bool{}
+	// One inspect per image: it proves the image is there and gives the
+	// healthcheck of services that have none in the compose file.
+	inspected := map[string]*container.HealthConfig{}
 	for _, s := range h.project.Services {
-		if s.Image == "" || seen[s.Image] {
+		if s.Image == "" {
 			continue
 		}
-		seen[s.Image] = true
-		if _, err := h.docker.ImageInspect(ctx, s.Image); err != nil {
-			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
-		}
-	}
-	// Services without a healthcheck in the compose file use the image's.
-	for name, s := range h.project.Services {
-		if _, ok := h.healthTests[name]; ok || s.Image == "" {
+		if _, seen := inspected[s.Image]; seen {
 			continue
 		}
 		img, err := h.docker.ImageInspect(ctx, s.Image)
 		if err != nil {
-			return fmt.Errorf("inspect image %s: %w", s.Image, err)
+			return fmt.Errorf("image %s (service %s) is missing: run `go run mage.go setup`: %w", s.Image, s.Name, err)
 		}
-		if img.Config != nil && img.Config.Healthcheck != nil && len(img.Config.Healthcheck.Test) > 0 {
-			h.healthTests[name] = img.Config.Healthcheck.Test
+		inspected[s.Image] = nil
+		if img.Config != nil {
+			inspected[s.Image] = img.Config.Healthcheck
+		}
+	}
+	for name, s := range h.project.Services {
+		if _, ok := h.healthTests[name]; ok || s.Image == "" {
+			continue
+		}
+		if hc := inspected[s.Image]; hc != nil && len(hc.Test) > 0 {
+			h.healthTests[name] = hc.Test
 		}
 	}
 	return nil
+}
+
+// reapEvery is how often one process looks for dead runs' leftovers: the
+// first New of a test binary reaps, later ones within the interval skip it
+// (the runs of a live process are not reapable anyway).
+const reapEvery = time.Minute
+
+var (
+	reapMu   sync.Mutex
+	lastReap time.Time
+)
+
+func reapDue() bool {
+	reapMu.Lock()
+	defer reapMu.Unlock()
+	if !lastReap.IsZero() && time.Since(lastReap) < reapEvery {
+		return false
+	}
+	lastReap = time.Now()
+	return true
 }
 
 // createNetworks creates the project's networks in free subnets. Parallel
@@ -201,9 +237,14 @@ func (h *Harness) createNetworks(ctx context.Context) error {
 		pn := &plan[i]
 		var lastErr error
 		for attempt := 0; attempt < 20; attempt++ {
-			used, err := dockerx.UsedSubnets(ctx, h.docker)
-			if err != nil {
-				return err
+			// First try a random /24 without listing every network of the
+			// engine (a shared engine has many): a clash is rare and is
+			// answered with "overlap", after which the list is consulted.
+			var used []netip.Prefix
+			if attempt > 0 {
+				if used, err = dockerx.UsedSubnets(ctx, h.docker); err != nil {
+					return err
+				}
 			}
 			subnet, err := pickSubnet(used, randInt())
 			if err != nil {
@@ -385,7 +426,11 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.faults = nil
 	h.faultMu.Unlock()
-	err := removeRun(ctx, h.docker, h.compose, h.name)
+	// Without compose down: every resource of the run carries its label, so
+	// removeRun's kill and label sweep remove all of it (the reaper's path),
+	// and compose's own listing and stopping is time spent twice.
+	err := removeRun(ctx, h.docker, nil, h.name)
+	h.phase("close", t0)
 	h.logf("%s: closed in %v", h.name, time.Since(t0).Round(time.Millisecond))
 	return err
 }

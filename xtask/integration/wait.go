@@ -142,12 +142,18 @@ func (h *Harness) awaitReady(ctx context.Context, name string) error {
 	t0 := time.Now()
 	var last error
 	for {
-		last = h.ready(ctx, name)
-		if last == nil {
+		err := h.ready(ctx, name)
+		if err == nil {
 			return nil
 		}
-		if errors.Is(last, errExited) {
-			return fmt.Errorf("%s: %w%s", name, last, h.tail(context.WithoutCancel(ctx), name, 30))
+		// A check cut short by the deadline saw nothing about the service:
+		// report what the previous complete check saw (a paused container,
+		// a silent port) rather than "context deadline exceeded".
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
+		if errors.Is(err, errExited) {
+			return fmt.Errorf("%s: %w%s", name, err, h.tail(context.WithoutCancel(ctx), name, 30))
 		}
 		if time.Since(t0) > 2*time.Second {
 			interval = 200 * time.Millisecond // long waits: spare the two CPUs
@@ -191,9 +197,9 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 		ports = append(ports, p)
 		hostPorts[p] = hp
 	}
+	test := h.healthTests[name] // CloneService adds entries under h.mu
 	h.mu.Unlock()
 	sort.Ints(ports)
-	test := h.healthTests[name]
 	var portErr error
 	ssh := false
 	for _, p := range ports {

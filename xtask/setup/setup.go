@@ -66,10 +66,14 @@ func FindRoot(dir string) (string, error) {
 	}
 }
 
-// Setup runs every step: keys, binaries, base image, service images.
-// Re-running with nothing changed rebuilds nothing.
+// Setup runs every step: a Docker engine (EnsureEngine: checked first, so a
+// missing one is found before minutes of building), keys, binaries, base
+// image, service images. Re-running with nothing changed rebuilds nothing.
 func Setup(ctx context.Context, cfg Config) error {
 	start := time.Now()
+	if err := step(cfg, "engine", func() error { return EnsureEngine(ctx, SystemEngine(cfg.logf)) }); err != nil {
+		return err
+	}
 	if err := step(cfg, "keys", func() error { return Keys(ctx, cfg) }); err != nil {
 		return err
 	}

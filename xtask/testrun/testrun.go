@@ -68,6 +68,7 @@ type Spec struct {
 	Timeout  time.Duration     // go test -timeout (default 30m)
 	Verbose  bool              // gotestsum's standard-verbose format
 	Race     bool              // -race
+	Parallel int               // Docker packages at once (go test -p); 0: DockerParallel()
 	// Collapse, when set, sums the spec's packages into one summary row
 	// with this name (the unit tests of many packages); else one row per
 	// package.
@@ -124,9 +125,16 @@ func Run(ctx context.Context, o Options, s Spec) error {
 	args := []string{"tool", "gotestsum", "--junitfile", o.JUnitPath(s), "--junitfile-project-name", s.Name,
 		"--format", format, "--", "-count=1", "-timeout", timeout.String()}
 	if s.Docker {
-		// One package at a time: each brings up its own containers, and
-		// timing-sensitive suites should not fight for two cores.
-		args = append(args, "-tags", "docker", "-p", "1")
+		// Packages run side by side (each test's stack is isolated), as
+		// many as the engine and the cores sustain: RBEE_DOCKER_PARALLEL.
+		p := s.Parallel
+		if p <= 0 {
+			var err error
+			if p, err = DockerParallel(); err != nil {
+				return err
+			}
+		}
+		args = append(args, "-tags", "docker", "-p", strconv.Itoa(p))
 	}
 	if s.Race {
 		args = append(args, "-race")
