@@ -29,6 +29,7 @@ type config struct {
 type fileOverride struct {
 	service, target string
 	content         []byte
+	writable        bool // WithWritableFile: mode 0600, mounted read-write
 }
 
 func defaultConfig() config {
@@ -138,14 +139,27 @@ func WithLogWriter(w io.Writer) Option {
 // configuration variants: a queen.toml with other timeouts, a queen that
 // holds the wrong SSH key. Unknown services are an error from New.
 func WithFile(service, path string, content []byte) Option {
+	return withFile("WithFile", service, path, content, false)
+}
+
+// WithWritableFile mounts content read-write, mode 0600, at path inside
+// service: the file exists when the service starts (programs that check
+// their key files at start-up see it), and a test can replace its content
+// in place later (suite.PutFile) for a program that re-reads it, such as
+// the queen's known_hosts and SSH identity.
+func WithWritableFile(service, path string, content []byte) Option {
+	return withFile("WithWritableFile", service, path, content, true)
+}
+
+func withFile(name, service, path string, content []byte, writable bool) Option {
 	return func(c *config) error {
 		if service == "" {
-			return fmt.Errorf("WithFile: empty service name")
+			return fmt.Errorf("%s: empty service name", name)
 		}
 		if !strings.HasPrefix(path, "/") {
-			return fmt.Errorf("WithFile: container path %q must be absolute", path)
+			return fmt.Errorf("%s: container path %q must be absolute", name, path)
 		}
-		c.files = append(c.files, fileOverride{service: service, target: path, content: bytes.Clone(content)})
+		c.files = append(c.files, fileOverride{service: service, target: path, content: bytes.Clone(content), writable: writable})
 		return nil
 	}
 }

@@ -377,10 +377,17 @@ func (h *Harness) applyFiles(p *types.Project) error {
 			return err
 		}
 		src := filepath.Join(dir, filepath.Base(f.target))
-		if err := os.WriteFile(src, f.content, 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if f.writable {
+			mode = 0o600
+		}
+		if err := os.WriteFile(src, f.content, mode); err != nil {
 			return err
 		}
-		mount := types.ServiceVolumeConfig{Type: types.VolumeTypeBind, Source: src, Target: f.target, ReadOnly: true}
+		if err := os.Chmod(src, mode); err != nil { // WriteFile's mode is subject to the umask
+			return err
+		}
+		mount := types.ServiceVolumeConfig{Type: types.VolumeTypeBind, Source: src, Target: f.target, ReadOnly: !f.writable}
 		replaced := false
 		for j, v := range svc.Volumes {
 			if v.Target == f.target {

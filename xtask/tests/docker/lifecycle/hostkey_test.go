@@ -21,11 +21,6 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 	// The queen reads known_hosts anew for every connection, from a file
 	// the test can replace (WithFile mounts are read-only).
 	const knownHosts = "/tmp/rbee-ssh/known_hosts"
-	h := integration.Start(t, integration.Localhost,
-		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{
-			"known_hosts": strconv.Quote(knownHosts),
-		})))
-	q := h.MustQueen(t)
 	keyOf := map[string]string{}
 	suite.KnownHosts(t, func(name, typ, key string) string { keyOf[name] = typ + " " + key; return "" })
 	// hive-1's key pinned for the hive; the hive's own key stays in the
@@ -39,7 +34,14 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 		}
 		return name + " " + typ + " " + key
 	})
-	suite.PutFile(t, h, "queen", knownHosts, swapped)
+	// The queen checks known_hosts at start-up: the file exists from the
+	// start, writable, so the right one can be swapped in later.
+	h := integration.Start(t, integration.Localhost,
+		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{
+			"known_hosts": strconv.Quote(knownHosts),
+		})),
+		integration.WithWritableFile("queen", knownHosts, swapped))
+	q := h.MustQueen(t)
 
 	pid := recordedPid(t, h)
 	if pid == 0 {

@@ -49,14 +49,17 @@ var stoppedHive = integration.WithEnv(map[string]string{"RBEE_HIVE_PREINSTALLED"
 // written to queenSSHDir, and counts the hive's SSH sessions.
 func startQueenSSH(t *testing.T, knownHosts, identity []byte) (*integration.Harness, *client.Client) {
 	t.Helper()
+	// The queen checks its key files at start-up and reads them again for
+	// every connection: they exist from the start, writable, so the test
+	// can swap in the right one later (suite.PutFile).
 	h := integration.Start(t, integration.Localhost, stoppedHive,
 		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{
 			"known_hosts":   strconv.Quote(queenKnownHostsVar),
 			"identity_file": strconv.Quote(queenIdentityVar),
-		})))
+		})),
+		integration.WithWritableFile("queen", queenKnownHostsVar, knownHosts),
+		integration.WithWritableFile("queen", queenIdentityVar, identity))
 	q := h.MustQueen(t)
-	suite.PutFile(t, h, "queen", queenKnownHostsVar, knownHosts)
-	suite.PutFile(t, h, "queen", queenIdentityVar, identity)
 	// The rc file must print nothing: its stdout would be part of every
 	// command's output (hive_start reads the pid from it).
 	suite.Sh(t, h, hive, fmt.Sprintf(`printf '%%s\n' 'echo "$SSH_CONNECTION" >> %[1]s' > /home/rbee/.ssh/rc
