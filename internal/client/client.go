@@ -65,6 +65,17 @@ func WithKeyFile(path string) (Option, error) {
 	return WithKey(k), nil
 }
 
+// WithWorkerTokenFrom sends the bearer token that the workers of hiveID
+// expect, derived from the cluster secret in keyFile (auth.Key.WorkerToken),
+// for tools and tests that talk to a worker directly.
+func WithWorkerTokenFrom(keyFile, hiveID string) (Option, error) {
+	k, err := auth.LoadKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return WithToken(k.WorkerToken(hiveID)), nil
+}
+
 // WithReconnects sets how many times Follow reconnects a dropped stream
 // (default 5).
 func WithReconnects(n int) Option { return func(c *Client) { c.maxRetries = n } }

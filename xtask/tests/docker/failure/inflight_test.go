@@ -90,7 +90,11 @@ func TestJobInFlightAcrossQueenRestart(t *testing.T) {
 	t.Logf("queen exited %d %v after SIGTERM; the client got %s after %d tokens", code, took.Round(time.Millisecond), r.out.Terminator(), tokens)
 
 	// The worker's generation was cancelled by the queen on its way out.
-	wc := client.New(h.MustURL(t, "worker-1", 9100))
+	token, err := client.WithWorkerTokenFrom(h.ClusterKeyFile(), "standalone") // worker-1 is standalone
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := client.New(h.MustURL(t, "worker-1", 9100), token)
 	var wst api.JobStatus
 	if err := checks.Await(ctx, 30*time.Second, "worker job "+wjob+" cancelled", func(ctx context.Context) (bool, string, error) {
 		if err := wc.Do(ctx, http.MethodGet, "/v1/inference/"+wjob, nil, &wst); err != nil {

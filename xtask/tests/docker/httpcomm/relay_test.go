@@ -204,10 +204,12 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 
 	// Every event of the hive's job, exactly once and in order, on the
 	// queen's stream: the hive's own record, read from the hive.
-	hiveEvs, err := followRaw(ctx, hive.BaseURL()+"/v1/jobs/"+hiveJob+"/stream", nil)
+	// (The hive's job API is signed: read it with the harness's signed client.)
+	hiveOut, err := hive.FollowPath(ctx, "/v1/jobs/"+hiveJob+"/stream", hiveJob, 0, nil)
 	if err != nil {
 		t.Fatalf("hive stream of %s: %v", hiveJob, err)
 	}
+	hiveEvs := hiveOut.Events
 	var want, got []string
 	for _, ev := range hiveEvs {
 		if !ev.IsTerminator() {

@@ -207,7 +207,8 @@ done >> %s`, binaryPath, watchLog)
 // The queen holding a key the hive does not accept gets a clear [ERROR] naming user, host and "authentication failed"; the harness client with that key is refused too.
 func TestAuthenticationFailures(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, bareHive,
-		integration.WithFile("queen", queenKey, suite.RepoFile(t, "keys/wrong_id_rsa")))
+		// 0600: the queen refuses an identity file others can read, as OpenSSH does.
+		integration.WithWritableFile("queen", queenKey, suite.RepoFile(t, "keys/wrong_id_rsa")))
 	q := h.MustQueen(t)
 
 	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})

@@ -32,7 +32,13 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	if _, err := checks.AwaitWorker(ctx, q, "worker-1", 30*time.Second, "fresh", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}
-	wc := client.New(h.MustURL(t, "worker-1", 9100))
+	// worker-1 is a standalone worker: its token is the one derived for
+	// the pseudo-hive "standalone" (what the queen sends it too).
+	token, err := client.WithWorkerTokenFrom(h.ClusterKeyFile(), "standalone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := client.New(h.MustURL(t, "worker-1", 9100), token)
 
 	// The unrelated job, straight on the worker, followed to its end.
 	const controlTokens, cancelTokens = 300, 400
