@@ -125,7 +125,7 @@ var Catalogue = []Mutant{
 		Desc:   "hive_stop signals the recorded pid even when it now belongs to another process",
 		Old:    "  3) rm -f \"$f\"; echo \"$pid\"; exit 5 ;;\n",
 		New:    "",
-		Catch:  "Survives because TestHiveStopViaQueen's decoys are never the recorded pid: no test writes a pid file that names another process. Kill: write a decoy's pid into ~/.local/state/rbee/rbee-hive.pid, stop the hive's HTTP side, hive_stop: the decoy must still run and the job say the pid is not rbee-hive.",
+		Catch:  "a pid file naming another live process (a decoy) while the hive hangs: hive_stop must end [ERROR] not rbee-hive and the decoy still run (TestHiveStopSparesReusedPid).",
 		Claims: []string{"lifecycle"},
 	},
 	{
