@@ -1,7 +1,7 @@
 //go:build docker
 
 // Package httpcomm tests HTTP communication between queen, hive and worker
-// across real Docker networks (issue 5, "HTTP communication"): health
+// across real Docker networks: health
 // checks, capabilities discovery, job forwarding, SSE streaming with
 // resumption, timeouts, refused connections and retries. Every test brings
 // its own topology up with the DockerTestHarness (xtask/integration) and

@@ -79,8 +79,9 @@ func hiveOp(hive string) api.JobRequest {
 // rawStream reads a job stream at url with its own HTTP connection,
 // sending Last-Event-ID when lastID > 0. It stops after max events (max ≤ 0:
 // read to EOF) and closes the connection: a reader that goes away.
-// It returns every event in order, terminators included.
-func rawStream(ctx context.Context, url string, lastID, max int) ([]sse.Event, error) {
+// It returns every event in order, terminators included, and calls
+// onEvent (if non-nil) for each as it arrives.
+func rawStream(ctx context.Context, url string, lastID, max int, onEvent func(sse.Event)) ([]sse.Event, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -110,6 +111,9 @@ func rawStream(ctx context.Context, url string, lastID, max int) ([]sse.Event, e
 			return evs, err
 		}
 		evs = append(evs, ev)
+		if onEvent != nil {
+			onEvent(ev)
+		}
 	}
 	return evs, nil
 }

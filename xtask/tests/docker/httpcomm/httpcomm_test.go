@@ -235,11 +235,11 @@ func TestSSEStreaming(t *testing.T) {
 	var fullErr error
 	var second client.Outcome // reader B: the typed client, concurrently
 	var secondErr error
-	wg.Go(func() { full, fullErr = rawStream(ctx, url, 0, 0) })
+	wg.Go(func() { full, fullErr = rawStream(ctx, url, 0, 0, nil) })
 	wg.Go(func() { second, secondErr = q.Follow(ctx, acc.JobID, 0, nil) })
 
 	// Reader C: goes away after cutAfter events, then comes back.
-	head, err := rawStream(ctx, url, 0, cutAfter)
+	head, err := rawStream(ctx, url, 0, cutAfter, nil)
 	if err != nil || len(head) != cutAfter {
 		t.Fatalf("first %d events: got %d, err %v", cutAfter, len(head), err)
 	}
@@ -250,7 +250,7 @@ func TestSSEStreaming(t *testing.T) {
 	if st.State != api.StateRunning {
 		t.Fatalf("job %s was already %s when reader C was cut: the test needs a cut mid-stream", acc.JobID, st.State)
 	}
-	rest, err := rawStream(ctx, url, head[len(head)-1].ID, 0)
+	rest, err := rawStream(ctx, url, head[len(head)-1].ID, 0, nil)
 	if err != nil {
 		t.Fatalf("resume after id %d: %v", head[len(head)-1].ID, err)
 	}

@@ -3,11 +3,8 @@
 package httpcomm
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,40 +25,6 @@ const (
 	bigModel = "rbee/big-ngram:model.bin"
 	hiveLog  = "/home/rbee/.local/state/rbee/rbee-hive.log"
 )
-
-// followRaw reads the SSE stream at url on a connection of its own, from
-// the first event to EOF, calling onEvent for each (terminators too).
-func followRaw(ctx context.Context, url string, onEvent func(sse.Event)) ([]sse.Event, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	r := sse.NewReader(resp.Body)
-	var evs []sse.Event
-	for {
-		ev, err := r.Next()
-		if err == io.EOF {
-			return evs, nil
-		}
-		if err != nil {
-			return evs, err
-		}
-		evs = append(evs, ev)
-		if onEvent != nil {
-			onEvent(ev)
-		}
-	}
-}
 
 // hiveLogLines returns the lines of svc's hive log that contain every part.
 func hiveLogLines(t *testing.T, h *integration.Harness, svc string, parts ...string) []string {
@@ -124,7 +87,7 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		sentJob, sentProgress := false, false
-		evs, err := followRaw(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", func(ev sse.Event) {
+		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) {
 			if ev.Name != api.EventNarration {
 				return
 			}
