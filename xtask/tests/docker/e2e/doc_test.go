@@ -1,6 +1,6 @@
 //go:build docker
 
-// Package e2e holds the end-to-end Docker suite (issue 6, "End-to-end"):
+// Package e2e holds the end-to-end Docker suite:
 // whole workflows against real containers, driven through the queen's API
 // and the rbee-keeper CLI as a user would drive them —
 //

@@ -1,7 +1,7 @@
 //go:build docker
 
 // Package failure breaks a running rbee system in reproducible ways, against
-// real containers (issue 6, "Failures"): a network partition between queen
+// real containers: a network partition between queen
 // and hive, a hive crash in the middle of a download, a queen restart, a
 // worker SIGKILL, concurrent operations on one hive, and SSH lost during
 // hive_install. Every test records each job it submits in a checks.History

@@ -1,7 +1,7 @@
 //go:build docker
 
 // Package heartbeat tests the heartbeat protocol across real Docker
-// networks (issue 5, "Heartbeats"): a spawned worker registers with the
+// networks: a spawned worker registers with the
 // queen, last_seen advances and never goes backwards, a killed worker turns
 // stale and is no longer scheduled, the queen's registry is rebuilt after a
 // restart without restarting any worker, and many workers are tracked

@@ -6,8 +6,7 @@
 // own client from the test host. It covers connection establishment with
 // pinned host keys, command execution with intact output, binary
 // installation, authentication failures, connect and command timeouts, and
-// concurrent sessions within max_sessions_per_host (issue 5, "SSH
-// communication").
+// concurrent sessions within max_sessions_per_host.
 //
 // Images come from `go run mage.go setup`. Run:
 //

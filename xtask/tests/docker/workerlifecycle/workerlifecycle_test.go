@@ -1,7 +1,7 @@
 //go:build docker
 
 // Package workerlifecycle tests, against real containers, how the queen
-// drives workers on a hive (issue 6, "Worker lifecycle"): spawning a worker
+// drives workers on a hive: spawning a worker
 // after a model download, listing workers, deleting one, and spawning on a
 // specific (simulated) device. Each test brings up the queen, hive-1 and the
 // model hub of the full-stack topology (the hub is where models come from).
