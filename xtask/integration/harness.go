@@ -52,6 +52,8 @@ type Harness struct {
 	helpers    map[string]*helper
 	netemOK    *bool
 	transcript []string
+
+	tl *recorder // the timeline of the failure report (timeline.go)
 }
 
 // service is what the harness knows about one compose service's container.
@@ -106,6 +108,7 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return nil, err
 	}
 	tp = h.phase("connect", tp)
+	h.startTimeline()
 	if reapDue() {
 		if n, err := reap(ctx, h.docker); err != nil {
 			h.logf("reaper: %v", err)
@@ -414,6 +417,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	h.tl.stop()
 	if h.docker == nil {
 		return nil
 	}
