@@ -11,16 +11,14 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/report"
 )
 
 // ArtifactsDir is where a failed test's artifacts go:
 // $RBEE_TEST_ARTIFACTS/<test>, by default <repo>/artifacts/<test>.
 func ArtifactsDir(repoDir, testName string) string {
-	base := os.Getenv("RBEE_TEST_ARTIFACTS")
-	if base == "" {
-		base = filepath.Join(repoDir, "artifacts")
-	}
-	return filepath.Join(base, sanitizePath(testName))
+	return filepath.Join(report.ArtifactsRoot(repoDir), sanitizePath(testName))
 }
 
 // sanitizePath keeps a test name readable as one directory name.

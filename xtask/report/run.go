@@ -404,3 +404,15 @@ svg text{font-size:11px;fill:#374151}.bar-cat{font-weight:700}.bar-d{fill:#6b728
 .cell.passed{background:#4ade80}.cell.failed{background:#ef4444}.cell.skipped{background:#d1d5db}
 .legend .k{display:inline-block;width:12px;height:10px;margin:0 3px 0 10px}.k.passed{background:#4ade80}.k.failed{background:#ef4444}.k.skipped{background:#d1d5db}
 `
+
+// ArtifactsEnv overrides where the tests' artifacts go.
+const ArtifactsEnv = "RBEE_TEST_ARTIFACTS"
+
+// ArtifactsRoot is the directory of every test's artifacts directory:
+// $RBEE_TEST_ARTIFACTS, by default <repo>/artifacts.
+func ArtifactsRoot(repoDir string) string {
+	if base := os.Getenv(ArtifactsEnv); base != "" {
+		return base
+	}
+	return filepath.Join(repoDir, "artifacts")
+}
