@@ -76,7 +76,7 @@ func percent(p string) (float64, error) {
 
 var (
 	hiveRole = []Role{Hive}
-	anyRole = []Role{Hive, Worker}
+	anyRole  = []Role{Hive, Worker}
 )
 
 // DefaultMenu is every fault the harness can inject on any kernel, aimed at

@@ -267,11 +267,11 @@ func actions(s Schedule) []action {
 // worker to be healthy, runs one job on every hive, and checks the
 // History. Violations are in the Result; the error is for a run that could
 // not be carried out (a fault that could not be injected or healed).
-func Run(ctx context.Context, sys *System) (Result, error) {
+func Run(ctx context.Context, sys *System) (res Result, err error) {
 	cfg := sys.cfg
 	targets := TargetsOf(sys.H.Services())
 	sched, err := Generate(cfg.Seed, cfg.Duration, targets, cfg.Menu, cfg.Timing)
-	res := Result{Schedule: sched}
+	res.Schedule = sched
 	if err != nil {
 		return res, err
 	}
