@@ -107,6 +107,8 @@ type Result struct {
 	Jobs       []Job
 	Violations []string
 	Wall       time.Duration
+	// Err is set (by Campaign) when the run could not be carried out.
+	Err error
 }
 
 // Done counts the load's jobs that ended [DONE]; Failed the others.
@@ -119,8 +121,12 @@ func (r Result) Done() int {
 // consistent).
 func (r Result) Failed() int { return len(r.Jobs) - r.Done() }
 
-// Verdict is "pass" with no violation, else "FAIL".
+// Verdict is "pass" with no violation, "FAIL" with one, "ERROR" for a run
+// that could not be carried out.
 func (r Result) Verdict() string {
+	if r.Err != nil {
+		return "ERROR"
+	}
 	if len(r.Violations) == 0 {
 		return "pass"
 	}
@@ -137,6 +143,9 @@ func (r Result) Report() string {
 		fmt.Fprintf(&b, "  %s\n", l)
 	}
 	fmt.Fprintf(&b, "jobs: %d done, %d not done, of %d\n", r.Done(), r.Failed(), len(r.Jobs))
+	if r.Err != nil {
+		fmt.Fprintf(&b, "run error: %v\n", r.Err)
+	}
 	fmt.Fprintf(&b, "%d violations:\n", len(r.Violations))
 	for _, v := range r.Violations {
 		fmt.Fprintf(&b, "  %s\n", v)
