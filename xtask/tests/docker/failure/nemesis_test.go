@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/nemesis"
 	"github.com/rbee-dev/rbee/xtask/suite"
@@ -62,6 +63,13 @@ func TestNemesis(t *testing.T) {
 			}
 			if len(res.Violations) > 0 {
 				t.Fatalf("%d History violations\n%s", len(res.Violations), res.Report())
+			}
+			// Negative control against the same queen: a job it never had,
+			// recorded as acknowledged, is reported lost.
+			var bogus checks.History
+			_, _ = bogus.Adopt(ctx, sys.Q, "infer", "job-00000000-0000-4000-8000-000000000000")
+			if vs := nemesis.Check(ctx, sys.Q, &bogus, []nemesis.Job{{Op: "infer", JobID: "job-00000000-0000-4000-8000-000000000000"}}, res.Schedule); len(vs) != 1 {
+				t.Fatalf("a job the queen never had: %d violations %v; want it reported lost", len(vs), vs)
 			}
 			if res.Done() == 0 {
 				t.Fatalf("no job of the load ended [DONE]: the load did not run\n%s", res.Report())
