@@ -436,4 +436,12 @@ var Catalogue = []Mutant{
 		Catch:  "rbee-keeper for a request the queen answers 400 (an unknown hive alias) must exit 2.",
 		Claims: []string{"e2e"},
 	},
+	{
+		Name: "keeper-cancel-exit-error", File: "internal/keeper/keeper.go",
+		Desc:   "rbee-keeper exits 1 instead of 130 when its Ctrl-C cancelled the job",
+		Old:    "\t\t\tfmt.Fprintf(stderr, \"%s: job %s cancelled\\n\", Program, acc.JobID)\n\t\t}\n\t\treturn ExitCancelled",
+		New:    "\t\t\tfmt.Fprintf(stderr, \"%s: job %s cancelled\\n\", Program, acc.JobID)\n\t\t}\n\t\treturn ExitError",
+		Catch:  "rbee-keeper interrupted with SIGINT during a long infer must exit 130 and the queen's job end cancelled.",
+		Claims: []string{"e2e"},
+	},
 }
