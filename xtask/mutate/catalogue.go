@@ -377,7 +377,7 @@ var Catalogue = []Mutant{
 		Desc:   "hive_start waits for /health for the 30 s default, whatever [lifecycle] start_timeout says",
 		Old:    "deadline := time.Now().Add(s.cfg.Lifecycle.StartTimeout.D())",
 		New:    "deadline := time.Now().Add(30 * time.Second)",
-		Catch:  "with start_timeout = 4s a hive binary that runs but never answers /health must fail hive_start after 4 s (not before, and well before 30 s), naming start_timeout.",
+		Catch:  "Survives: no suite test sets start_timeout or has a hive that runs without answering /health. Kill: with start_timeout = 4s a hive binary that runs but never answers /health must fail hive_start after 4 s (not before, and well before 30 s), naming start_timeout.",
 		Claims: []string{"lifecycle"},
 	},
 	{
@@ -385,7 +385,7 @@ var Catalogue = []Mutant{
 		Desc:   "worker_spawn reports the worker running as soon as the process started, without waiting for its /health",
 		Old:    "\tif err := s.waitHealthy(ctx, c, port); err != nil {\n",
 		New:    "\tif err := error(nil); err != nil {\n",
-		Catch:  "worker_spawn of a model whose file is corrupt (same size, so the catalog keeps it) must end [ERROR] naming the worker's exit, and leave no running worker.",
+		Catch:  "Survives workerlifecycle/TestSpawnViaQueen (the tiny worker is healthy before anyone looks). Kill: worker_spawn of a model whose file is corrupt (same size, so the catalog keeps it) must end [ERROR] naming the worker's exit, and leave no running worker.",
 		Claims: []string{"workerlifecycle"},
 	},
 	{
@@ -393,7 +393,7 @@ var Catalogue = []Mutant{
 		Desc:   "model_delete removes the metadata and a partial file but leaves the model's directory and model.bin on disk",
 		Old:    "\t_ = os.Remove(filepath.Join(dir, MetadataFile))\n\tif err := os.RemoveAll(dir); err != nil {",
 		New:    "\t_ = os.Remove(filepath.Join(dir, MetadataFile))\n\tif err := os.RemoveAll(filepath.Join(dir, PartialFile)); err != nil {",
-		Catch:  "after model_delete the model's directory must be gone from the hive's disk, not only from model_list.",
+		Catch:  "Survives: no suite test runs model_delete. Kill: after model_delete the model's directory must be gone from the hive's disk, not only from model_list.",
 		Claims: []string{"workerlifecycle", "e2e"},
 	},
 	{
@@ -401,7 +401,7 @@ var Catalogue = []Mutant{
 		Desc:   "model_delete does not refuse while the model is being downloaded: it removes the directory under the download",
 		Old:    "\tif !ok {\n\t\treturn api.Model{}, false, fmt.Errorf(\"%w: %s; cancel that download first\", ErrBusy, m)\n\t}\n\tdefer unlock()",
 		New:    "\tif !ok {\n\t\tunlock = func() {}\n\t}\n\tdefer unlock()",
-		Catch:  "model_delete during a slow download of that model must end [ERROR] … being downloaded, and the download still end [DONE] with the model in the catalog.",
+		Catch:  "Survives: no suite test runs model_delete. Kill: model_delete during a slow download of that model must end [ERROR] … being downloaded, and the download still end [DONE] with the model in the catalog.",
 		Claims: []string{"workerlifecycle", "e2e"},
 	},
 	{
