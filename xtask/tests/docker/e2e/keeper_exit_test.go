@@ -16,6 +16,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // rbee-keeper's exit code says how the job ended (docs/PROTOCOL.md): 0
@@ -26,8 +27,7 @@ import (
 func TestKeeperExitCodes(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"))
 	q := h.MustQueen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*opTimeout)
-	defer cancel()
+	ctx := suite.Context(t, 4*opTimeout)
 	if _, err := checks.AwaitWorker(ctx, q, "worker-1", stateTimeout, "fresh", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}

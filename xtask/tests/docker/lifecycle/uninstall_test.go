@@ -3,7 +3,6 @@
 package lifecycle
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -24,8 +23,7 @@ const hiveBinary = "/home/rbee/.local/bin/rbee-hive"
 func TestHiveUninstallViaQueen(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*opTimeout)
-	defer cancel()
+	ctx := suite.Context(t, 4*opTimeout)
 	if err := checks.AwaitHiveState(ctx, q, hive, api.HiveOnline, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
