@@ -328,6 +328,15 @@ func TestCaptureArtifacts(t *testing.T) {
 			if toQueen == 0 {
 				t.Fatalf("%s holds no GET /health to the queen:\n%s", pcap, out)
 			}
+			// tcpdump reads it too (.ci/run installs it; elsewhere optional).
+			if _, err := exec.LookPath("tcpdump"); err != nil {
+				t.Logf("no tcpdump on PATH: not checking that it reads %s", pcap)
+				return
+			}
+			td, err := exec.CommandContext(ctx, "tcpdump", "-nn", "-r", pcap).CombinedOutput()
+			if err != nil || !strings.Contains(string(td), ".8500: Flags [S]") {
+				t.Fatalf("tcpdump -r %s: %v, no SYN to port 8500:\n%s", pcap, err, td)
+			}
 		})
 	}
 }
