@@ -120,6 +120,7 @@ func (h *Harness) awaitCapture(ctx context.Context) {
 	if c == nil {
 		return
 	}
+	t0 := time.Now()
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -127,7 +128,7 @@ func (h *Harness) awaitCapture(ctx context.Context) {
 	}
 	switch {
 	case c.err == nil:
-		h.logf("%s: capturing %s", h.name, strings.Join(c.ifaces, ", "))
+		h.logf("%s: capturing %s (waited %v for it after create)", h.name, strings.Join(c.ifaces, ", "), time.Since(t0).Round(time.Millisecond))
 	case !errors.Is(c.err, errCaptureOff):
 		h.logf("%s: no packet capture for this run: %v", h.name, c.err)
 	}
