@@ -424,7 +424,7 @@ func Mutate(ctx context.Context, names string) error {
 	if err := o.FromEnv(); err != nil {
 		return err
 	}
-	if names == "" || names == "all" {
+	if (names == "" || names == "all") && o.RunPattern == "" {
 		o.Report = filepath.Join(c.Root, "docs", "MUTATION.md")
 	}
 	_, err = mutate.Run(ctx, o, ms)

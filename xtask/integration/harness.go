@@ -52,6 +52,8 @@ type Harness struct {
 	helpers    map[string]*helper
 	netemOK    *bool
 	transcript []string
+
+	capture *captureRun // packet capture of the run's networks (capture.go)
 }
 
 // service is what the harness knows about one compose service's container.
@@ -127,6 +129,11 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return h, err
 	}
 	tp = h.phase("network", tp)
+	// The capture starts alongside compose create and is reading before
+	// the first container starts.
+	if err := h.startCapture(ctx); err != nil {
+		return h, err
+	}
 	t0 := tp
 	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
 		return h, fmt.Errorf("compose create %s: %w", h.name, err)
@@ -136,6 +143,8 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	}
 	tp = h.phase("create", tp)
 	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
+	h.awaitCapture(ctx)
+	tp = h.phase("capture", tp)
 	if err := h.startAll(ctx); err != nil {
 		return h, err
 	}
@@ -426,6 +435,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.faults = nil
 	h.faultMu.Unlock()
+	h.settleCapture(ctx)
 	// Without compose down: every resource of the run carries its label, so
 	// removeRun's kill and label sweep remove all of it (the reaper's path),
 	// and compose's own listing and stopping is time spent twice.
