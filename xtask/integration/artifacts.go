@@ -29,7 +29,8 @@ func sanitizePath(name string) string {
 
 // CollectArtifacts writes into dir every service's full log
 // (<svc>.log), its inspect JSON (<svc>.inspect.json), the fault transcript
-// (faults.log) and the resolved compose project (compose.yaml). It returns a
+// (faults.log), the run's packet capture (capture.pcap, see CaptureEnv) and
+// the resolved compose project (compose.yaml). It returns a
 // summary that starts with "artifacts: <dir>" and shows the last tailLines
 // of each log, for a failure message.
 func (h *Harness) CollectArtifacts(ctx context.Context, dir string, tailLines int) (string, error) {
@@ -90,6 +91,9 @@ func (h *Harness) CollectArtifacts(ctx context.Context, dir string, tailLines in
 	if active := h.Faults(); len(active) > 0 {
 		fmt.Fprintf(&sum, "active faults: %s\n", strings.Join(active, "; "))
 	}
+	capLine, err := h.captureArtifact(ctx, dir)
+	keep(err)
+	sum.WriteString(capLine)
 	if h.project != nil {
 		y, err := h.project.MarshalYAML()
 		keep(err)

@@ -53,7 +53,8 @@ type Harness struct {
 	netemOK    *bool
 	transcript []string
 
-	tl *recorder // the timeline of the failure report (timeline.go)
+	tl      *recorder   // the timeline of the failure report (timeline.go)
+	capture *captureRun // packet capture of the run's networks (capture.go)
 }
 
 // service is what the harness knows about one compose service's container.
@@ -130,6 +131,11 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return h, err
 	}
 	tp = h.phase("network", tp)
+	// The capture starts alongside compose create and is reading before
+	// the first container starts.
+	if err := h.startCapture(ctx); err != nil {
+		return h, err
+	}
 	t0 := tp
 	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
 		return h, fmt.Errorf("compose create %s: %w", h.name, err)
@@ -139,6 +145,8 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	}
 	tp = h.phase("create", tp)
 	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
+	h.awaitCapture(ctx)
+	tp = h.phase("capture", tp)
 	if err := h.startAll(ctx); err != nil {
 		return h, err
 	}
@@ -430,6 +438,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.faults = nil
 	h.faultMu.Unlock()
+	h.settleCapture(ctx)
 	// Without compose down: every resource of the run carries its label, so
 	// removeRun's kill and label sweep remove all of it (the reaper's path),
 	// and compose's own listing and stopping is time spent twice.

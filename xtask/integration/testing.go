@@ -58,6 +58,8 @@ func cleanup(t testing.TB, h *Harness) {
 				t.Logf("could not keep the stack: %v", err)
 			}
 		}
+	} else if !t.Failed() {
+		h.captureOnPass(t)
 	}
 	if err := h.Close(ctx); err != nil {
 		t.Errorf("close %s: %v", h.name, err)
