@@ -47,6 +47,9 @@ func cleanup(t testing.TB, h *Harness) {
 		if err != nil {
 			t.Logf("artifacts incomplete: %v", err)
 		}
+	} else if !t.Failed() {
+		// Before the report, so that its links include capture.pcap.
+		h.captureOnPass(t)
 	}
 	writeReport(t, h)
 	if t.Failed() && h.docker != nil {
@@ -58,8 +61,6 @@ func cleanup(t testing.TB, h *Harness) {
 				t.Logf("could not keep the stack: %v", err)
 			}
 		}
-	} else if !t.Failed() {
-		h.captureOnPass(t)
 	}
 	if err := h.Close(ctx); err != nil {
 		t.Errorf("close %s: %v", h.name, err)
