@@ -298,3 +298,88 @@ func TestFailureReportInBrowser(t *testing.T) {
 		t.Errorf("after 'all': %d of %d lines shown", len(d2.LogsShown), d2.LogsTotal)
 	}
 }
+
+// TestRunReportInBrowser: the run overview (test-results/report.html)
+// rendered in headless Chromium lists the failed test first with its
+// message, draws one duration bar per test, and its link opens that test's
+// report.html with the timeline drawn; a screenshot is saved beside it.
+func TestRunReportInBrowser(t *testing.T) {
+	dir := t.TempDir()
+	arts, res := filepath.Join(dir, "artifacts"), filepath.Join(dir, "test-results")
+	if err := os.MkdirAll(res, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const failed, msg = "TestPartitionHeals", "partition_test.go:77: hive hive-1 online: not true within 10s"
+	junit := `<?xml version="1.0" encoding="UTF-8"?><testsuites>
+ <testsuite name="github.com/rbee-dev/rbee/xtask/tests/docker/failure" tests="2" failures="1" time="33.5">
+  <testcase classname="failure" name="` + failed + `" time="21.5"><failure message="Failed">=== RUN ` + failed + `
+    ` + msg + `
+--- FAIL: ` + failed + `</failure></testcase>
+  <testcase classname="failure" name="TestCrashRecovery" time="12"></testcase>
+ </testsuite>
+ <testsuite name="github.com/rbee-dev/rbee/xtask/tests/docker/heartbeat" tests="1" failures="0" time="3">
+  <testcase classname="heartbeat" name="TestUpdates" time="3"></testcase>
+ </testsuite></testsuites>`
+	jf := filepath.Join(res, "docker.xml")
+	if err := os.WriteFile(jf, []byte(junit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tl := &report.Timeline{Test: failed, Topology: "localhost", Start: time.Now(), Duration: 20, Failed: true,
+		Lanes:  []string{"queen", "hive-localhost"},
+		Events: []report.Event{{T: 19, Kind: report.KindFailure, Text: msg}}}
+	if _, err := report.Write(filepath.Join(arts, failed), tl); err != nil {
+		t.Fatal(err)
+	}
+	page, err := report.WriteRun(report.RunInput{Title: "rbee test run", Files: []string{jf}, Artifacts: arts, Out: filepath.Join(res, "report.html")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bctx := browser(t)
+	browse(t, bctx, "open "+page, chromedp.Navigate("file://"+page), chromedp.WaitVisible(chromedp.CSS("#failures")))
+	type runDOM struct {
+		First, Message, Link string
+		Bars                 []string
+		Rows                 int
+	}
+	dom := browserValue(t, bctx, "read the run overview", chromedp.Evaluate[runDOM](`(() => {
+		const row = document.querySelector('#failures tr.failed');
+		const link = row && row.querySelector('a.report-link');
+		return {
+			First: row ? row.cells[1].textContent : '',
+			Message: row ? row.querySelector('.msg').textContent : '',
+			Link: link ? link.href : '',
+			Bars: [...document.querySelectorAll('#durations g.bar')].map(g => g.dataset.test + ':' + g.getAttribute('class')),
+			Rows: document.querySelectorAll('#tests tr').length - 1,
+		};
+	})()`))
+	png := browserValue(t, bctx, "screenshot", chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join(res, "report.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("run overview %s: first failure %q (%q), link %s, bars %v, %d rows; screenshot %d bytes", page, dom.First, dom.Message, dom.Link, dom.Bars, dom.Rows, len(png))
+	if dom.First != failed || !strings.Contains(dom.Message, "not true within 10s") {
+		t.Errorf("first failure row %q %q; want %s with its message", dom.First, dom.Message, failed)
+	}
+	if dom.Rows != 3 || len(dom.Bars) != 3 {
+		t.Errorf("%d test rows and bars %v; want 3 of each", dom.Rows, dom.Bars)
+	}
+	wantBar := map[string]bool{failed + ":bar failed": false, "TestCrashRecovery:bar passed": false, "TestUpdates:bar passed": false}
+	for _, b := range dom.Bars {
+		if _, ok := wantBar[b]; ok {
+			wantBar[b] = true
+		}
+	}
+	for b, seen := range wantBar {
+		if !seen {
+			t.Errorf("no duration bar %q in %v", b, dom.Bars)
+		}
+	}
+	if !strings.HasSuffix(dom.Link, "/artifacts/"+failed+"/"+report.HTMLName) {
+		t.Fatalf("failure links %q; want its report.html", dom.Link)
+	}
+	browse(t, bctx, "follow the report link", chromedp.Click(chromedp.CSS("#failures a.report-link")), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	if loc := browserValue(t, bctx, "location", chromedp.Location()); loc != dom.Link {
+		t.Errorf("after the click the browser shows %s; want %s", loc, dom.Link)
+	}
+}
