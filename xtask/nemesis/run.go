@@ -285,6 +285,9 @@ func Run(ctx context.Context, sys *System) (res Result, err error) {
 		return res, err
 	}
 	cfg.Logf("%s", sched)
+	// On the timeline of the test's report: which seed this is and how to
+	// replay it.
+	sys.H.Note(fmt.Sprintf("nemesis seed %d (%s); replay: RBEE_FAULT_SEED=%d", cfg.Seed, sched.Kinds(), cfg.Seed), "")
 	start := time.Now()
 	defer func() { res.Wall = time.Since(start) }()
 
