@@ -217,7 +217,7 @@ var Catalogue = []Mutant{
 		Desc:   "resuming a finished job at its terminator sends nothing: the client never sees the end",
 		Old:    "\t\tafter = len(evs) - 1\n",
 		New:    "\t\tafter = len(evs)\n",
-		Catch:  "resuming a finished job with Last-Event-ID equal to its last event must still deliver the terminator.",
+		Catch:  "httpcomm/TestResumeFinishedStreamAtTerminator: a finished job's stream (queen and hive, [DONE] and [ERROR]) resumed with Last-Event-ID at or past its terminator must deliver exactly the terminator again; resumed earlier, exactly the events after it.",
 		Claims: []string{"httpcomm"},
 	},
 	{
