@@ -151,7 +151,7 @@ var Catalogue = []Mutant{
 		Desc:   "cancelling a forwarded job does not cancel it on the hive",
 		Old:    "\tif ctx.Err() != nil {\n\t\ts.cancelRemote(c, t.alias, acc.JobID)\n\t\treturn jobs.ErrCancelled\n\t}\n\tif err != nil {",
 		New:    "\tif ctx.Err() != nil {\n\t\treturn jobs.ErrCancelled\n\t}\n\tif err != nil {",
-		Catch:  "DELETE of a queen job forwarded to a hive (model_download, worker_spawn) must cancel the hive's job: the hive's own GET /v1/jobs/{id} ends cancelled.",
+		Catch:  "httpcomm/TestCancelForwardedJobCancelsHiveJob: DELETE of a queen model_download forwarded to a hive (hub at 1 mbit/s) must cancel the hive's job: the hive's own GET /v1/jobs/{id} ends cancelled within 2×(http timeout + cancel wait), the model not in the hive's catalog.",
 		Claims: []string{"httpcomm", "failure", "workerlifecycle"},
 	},
 	{
