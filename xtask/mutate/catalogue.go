@@ -191,7 +191,7 @@ var Catalogue = []Mutant{
 		Desc:   "an infer whose POST to a worker failed after connecting is tried on another worker (may run twice)",
 		Old:    "return isConnRefused(err), fmt.Errorf(\"%s: %s\", name, cause)",
 		New:    "return true, fmt.Errorf(\"%s: %s\", name, cause)",
-		Catch:  "a worker that accepts an infer and then breaks the connection must not get the inference retried on another worker (count the generations on the workers).",
+		Catch:  "failure/TestInferNotRetriedAfterWorkerAccepted: an infer accepted by one of two workers whose answer is held and its connection cut must be accepted once on it and never on the other (counted in both workers' logs), the job [ERROR] \"may have been accepted\".",
 		Claims: []string{"failure", "httpcomm", "e2e"},
 	},
 	{
