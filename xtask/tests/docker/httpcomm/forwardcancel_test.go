@@ -120,7 +120,9 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 	// cancelWait for the download to stop; twice that is the deadline, far
 	// short of the minute a download that runs on would still take.
 	deadline := 2 * (httpTimeout + cancelWait)
-	_ = checks.Await(ctx, deadline, "hive job "+hiveJob+" finished", func(ctx context.Context) (bool, string, error) {
+	// A job that never finishes is reported below by its state, not as a
+	// timeout: that it stays running is the finding.
+	awaitErr := checks.Await(ctx, deadline, "hive job "+hiveJob+" finished", func(ctx context.Context) (bool, string, error) {
 		st, err = hive.Job(ctx, hiveJob)
 		if err != nil {
 			return false, "", err
@@ -128,8 +130,8 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 		return st.State.Finished(), "state " + string(st.State), nil
 	})
 	if st.State != api.StateCancelled {
-		t.Fatalf("hive job %s is %s %s after the queen's job was cancelled; want cancelled (the queen did not cancel it on the hive)",
-			hiveJob, st.State, time.Since(cancelled).Round(time.Millisecond))
+		t.Fatalf("hive job %s is %s %s after the queen's job was cancelled; want cancelled (the queen did not cancel it on the hive) [%v]",
+			hiveJob, st.State, time.Since(cancelled).Round(time.Millisecond), awaitErr)
 	}
 
 	// The control: the download stopped short. The model is not in the
