@@ -151,7 +151,7 @@ var Catalogue = []Mutant{
 		Desc:   "cancelling a forwarded job does not cancel it on the hive",
 		Old:    "\tif ctx.Err() != nil {\n\t\ts.cancelRemote(c, t.alias, acc.JobID)\n\t\treturn jobs.ErrCancelled\n\t}\n\tif err != nil {",
 		New:    "\tif ctx.Err() != nil {\n\t\treturn jobs.ErrCancelled\n\t}\n\tif err != nil {",
-		Catch:  "DELETE of a queen job forwarded to a hive (model_download, worker_spawn) must cancel the hive's job: the hive's own GET /v1/jobs/{id} ends cancelled.",
+		Catch:  "httpcomm/TestCancelForwardedJobCancelsHiveJob: DELETE of a queen model_download forwarded to a hive (hub at 1 mbit/s) must cancel the hive's job: the hive's own GET /v1/jobs/{id} ends cancelled within 2×(http timeout + cancel wait), the model not in the hive's catalog.",
 		Claims: []string{"httpcomm", "failure", "workerlifecycle"},
 	},
 	{
@@ -191,7 +191,7 @@ var Catalogue = []Mutant{
 		Desc:   "an infer whose POST to a worker failed after connecting is tried on another worker (may run twice)",
 		Old:    "return isConnRefused(err), fmt.Errorf(\"%s: %s\", name, cause)",
 		New:    "return true, fmt.Errorf(\"%s: %s\", name, cause)",
-		Catch:  "a worker that accepts an infer and then breaks the connection must not get the inference retried on another worker (count the generations on the workers).",
+		Catch:  "failure/TestInferNotRetriedAfterWorkerAccepted: an infer accepted by one of two workers whose answer is held and its connection cut must be accepted once on it and never on the other (counted in both workers' logs), the job [ERROR] \"may have been accepted\".",
 		Claims: []string{"failure", "httpcomm", "e2e"},
 	},
 	{
@@ -217,7 +217,7 @@ var Catalogue = []Mutant{
 		Desc:   "resuming a finished job at its terminator sends nothing: the client never sees the end",
 		Old:    "\t\tafter = len(evs) - 1\n",
 		New:    "\t\tafter = len(evs)\n",
-		Catch:  "resuming a finished job with Last-Event-ID equal to its last event must still deliver the terminator.",
+		Catch:  "httpcomm/TestResumeFinishedStreamAtTerminator: a finished job's stream (queen and hive, [DONE] and [ERROR]) resumed with Last-Event-ID at or past its terminator must deliver exactly the terminator again; resumed earlier, exactly the events after it.",
 		Claims: []string{"httpcomm"},
 	},
 	{
