@@ -283,7 +283,7 @@ var Catalogue = []Mutant{
 		Desc:   "the worker accepts any bearer token, not only the configured one",
 		Old:    "if !constantTimeEqual(got, want) {",
 		New:    "if !strings.HasPrefix(got, \"Bearer \") && want != \"\" {",
-		Catch:  "a worker started with a token must answer 401 to 'Authorization: Bearer wrong'.",
+		Catch:  "security/TestWorkerBearerToken: worker-1, asked directly, runs an inference with its own token (200) and answers 401 to no token, 'Bearer wrong' and another hive's token, on POST, GET and DELETE.",
 		Claims: []string{"security", "httpcomm"},
 	},
 
@@ -318,7 +318,7 @@ var Catalogue = []Mutant{
 		Desc:   "a signature's timestamp is never compared with the clock: a captured request stays valid forever",
 		Old:    "if d := v.now().Sub(at); d > v.window || d < -v.window {",
 		New:    "if d := v.now().Sub(at); false && (d > v.window || d < -v.window) {",
-		Catch:  "a signed shutdown or hive job whose timestamp is outside the window must get 401.",
+		Catch:  "security/TestSignatureWindowBounded: signed hive jobs and heartbeats stamped ±window/2 are accepted; hive jobs, shutdowns (queen and hive-1) and heartbeats stamped ±3/2 window get 401 and start no worker (window: client.SignatureWindow).",
 		Claims: []string{"security"},
 	},
 	{
@@ -377,7 +377,7 @@ var Catalogue = []Mutant{
 		Desc:   "hive_start waits for /health for the 30 s default, whatever [lifecycle] start_timeout says",
 		Old:    "deadline := time.Now().Add(s.cfg.Lifecycle.StartTimeout.D())",
 		New:    "deadline := time.Now().Add(30 * time.Second)",
-		Catch:  "Survives: no suite test sets start_timeout or has a hive that runs without answering /health. Kill: with start_timeout = 4s a hive binary that runs but never answers /health must fail hive_start after 4 s (not before, and well before 30 s), naming start_timeout.",
+		Catch:  "lifecycle/TestHiveStartGivesUpAfterStartTimeout: with start_timeout = 4s and a hive binary that sleeps without listening, hive_start must end [ERROR] naming start_timeout no sooner than 4 s after submit and within 17 s of the queen starting to wait (a 30 s wait fails).",
 		Claims: []string{"lifecycle"},
 	},
 	{
@@ -385,7 +385,7 @@ var Catalogue = []Mutant{
 		Desc:   "worker_spawn reports the worker running as soon as the process started, without waiting for its /health",
 		Old:    "\tif err := s.waitHealthy(ctx, c, port); err != nil {\n",
 		New:    "\tif err := error(nil); err != nil {\n",
-		Catch:  "Survives workerlifecycle/TestSpawnViaQueen (the tiny worker is healthy before anyone looks). Kill: worker_spawn of a model whose file is corrupt (same size, so the catalog keeps it) must end [ERROR] naming the worker's exit, and leave no running worker.",
+		Catch:  "workerlifecycle/TestSpawnOfCorruptModelFails: worker_spawn of a model corrupted on the hive (same size, still in the catalog) must end [ERROR] naming the worker's exit before it became healthy, with no worker left in hive-1's table or process list.",
 		Claims: []string{"workerlifecycle"},
 	},
 	{
