@@ -141,7 +141,7 @@ var Catalogue = []Mutant{
 		Desc:   "hive heartbeats stop carrying the devices, so the queen knows them only from GET /capabilities",
 		Old:    "\t\tDevices:   s.Devices(),\n",
 		New:    "\t\tDevices:   nil,\n",
-		Catch:  "a hive started out of band (not through hive_start) must show its devices in /v1/hives after its first heartbeat.",
+		Catch:  "lifecycle/TestHeartbeatCarriesDevices: a restarted queen that cannot reach the hive has no devices for it until the hive's heartbeats get through, then /v1/hives shows exactly the devices of the hive's own GET /capabilities.",
 		Claims: []string{"httpcomm", "lifecycle"},
 	},
 
@@ -175,7 +175,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen retries requests that timed out, multiplying the wait",
 		Old:    "retry = !isTimeout(err) && (neverConnected(err) || (idempotent && connectionError(err)))",
 		New:    "retry = neverConnected(err) || (idempotent && connectionError(err))",
-		Catch:  "a hive that never answers must fail the job after about one timeout (bounded from above), not after retries+1 timeouts.",
+		Catch:  "httpcomm/TestStreamTimeoutsNotRetried: a hive blackholed (Block + cut) mid-download makes each of the relay's retries stream reconnects time out once, so the job fails between retries×timeout+cancel and halfway to retries×(retries+1)×timeout after the fault, and no retry is narrated.",
 		Claims: []string{"httpcomm"},
 	},
 	{
@@ -183,7 +183,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen makes only half of the configured retries",
 		Old:    "rc.RetryMax = h.retries",
 		New:    "rc.RetryMax = h.retries / 2",
-		Catch:  "a hive that refuses connections for a while must be retried retries times (narration 'attempt k/n' up to n) before the job fails.",
+		Catch:  "httpcomm/TestRetriesExhaustedAsConfigured: a forward to a hive that refuses connections is retried exactly [http] retries times (narrations 'attempt k/n', k = 2..n, n = retries+1) and fails '(after retries+1 attempts)'.",
 		Claims: []string{"httpcomm"},
 	},
 	{
