@@ -26,8 +26,9 @@ type RunInput struct {
 	// Artifacts is the directory of the tests' artifacts, searched for
 	// their report.html (see Write).
 	Artifacts string
-	// Category names a package's category ("" or nil: its last path element).
-	Category func(pkg string) string
+	// Category names the category of a package's tests read from a JUnit
+	// file ("" or nil: the package's last path element).
+	Category func(file, pkg string) string
 	// Out is where the page goes.
 	Out string
 }
@@ -77,7 +78,7 @@ type junitBody struct {
 // ReadResults reads the top-level tests of gotestsum JUnit files (a
 // subtest's failure is its test's). A package that failed without test
 // cases (build error, panic, timeout) is one failed "(package)" test.
-func ReadResults(files []string, category func(string) string) ([]TestResult, error) {
+func ReadResults(files []string, category func(file, pkg string) string) ([]TestResult, error) {
 	var out []TestResult
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -91,7 +92,7 @@ func ReadResults(files []string, category func(string) string) ([]TestResult, er
 		for _, s := range doc.Suites {
 			cat := s.Name[strings.LastIndexByte(s.Name, '/')+1:]
 			if category != nil {
-				if c := category(s.Name); c != "" {
+				if c := category(f, s.Name); c != "" {
 					cat = c
 				}
 			}
@@ -298,7 +299,7 @@ func WriteRun(in RunInput) (string, error) {
 
 // flakes is each test's result per soak run, tests that failed at least
 // once first.
-func flakes(runs [][]string, category func(string) string) ([]flakeRow, error) {
+func flakes(runs [][]string, category func(file, pkg string) string) ([]flakeRow, error) {
 	idx := map[string]*flakeRow{}
 	for i, files := range runs {
 		res, err := ReadResults(files, category)

@@ -265,9 +265,8 @@ func PrintSummary(w io.Writer, rows []Row) Row {
 func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 	o.fill()
 	var rows []Row
-	var failed, files []string
+	var failed []string
 	for _, s := range specs {
-		files = append(files, o.JUnitPath(s))
 		if err := Run(ctx, o, s); err != nil {
 			failed = append(failed, err.Error())
 		}
@@ -287,7 +286,7 @@ func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 	}
 	fmt.Fprintf(o.Stdout, "\nJUnit XML: %s\n", o.JUnitDir)
 	total := PrintSummary(o.Stdout, rows)
-	writeRunReport(o, files)
+	writeRunReport(o, specs)
 	if total.Tests == 0 && len(failed) == 0 {
 		failed = append(failed, "no tests ran")
 	}

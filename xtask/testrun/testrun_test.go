@@ -143,3 +143,23 @@ func TestLocalSocket(t *testing.T) {
 		t.Fatalf("%s %v", s, err)
 	}
 }
+
+// The run report names categories as the summary table does: a collapsed
+// spec's name, a remote engine's label, else the package's category.
+func TestRunReportCategories(t *testing.T) {
+	o := Options{JUnitDir: t.TempDir()}
+	unit := Spec{Name: "unit", Collapse: "unit (no Docker)"}
+	docker := Spec{Name: "docker", Docker: true}
+	remote := Spec{Name: "docker-remote", Docker: true, Env: map[string]string{"DOCKER_HOST": "tcp://127.0.0.1:1"}}
+	cat := o.categories([]Spec{unit, docker, remote})
+	for _, c := range []struct{ file, pkg, want string }{
+		{o.JUnitPath(unit), "github.com/rbee-dev/rbee/internal/queen", "unit (no Docker)"},
+		{o.JUnitPath(docker), "github.com/rbee-dev/rbee/xtask/tests/docker/heartbeat", "heartbeat"},
+		{o.JUnitPath(remote), "github.com/rbee-dev/rbee/xtask/tests/docker/sshcomm", "sshcomm (via tcp://127.0.0.1:1)"},
+		{"elsewhere.xml", "github.com/rbee-dev/rbee/xtask/integration", categoryOf("github.com/rbee-dev/rbee/xtask/integration")},
+	} {
+		if got := cat(c.file, c.pkg); got != c.want {
+			t.Errorf("category of %s in %s = %q, want %q", c.pkg, c.file, got, c.want)
+		}
+	}
+}
