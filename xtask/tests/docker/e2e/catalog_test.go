@@ -269,3 +269,50 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 
 	suite.NothingLost(t, opTimeout, q, &hist)
 }
+
+// A hub that serves bytes which do not match the sha256 it announces makes
+// model_download end [ERROR] checksum mismatch, and leaves nothing behind:
+// not in model_list, no model.bin or partial file on the hive's disk. A
+// model the same hub announces correctly downloads (the control).
+func TestModelDownloadChecksumMismatch(t *testing.T) {
+	h, q := startCatalog(t, map[string]string{"RBEE_HUB_WRONG_SHA256": ngram4Model})
+	var hist checks.History
+
+	// The hub's announcement is wrong: its header is not the sha256 of the
+	// bytes it serves.
+	announced, size, path := hubChecksum(t, h, ngram4Model)
+	served, n := hubBody(t, h, path)
+	if n != size || served == announced {
+		t.Fatalf("hub serves %d bytes with sha256 %s for %s and announces %s, %d bytes; want the same size and another sha256", n, served, ngram4Model, announced, size)
+	}
+
+	out := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
+	suite.MustError(t, out, ngram4Model, "checksum mismatch", served, announced)
+	if ids := catalogIDs(t, &hist, q); has(ids, ngram4Model) {
+		t.Fatalf("model_list after the checksum mismatch: %v; %s is in it", ids, ngram4Model)
+	}
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: ngram4Model}), ngram4Model, "is not on hive-1")
+	dir := modelDir(ngram4Model)
+	for _, p := range []string{dir + "/model.bin", dir + "/model.bin.partial", dir + "/metadata.json", dir} {
+		if exists(t, h, "hive-1", p) {
+			r := h.MustExec(t, "hive-1", []string{"ls", "-laR", hiveDataDir + "/models"}, integration.AsUser("rbee"))
+			t.Fatalf("after the checksum mismatch %s is on hive-1's disk:\n%s", p, r.Stdout)
+		}
+	}
+
+	// Control: a correctly announced model from the same hub is accepted,
+	// and lands where the checks above looked.
+	tinySHA, tinySize, tinyPath := hubChecksum(t, h, tinyModel)
+	if s, _ := hubBody(t, h, tinyPath); s != tinySHA {
+		t.Fatalf("the hub announces %s for %s but serves %s", tinySHA, tinyModel, s)
+	}
+	m := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: tinyModel}))
+	if m.SHA256 != tinySHA || m.Size != tinySize || m.Path != modelDir(tinyModel)+"/model.bin" {
+		t.Fatalf("model_download %s: %+v; want sha256 %s, %d bytes at %s/model.bin", tinyModel, m, tinySHA, tinySize, modelDir(tinyModel))
+	}
+	if got := diskSHA256(t, h, "hive-1", m.Path); got != tinySHA {
+		t.Fatalf("%s on hive-1's disk has sha256 %s; want %s", m.Path, got, tinySHA)
+	}
+
+	suite.NothingLost(t, opTimeout, q, &hist)
+}
