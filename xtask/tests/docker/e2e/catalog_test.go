@@ -316,3 +316,74 @@ func TestModelDownloadChecksumMismatch(t *testing.T) {
 
 	suite.NothingLost(t, opTimeout, q, &hist)
 }
+
+// A download cut after k bytes keeps its partial file of k bytes, and the
+// next model_download resumes it: the hub's log shows the second GET asking
+// Range bytes=k- and answered 206 with the remaining bytes only, the hive
+// narrates resuming at byte k (the catalog's Resumed), and the finished
+// file has the hub's sha256.
+func TestModelDownloadResumesAtPartialSize(t *testing.T) {
+	// The hub cuts every GET without a Range header after 16 KiB, about a
+	// third of ngram-4; a Range request is never cut.
+	h, q := startCatalog(t, map[string]string{"RBEE_HUB_CUT_AFTER": "16k"})
+	var hist checks.History
+	hubSHA, hubSize, hubPath := hubChecksum(t, h, ngram4Model)
+	partial := modelDir(ngram4Model) + "/model.bin.partial"
+
+	first := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
+	suite.MustError(t, first, ngram4Model, "partial file is kept")
+	k, err := fileSize(context.Background(), h, "hive-1", partial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut []hubRequest
+	for _, r := range hubRequests(t, h) {
+		if r.Method == http.MethodGet && r.Path == hubPath {
+			cut = append(cut, r)
+		}
+	}
+	// What the hub sent before it cut bounds what the hive kept.
+	if len(cut) != 1 || !cut[0].Cut || cut[0].Range != "" || cut[0].Bytes <= 0 || cut[0].Bytes >= hubSize {
+		t.Fatalf("hub's GETs of %s after the first download: %+v; want one plain GET cut short of %d bytes", hubPath, cut, hubSize)
+	}
+	if k <= 0 || k > cut[0].Bytes {
+		t.Fatalf("after the cut download %s is %d bytes (-1: absent); the hub sent %d", partial, k, cut[0].Bytes)
+	}
+	t.Logf("first download cut by the hub after %d bytes; hive-1 kept %d of %d", cut[0].Bytes, k, hubSize)
+
+	second := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
+	m := mustResult[api.Model](t, second)
+	if m.SHA256 != hubSHA || m.Size != hubSize {
+		t.Fatalf("resumed download: %+v; the hub announces sha256 %s, %d bytes", m, hubSHA, hubSize)
+	}
+	if got := diskSHA256(t, h, "hive-1", m.Path); got != hubSHA {
+		t.Fatalf("%s on hive-1's disk has sha256 %s; want %s", m.Path, got, hubSHA)
+	}
+
+	// The catalog resumed at byte k (its Resumed, as the hive narrates it).
+	wantResume := fmt.Sprintf("resuming %s at byte %d", ngram4Model, k)
+	var resumes []string
+	for _, n := range narrations(second) {
+		if n.Action == "download_resume" {
+			resumes = append(resumes, n.Message)
+		}
+	}
+	if len(resumes) != 1 || resumes[0] != wantResume {
+		t.Fatalf("download_resume narration %q; want exactly %q%s", resumes, wantResume, narrationOf(second))
+	}
+
+	// The hub saw exactly one more GET: Range bytes=k-, answered 206 with
+	// the rest of the file.
+	var after []hubRequest
+	for _, r := range hubRequests(t, h) {
+		if r.Method == http.MethodGet && r.Path == hubPath {
+			after = append(after, r)
+		}
+	}
+	wantRange := fmt.Sprintf("bytes=%d-", k)
+	if len(after) != 2 || after[1].Range != wantRange || after[1].Status != http.StatusPartialContent || after[1].Bytes != hubSize-k || after[1].Cut {
+		t.Fatalf("hub's GETs of %s: %+v; want the cut one, then one with Range %q answered 206 with %d bytes", hubPath, after, wantRange, hubSize-k)
+	}
+
+	suite.NothingLost(t, opTimeout, q, &hist)
+}
