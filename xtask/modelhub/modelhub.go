@@ -7,9 +7,11 @@
 // with X-Checksum-Sha256 and a strong ETag (the sha256 in quotes, as the
 // real hub does for LFS files), Range requests (http.ServeContent), an
 // optional bandwidth limit so a download can take seconds (and be
-// cancelled or interrupted mid-way), and an optional cut-off that aborts
+// cancelled or interrupted mid-way), an optional cut-off that aborts
 // every non-Range download after N bytes so resume-with-Range can be
-// tested deterministically.
+// tested deterministically, and an optional list of models whose announced
+// sha256 is deliberately not their file's, so checksum verification can be
+// tested end to end.
 //
 // Other endpoints: GET /health → "ok"; GET /api/models → the model list;
 // GET /_hub/requests → the requests served so far (for black-box checks
@@ -133,6 +135,10 @@ type Options struct {
 	// CutAfterBytes aborts every download that has no Range header after
 	// this many body bytes (0: never), to test resuming.
 	CutAfterBytes int64
+	// WrongSHA256 lists model ids (each one the hub serves) whose
+	// X-Checksum-Sha256 and ETag announce WrongSum of the file instead of
+	// its sha256; the bytes served stay the file's.
+	WrongSHA256 []string
 	// Logf receives one line per request (default: discard).
 	Logf func(format string, args ...any)
 }
@@ -152,6 +158,7 @@ type Hub struct {
 	opts  Options
 	files map[string]*File // by path
 	list  []*File
+	wrong map[string]bool // by model id: announce WrongSum
 
 	mu   sync.Mutex
 	reqs []Request
@@ -187,7 +194,30 @@ func NewHub(opts Options) (*Hub, error) {
 		h.files[f.Path] = f
 		h.list = append(h.list, f)
 	}
+	h.wrong = map[string]bool{}
+	for _, id := range opts.WrongSHA256 {
+		if _, ok := h.File(id); !ok {
+			return nil, fmt.Errorf("wrong sha256 for %q: the hub does not serve that model", id)
+		}
+		h.wrong[id] = true
+	}
 	return h, nil
+}
+
+// WrongSum is the sha256 (hex) the hub announces for f when f's id is in
+// Options.WrongSHA256: the sha256 of "wrong:" and f's real sum, so it is
+// well-formed, deterministic and never the file's.
+func WrongSum(f *File) string {
+	s := sha256.Sum256([]byte("wrong:" + f.SHA256))
+	return hex.EncodeToString(s[:])
+}
+
+// Announced is the sha256 the hub announces for f (its headers).
+func (h *Hub) Announced(f *File) string {
+	if h.wrong[f.ID] {
+		return WrongSum(f)
+	}
+	return f.SHA256
 }
 
 // Files returns the served files.
@@ -261,8 +291,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("ETag", `"`+f.SHA256+`"`)
-	hdr.Set("X-Checksum-Sha256", f.SHA256)
+	announced := h.Announced(f)
+	hdr.Set("ETag", `"`+announced+`"`)
+	hdr.Set("X-Checksum-Sha256", announced)
 	hdr.Set("X-Repo-Commit", "main")
 	rw := &limitedWriter{ResponseWriter: w, req: r, rate: h.opts.RateBytesPerSec, start: time.Now()}
 	if h.opts.CutAfterBytes > 0 && r.Header.Get("Range") == "" && r.Method == http.MethodGet {

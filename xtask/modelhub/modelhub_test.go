@@ -239,6 +239,45 @@ func TestCatalogInterop(t *testing.T) {
 	}
 }
 
+// A model listed in WrongSHA256 is served with its own bytes but announces
+// another well-formed sha256 (header and ETag), which the hive's catalog
+// refuses; the other models are announced correctly.
+func TestWrongSHA256(t *testing.T) {
+	hub := New(Options{WrongSHA256: []string{Ngram4}})
+	ts := httptest.NewServer(hub)
+	defer ts.Close()
+	f, _ := hub.File(Ngram4)
+	resp, body, err := get(t, http.MethodGet, ts.URL+f.Path, nil)
+	if err != nil || resp.StatusCode != 200 || sum(body) != f.SHA256 {
+		t.Fatalf("GET: %d %v, sha256 of the body %s, want the file's %s", resp.StatusCode, err, sum(body), f.SHA256)
+	}
+	got := resp.Header.Get("X-Checksum-Sha256")
+	if got != WrongSum(f) || got == f.SHA256 || len(got) != 64 || resp.Header.Get("ETag") != `"`+got+`"` {
+		t.Fatalf("announced %q, ETag %q; want WrongSum %s, not the file's %s", got, resp.Header.Get("ETag"), WrongSum(f), f.SHA256)
+	}
+	tiny, _ := hub.File(TinyNgram)
+	if resp, _, _ := get(t, http.MethodHead, ts.URL+tiny.Path, nil); resp.Header.Get("X-Checksum-Sha256") != tiny.SHA256 {
+		t.Fatalf("%s announced %q; want its own %s", TinyNgram, resp.Header.Get("X-Checksum-Sha256"), tiny.SHA256)
+	}
+
+	cat, err := catalog.New(t.TempDir(), catalog.Options{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cat.Download(ctx, Ngram4, nil); err == nil || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("catalog download of a wrongly announced model: %v; want a checksum mismatch", err)
+	}
+	if _, err := cat.Download(ctx, TinyNgram, nil); err != nil {
+		t.Fatalf("catalog download of %s: %v", TinyNgram, err)
+	}
+
+	if _, err := NewHub(Options{WrongSHA256: []string{"rbee/nope:model.bin"}}); err == nil || !strings.Contains(err.Error(), "rbee/nope:model.bin") {
+		t.Fatalf("an unknown model in WrongSHA256: %v; want an error naming it", err)
+	}
+}
+
 func TestParseBytes(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

@@ -293,7 +293,7 @@ var Catalogue = []Mutant{
 		Desc:   "a downloaded model is not checked against the sha256 the hub announces",
 		Old:    "if want != \"\" && got != want {",
 		New:    "if false && want != \"\" && got != want {",
-		Catch:  "a hub that serves bytes that do not match its announced sha256 must make model_download end [ERROR] checksum mismatch and leave no model.",
+		Catch:  "e2e TestModelDownloadChecksumMismatch: a hub announcing a wrong sha256 (RBEE_HUB_WRONG_SHA256) must make model_download end [ERROR] checksum mismatch naming both sums, with the model not in model_list and no model.bin, partial file or directory on the hive's disk; a correctly announced model from the same hub downloads.",
 		Claims: []string{"e2e", "failure"},
 	},
 	{
@@ -301,7 +301,7 @@ var Catalogue = []Mutant{
 		Desc:   "a resumed download asks the hub for the byte before the partial file's end (restarts from zero)",
 		Old:    "req.Header.Set(\"Range\", fmt.Sprintf(\"bytes=%d-\", offset))",
 		New:    "req.Header.Set(\"Range\", fmt.Sprintf(\"bytes=%d-\", offset-1))",
-		Catch:  "a download interrupted after k bytes and started again must resume (206 from byte k, Resumed = k), not fetch the file again from zero.",
+		Catch:  "e2e TestModelDownloadResumesAtPartialSize: a download the hub cuts (RBEE_HUB_CUT_AFTER) keeps a partial file of k bytes; the next model_download must send one GET with Range bytes=k- answered 206 with the rest only, narrate resuming at byte k (Resumed), and end with the hub's sha256 on disk.",
 		Claims: []string{"failure", "e2e"},
 	},
 	// Authentication of cluster calls (heartbeats, shutdown, the hive's job API).
@@ -393,7 +393,7 @@ var Catalogue = []Mutant{
 		Desc:   "model_delete removes the metadata and a partial file but leaves the model's directory and model.bin on disk",
 		Old:    "\t_ = os.Remove(filepath.Join(dir, MetadataFile))\n\tif err := os.RemoveAll(dir); err != nil {",
 		New:    "\t_ = os.Remove(filepath.Join(dir, MetadataFile))\n\tif err := os.RemoveAll(filepath.Join(dir, PartialFile)); err != nil {",
-		Catch:  "Survives: no suite test runs model_delete. Kill: after model_delete the model's directory must be gone from the hive's disk, not only from model_list.",
+		Catch:  "e2e TestModelDeleteRemovesFiles: after model_delete through the queen the model must be gone from model_list and model_get, and its directory (checked present with model.bin before) gone from the hive's disk.",
 		Claims: []string{"workerlifecycle", "e2e"},
 	},
 	{
@@ -401,7 +401,7 @@ var Catalogue = []Mutant{
 		Desc:   "model_delete does not refuse while the model is being downloaded: it removes the directory under the download",
 		Old:    "\tif !ok {\n\t\treturn api.Model{}, false, fmt.Errorf(\"%w: %s; cancel that download first\", ErrBusy, m)\n\t}\n\tdefer unlock()",
 		New:    "\tif !ok {\n\t\tunlock = func() {}\n\t}\n\tdefer unlock()",
-		Catch:  "Survives: no suite test runs model_delete. Kill: model_delete during a slow download of that model must end [ERROR] … being downloaded, and the download still end [DONE] with the model in the catalog.",
+		Catch:  "e2e TestModelDeleteWhileDownloading: model_delete while the hub paces that model's download (RBEE_HUB_RATE) must end [ERROR] … being downloaded with the partial file untouched, and the download still end [DONE] with the model in model_list and the hub's size and sha256 on disk.",
 		Claims: []string{"workerlifecycle", "e2e"},
 	},
 	{

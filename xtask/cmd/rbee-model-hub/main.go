@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ func run(ctx context.Context, args []string) int {
 	listen := fs.String("listen", "0.0.0.0:8080", "address to listen on")
 	rate := fs.String("rate-bytes-per-sec", os.Getenv("HUB_RATE"), "limit each download to this many bytes per second, e.g. 262144 or 256k (default $HUB_RATE; empty or 0: unlimited)")
 	cut := fs.String("cut-after-bytes", os.Getenv("HUB_CUT_AFTER"), "abort every download without a Range header after this many bytes (default $HUB_CUT_AFTER; empty or 0: never)")
+	wrong := fs.String("wrong-sha256", os.Getenv("HUB_WRONG_SHA256"), "comma-separated model ids (org/repo:file) whose announced sha256 is deliberately not their file's, to test checksum verification (default $HUB_WRONG_SHA256)")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -55,10 +57,16 @@ func run(ctx context.Context, args []string) int {
 		return 2
 	}
 	logger := log.New(os.Stderr, name+" ", log.LstdFlags|log.Lmicroseconds|log.LUTC)
-	hub, err := modelhub.NewHub(modelhub.Options{RateBytesPerSec: rateN, CutAfterBytes: cutN, Logf: logger.Printf})
+	var wrongIDs []string
+	for _, id := range strings.Split(*wrong, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			wrongIDs = append(wrongIDs, id)
+		}
+	}
+	hub, err := modelhub.NewHub(modelhub.Options{RateBytesPerSec: rateN, CutAfterBytes: cutN, WrongSHA256: wrongIDs, Logf: logger.Printf})
 	if err != nil {
-		logger.Printf("fatal: %v", err)
-		return 1
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 2
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -67,6 +75,9 @@ func run(ctx context.Context, args []string) int {
 	}
 	for _, f := range hub.Files() {
 		logger.Printf("serving %s at %s (%d bytes, sha256 %s)", f.ID, f.Path, f.Size, f.SHA256)
+		if a := hub.Announced(f); a != f.SHA256 {
+			logger.Printf("announcing the wrong sha256 %s for %s", a, f.ID)
+		}
 	}
 	logger.Printf("listening on %s (rate %d B/s, cut after %d B; 0 = off)", ln.Addr(), rateN, cutN)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)

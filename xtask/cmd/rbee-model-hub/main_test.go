@@ -28,6 +28,7 @@ func TestFlags(t *testing.T) {
 		{"bad rate", []string{"--rate-bytes-per-sec", "fast"}, "", 2, "--rate-bytes-per-sec"},
 		{"bad HUB_RATE", nil, "HUB_RATE=slow", 2, "--rate-bytes-per-sec"},
 		{"bad cut", []string{"--cut-after-bytes", "-1"}, "", 2, "--cut-after-bytes"},
+		{"unknown wrong-sha256 model", []string{"--wrong-sha256", "rbee/nope:model.bin"}, "", 2, "rbee/nope:model.bin"},
 		{"extra arg", []string{"serve"}, "", 2, "unexpected argument"},
 		{"bad listen", []string{"--listen", "256.0.0.1:99999"}, "", 1, "listen"},
 	} {

@@ -10,6 +10,10 @@
 //   - 20 concurrent inferences spread over workers on two hives;
 //   - a model fetched from the model hub with its checksum verified, then
 //     served by a worker;
+//   - the catalog on a hive's disk: model_delete removes the model's
+//     directory and is refused while the model downloads; a hub announcing
+//     a wrong sha256 is refused with nothing kept; a cut download resumes
+//     with Range at the partial file's size;
 //   - a hive machine crashing while it serves: requests move to the other
 //     hive, the queen starts the hive again over SSH, and it serves again.
 //

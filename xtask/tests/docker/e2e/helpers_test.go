@@ -262,6 +262,7 @@ type hubRequest struct {
 	Range  string `json:"range"`
 	Status int    `json:"status"`
 	Bytes  int64  `json:"bytes"`
+	Cut    bool   `json:"cut"`
 }
 
 // hubRequests is what the hub says it served so far.

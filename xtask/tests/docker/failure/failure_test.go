@@ -112,8 +112,8 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	h, q := startHive(t)
 	var hist checks.History
 
-	// The hub's compose service does not pass HUB_RATE through, so the
-	// download is slowed on the wire: 2 mbit/s makes 8 MiB take ~30 s.
+	// The download is slowed on the wire (the hub's own RBEE_HUB_RATE
+	// would do too): 2 mbit/s makes 8 MiB take ~30 s.
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
 	// The goroutine reports through the channel only: it may outlive a
 	// failed test, and a t.Errorf after the test returned would panic.
