@@ -90,18 +90,15 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	return hp, nil
 }
 
-// ToxicBinEnv names a prebuilt rbee-toxic (static, for the Docker engine's
-// architecture); without it the harness builds xtask/cmd/rbee-toxic once
-// per process into build/bin.
+// ToxicBinEnv names a prebuilt rbee-toxic (static, linux, for the Docker
+// engine's architecture); without it the harness takes build/bin/rbee-toxic
+// (built by `mage setup` / `mage build`), building it there once if it is
+// missing.
 const ToxicBinEnv = "RBEE_TOXIC_BIN"
 
-var toxicBuild struct {
-	sync.Mutex
-	path string
-}
+var toxicBuild sync.Mutex
 
-// toxicBinary returns the rbee-toxic binary to copy into helpers, building
-// it (CGO_ENABLED=0, GOOS=linux, the engine's GOARCH) on first use.
+// toxicBinary returns the rbee-toxic binary to copy into helpers.
 func (h *Harness) toxicBinary(ctx context.Context) ([]byte, error) {
 	if p := os.Getenv(ToxicBinEnv); p != "" {
 		b, err := os.ReadFile(p)
@@ -112,23 +109,23 @@ func (h *Harness) toxicBinary(ctx context.Context) ([]byte, error) {
 	}
 	toxicBuild.Lock()
 	defer toxicBuild.Unlock()
-	if toxicBuild.path == "" {
-		arch := "amd64"
-		if v, err := h.docker.ServerVersion(ctx, client.ServerVersionOptions{}); err == nil && v.Arch != "" {
-			arch = v.Arch
-		}
-		out := filepath.Join(h.repoDir, "build", "bin", "rbee-toxic-linux-"+arch)
-		t0 := time.Now()
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./xtask/cmd/rbee-toxic")
-		cmd.Dir = h.repoDir
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build rbee-toxic: %v\n%s", err, b)
-		}
-		h.logf("%s: built %s in %v", h.name, out, time.Since(t0).Round(time.Millisecond))
-		toxicBuild.path = out
+	out := filepath.Join(h.repoDir, "build", "bin", "rbee-toxic")
+	if b, err := os.ReadFile(out); err == nil {
+		return b, nil
 	}
-	return os.ReadFile(toxicBuild.path)
+	// A cold build on a loaded machine outlasts a fault call's context:
+	// give it its own budget.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	cmd := exec.CommandContext(bctx, "go", "build", "-trimpath", "-o", out, "./xtask/cmd/rbee-toxic")
+	cmd.Dir = h.repoDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build rbee-toxic (or run `go run mage.go build`): %v\n%s", err, b)
+	}
+	h.logf("%s: built %s in %v", h.name, out, time.Since(t0).Round(time.Millisecond))
+	return os.ReadFile(out)
 }
 
 // startProxy copies rbee-toxic into hp (through the Docker API, so a remote
