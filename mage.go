@@ -27,7 +27,7 @@ func main() {
 		}
 		args = append(args, a)
 	}
-	args = mutateArgs(append([]string{os.Args[0]}, args...))[1:]
+	args = flagArgs(mutateArgs(append([]string{os.Args[0]}, args...)))[1:]
 	os.Exit(mage.ParseAndRun(os.Stdout, os.Stderr, os.Stdin, args))
 }
 
@@ -48,4 +48,25 @@ func mutateArgs(args []string) []string {
 		return append(args[:i+1:i+1], strings.Join(args[i+1:], ","))
 	}
 	return args
+}
+
+// flagArgs turns `--name value` after a target into Mage's `-name=value`
+// (a target's optional arguments): `nemesis --seeds 5 --duration 60s`
+// becomes `nemesis -seeds=5 -duration=60s`.
+func flagArgs(args []string) []string {
+	out := args[:1:1]
+	target := false
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			target = true
+		}
+		if target && strings.HasPrefix(a, "--") && !strings.Contains(a, "=") && i+1 < len(args) {
+			out = append(out, a[1:]+"="+args[i+1])
+			i++
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }

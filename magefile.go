@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/magefile/mage/mg"
 
 	"github.com/rbee-dev/rbee/xtask/bench"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/mutate"
+	"github.com/rbee-dev/rbee/xtask/nemesis"
 	"github.com/rbee-dev/rbee/xtask/setup"
 	"github.com/rbee-dev/rbee/xtask/testrun"
 )
@@ -422,9 +424,27 @@ func Mutate(ctx context.Context, names string) error {
 	if err := o.FromEnv(); err != nil {
 		return err
 	}
-	if names == "" || names == "all" {
+	if (names == "" || names == "all") && o.RunPattern == "" {
 		o.Report = filepath.Join(c.Root, "docs", "MUTATION.md")
 	}
 	_, err = mutate.Run(ctx, o, ms)
 	return err
+}
+
+// Nemesis runs random fault schedules under job traffic on multi-hive, one fresh stack per seed: `nemesis --seeds N --duration D` (default 5 × 60s; RBEE_FAULT_SEED=N replays one); prints a table, appends it to docs/NEMESIS.md.
+func Nemesis(ctx context.Context, seeds *int, duration *time.Duration) error {
+	n, d := 5, 60*time.Second
+	if seeds != nil {
+		n = *seeds
+	}
+	if duration != nil {
+		d = *duration
+	}
+	mg.CtxDeps(ctx, Setup)
+	root, err := setup.FindRoot(".")
+	if err != nil {
+		return err
+	}
+	return nemesis.Campaign(ctx, nemesis.CampaignOptions{Root: root, Seeds: n, Duration: d, Verbose: mg.Verbose(),
+		Report: filepath.Join(root, "docs", "NEMESIS.md"), Command: fmt.Sprintf("go run mage.go nemesis --seeds %d --duration %s", n, d)}, os.Stdout)
 }

@@ -33,6 +33,7 @@ type Client struct {
 	backoff     time.Duration
 	noEventLog  bool
 	key         *auth.Key
+	signClock   func() time.Time
 }
 
 // Option configures a Client.
@@ -54,6 +55,15 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // each attempt is signed when it is sent, on both the short-call and the
 // stream client.
 func WithKey(k *auth.Key) Option { return func(c *Client) { c.key = k } }
+
+// WithSigningClock makes a signing client stamp its requests with clock()
+// instead of the current time: for tests of how far from its own clock a
+// receiver accepts a signature (SignatureWindow).
+func WithSigningClock(clock func() time.Time) Option { return func(c *Client) { c.signClock = clock } }
+
+// SignatureWindow is how far a signed request's timestamp may be from the
+// receiver's clock, in either direction, for the queen and the hive.
+const SignatureWindow = auth.DefaultWindow
 
 // WithKeyFile is WithKey with the key read from a key file (64 hex digits,
 // mode 0600), for tools and tests that hold the cluster secret.
@@ -103,16 +113,16 @@ func New(baseURL string, opts ...Option) *Client {
 		o(c)
 	}
 	if c.key != nil {
-		c.hc = signing(c.hc, c.key)
-		c.stream = signing(c.stream, c.key)
+		c.hc = signing(c.hc, c.key, c.signClock)
+		c.stream = signing(c.stream, c.key, c.signClock)
 	}
 	return c
 }
 
 // signing returns a copy of hc whose transport signs each request.
-func signing(hc *http.Client, k *auth.Key) *http.Client {
+func signing(hc *http.Client, k *auth.Key, now func() time.Time) *http.Client {
 	cp := *hc
-	cp.Transport = &auth.Transport{Key: k, Base: hc.Transport}
+	cp.Transport = &auth.Transport{Key: k, Base: hc.Transport, Now: now}
 	return &cp
 }
 

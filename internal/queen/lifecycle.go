@@ -315,7 +315,7 @@ echo "$pid"; exit 3`
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: started pid %d but %s/health did not answer within %s (last probe: %s); see %s on %s",
+			return fmt.Errorf("%s: started pid %d but %s/health did not answer within %s ([lifecycle] start_timeout; last probe: %s); see %s on %s",
 				h.Alias, pid, t.url, s.cfg.Lifecycle.StartTimeout.D(), probe, remoteLogFile, h.Hostname)
 		}
 		// A hive that exits at once (port taken, bad flag) fails fast

@@ -22,8 +22,11 @@ type Options struct {
 	Runs        int    // bring-up runs per tool and topology [5]
 	FaultCycles int    // block/restore cycles [5]
 	Suite       bool   // also run the whole Docker suite once
-	Loopback    LoopbackOptions
-	Stdout      io.Writer // progress and tables [os.Stdout]
+	// CaptureRounds is how many off/on pairs of the capture-overhead runs
+	// (CaptureOverhead) [2; RBEE_BENCH_CAPTURE=0 skips them].
+	CaptureRounds int
+	Loopback      LoopbackOptions
+	Stdout        io.Writer // progress and tables [os.Stdout]
 }
 
 // FromEnv fills o from RBEE_BENCH_RUNS, RBEE_BENCH_FAULTS, RBEE_BENCH_SUITE
@@ -47,6 +50,16 @@ func (o *Options) FromEnv() error {
 		}
 		*v.dst = n
 	}
+	if s := os.Getenv("RBEE_BENCH_CAPTURE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return fmt.Errorf("RBEE_BENCH_CAPTURE=%q: want a number of rounds (0 skips)", s)
+		}
+		o.CaptureRounds = n
+		if n == 0 {
+			o.CaptureRounds = -1
+		}
+	}
 	switch s := os.Getenv("RBEE_BENCH_SUITE"); s {
 	case "", "1":
 		o.Suite = true
@@ -67,6 +80,9 @@ func (o *Options) fill() {
 	}
 	if o.FaultCycles <= 0 {
 		o.FaultCycles = 5
+	}
+	if o.CaptureRounds == 0 {
+		o.CaptureRounds = 2
 	}
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
@@ -142,8 +158,24 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		suite = &s
 	}
 
+	var capHead string
+	var capTable *Table
+	if o.CaptureRounds > 0 {
+		logf("capture overhead: %d × %s package with RBEE_CAPTURE=off and =on, interleaved (RBEE_BENCH_CAPTURE=0 skips it)", o.CaptureRounds, CapturePackage)
+		cr, err := CaptureOverhead(ctx, o.Root, CapturePackage, o.CaptureRounds, logf)
+		if err != nil {
+			return rep, err
+		}
+		h, t := CaptureTable(cr)
+		capHead, capTable = h, &t
+	}
+
 	lo.fill()
 	rep.Headline, rep.Tables = Tables(ups, fr, lr, lo, suite)
+	if capTable != nil {
+		rep.Headline = append(rep.Headline, capHead)
+		rep.Tables = append(rep.Tables, *capTable)
+	}
 	rep.Tables = append(rep.Tables, Table{Title: "Load average", Header: []string{"at start", "at end"},
 		Rows: [][]string{{rep.Machine.LoadAvg, orUnknown(LoadNow())}}})
 	for _, t := range rep.Tables {

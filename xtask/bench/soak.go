@@ -235,6 +235,7 @@ type SuiteRun struct {
 	Outcomes  []Outcome
 	Err       error // the suite failed (some test, or the run)
 	Leftovers Leftovers
+	Files     []string // its JUnit files
 }
 
 // RunSuite runs the whole Docker suite once (gotestsum, JUnit into junitDir
@@ -285,6 +286,7 @@ func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec)
 			return r, err
 		}
 		r.Outcomes = append(r.Outcomes, outs...)
+		r.Files = append(r.Files, o.JUnitPath(spec))
 	}
 	r.Wall, r.Err = time.Since(t0), errors.Join(runErrs...)
 	after, err := labelled(ctx)
@@ -455,6 +457,7 @@ func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) er
 		return werr
 	}
 	fmt.Fprintf(w, "\nappended to %s\n", out)
+	writeSoakReport(root, runs, w)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ var PollInterval = 100 * time.Millisecond
 // Await polls cond until it reports true, ctx ends, or timeout passes. cond
 // returns a short description of what it saw; the error on timeout quotes
 // the last one ("hive-1 is offline; want online").
-func Await(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) error {
+func Await(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) (err error) {
+	defer observeAwait(what, timeout)(&err)
 	if timeout <= 0 {
 		return fmt.Errorf("await %s: timeout must be positive, got %s", what, timeout)
 	}

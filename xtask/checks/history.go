@@ -34,14 +34,25 @@ type Entry struct {
 // Run submits req through q, follows it, records it, and returns what the
 // client saw.
 func (h *History) Run(ctx context.Context, q *client.Client, req api.JobRequest) (client.Outcome, error) {
+	notify(Event{Kind: KindSubmit, Base: q.BaseURL(), Op: req.Operation})
 	acc, err := q.Submit(ctx, req)
 	if err != nil {
 		h.add(Entry{Op: req.Operation, Err: err})
+		notify(Event{Kind: KindJobEnd, Base: q.BaseURL(), Op: req.Operation, Err: err})
 		return client.Outcome{}, err
 	}
-	out, err := q.Follow(ctx, acc.JobID, 0, nil)
+	notify(Event{Kind: KindAccepted, Base: q.BaseURL(), Op: req.Operation, Job: acc.JobID})
+	out, err := q.Follow(ctx, acc.JobID, 0, eventNotifier(q.BaseURL(), req.Operation, acc.JobID))
 	h.add(Entry{Op: req.Operation, JobID: acc.JobID, Outcome: out, Err: err, Accepted: true})
+	notify(Event{Kind: KindJobEnd, Base: q.BaseURL(), Op: req.Operation, Job: acc.JobID, Data: terminatorOf(out, err), Err: err})
 	return out, err
+}
+
+func terminatorOf(o client.Outcome, err error) string {
+	if err != nil && o.Kind == sse.NotTerminator {
+		return ""
+	}
+	return o.Terminator()
 }
 
 func (h *History) add(e Entry) {

@@ -11,16 +11,14 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/rbee-dev/rbee/xtask/report"
 )
 
 // ArtifactsDir is where a failed test's artifacts go:
 // $RBEE_TEST_ARTIFACTS/<test>, by default <repo>/artifacts/<test>.
 func ArtifactsDir(repoDir, testName string) string {
-	base := os.Getenv("RBEE_TEST_ARTIFACTS")
-	if base == "" {
-		base = filepath.Join(repoDir, "artifacts")
-	}
-	return filepath.Join(base, sanitizePath(testName))
+	return filepath.Join(report.ArtifactsRoot(repoDir), sanitizePath(testName))
 }
 
 // sanitizePath keeps a test name readable as one directory name.
@@ -31,7 +29,8 @@ func sanitizePath(name string) string {
 
 // CollectArtifacts writes into dir every service's full log
 // (<svc>.log), its inspect JSON (<svc>.inspect.json), the fault transcript
-// (faults.log) and the resolved compose project (compose.yaml). It returns a
+// (faults.log), the run's packet capture (capture.pcap, see CaptureEnv) and
+// the resolved compose project (compose.yaml). It returns a
 // summary that starts with "artifacts: <dir>" and shows the last tailLines
 // of each log, for a failure message.
 func (h *Harness) CollectArtifacts(ctx context.Context, dir string, tailLines int) (string, error) {
@@ -92,6 +91,9 @@ func (h *Harness) CollectArtifacts(ctx context.Context, dir string, tailLines in
 	if active := h.Faults(); len(active) > 0 {
 		fmt.Fprintf(&sum, "active faults: %s\n", strings.Join(active, "; "))
 	}
+	capLine, err := h.captureArtifact(ctx, dir)
+	keep(err)
+	sum.WriteString(capLine)
 	if h.project != nil {
 		y, err := h.project.MarshalYAML()
 		keep(err)

@@ -159,6 +159,7 @@ func (h *Harness) Inject(ctx context.Context, f Fault) error {
 		h.record("inject %s: FAILED: %v", f, err)
 		return fmt.Errorf("inject %s: %w", f, err)
 	}
+	h.traceFaults()
 	h.record("inject %s (in %v)", f, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -191,6 +192,7 @@ func (h *Harness) Recover(ctx context.Context, f Fault) error {
 		h.record("recover %s: FAILED: %v", f, err)
 		return fmt.Errorf("recover %s: %w", f, err)
 	}
+	h.traceFaults()
 	h.record("recover %s (in %v)", f, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -219,6 +221,7 @@ func (h *Harness) Heal(ctx context.Context) error {
 		h.record("heal (%s): FAILED: %v", all, err)
 		return fmt.Errorf("heal: %w", err)
 	}
+	h.traceFaults()
 	h.record("heal (%s)", all)
 	return nil
 }

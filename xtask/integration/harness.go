@@ -52,6 +52,9 @@ type Harness struct {
 	helpers    map[string]*helper
 	netemOK    *bool
 	transcript []string
+
+	tl      *recorder   // the timeline of the failure report (timeline.go)
+	capture *captureRun // packet capture of the run's networks (capture.go)
 }
 
 // service is what the harness knows about one compose service's container.
@@ -106,6 +109,7 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return nil, err
 	}
 	tp = h.phase("connect", tp)
+	h.startTimeline()
 	if reapDue() {
 		if n, err := reap(ctx, h.docker); err != nil {
 			h.logf("reaper: %v", err)
@@ -127,6 +131,11 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return h, err
 	}
 	tp = h.phase("network", tp)
+	// The capture starts alongside compose create and is reading before
+	// the first container starts.
+	if err := h.startCapture(ctx); err != nil {
+		return h, err
+	}
 	t0 := tp
 	if err := h.compose.Create(ctx, h.project, api.CreateOptions{Recreate: api.RecreateForce, RecreateDependencies: api.RecreateForce, QuietPull: true}); err != nil {
 		return h, fmt.Errorf("compose create %s: %w", h.name, err)
@@ -136,6 +145,8 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 	}
 	tp = h.phase("create", tp)
 	h.logf("%s: created %d containers in %v", h.name, len(h.services), time.Since(t0).Round(time.Millisecond))
+	h.awaitCapture(ctx)
+	tp = h.phase("capture", tp)
 	if err := h.startAll(ctx); err != nil {
 		return h, err
 	}
@@ -414,6 +425,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	h.tl.stop()
 	if h.docker == nil {
 		return nil
 	}
@@ -426,6 +438,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	}
 	h.faults = nil
 	h.faultMu.Unlock()
+	h.settleCapture(ctx)
 	// Without compose down: every resource of the run carries its label, so
 	// removeRun's kill and label sweep remove all of it (the reaper's path),
 	// and compose's own listing and stopping is time spent twice.

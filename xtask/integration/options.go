@@ -23,6 +23,7 @@ type config struct {
 	logf       func(format string, args ...any)
 	keep       bool // Up: keep the stack after the process exits
 	files      []fileOverride
+	capture    string // packet capture mode (WithCapture); "": RBEE_CAPTURE
 }
 
 // fileOverride is a file WithFile mounts into a service.

@@ -32,6 +32,7 @@ func Start(t testing.TB, topo Topology, opts ...Option) *Harness {
 	if err != nil {
 		t.Fatalf("start %s: %v", topo, err)
 	}
+	h.tl.watchTest(t.Failed)
 	return h
 }
 
@@ -46,6 +47,12 @@ func cleanup(t testing.TB, h *Harness) {
 		if err != nil {
 			t.Logf("artifacts incomplete: %v", err)
 		}
+	} else if !t.Failed() {
+		// Before the report, so that its links include capture.pcap.
+		h.captureOnPass(t)
+	}
+	writeReport(t, h)
+	if t.Failed() && h.docker != nil {
 		if os.Getenv("RBEE_KEEP_FAILED") == "1" {
 			if msg, err := h.Keep(ctx); err == nil {
 				t.Log(msg)
@@ -138,6 +145,7 @@ func (h *Harness) must(t testing.TB, f func(context.Context) error) {
 	ctx, cancel := mustCtx()
 	defer cancel()
 	if err := f(ctx); err != nil {
+		h.tl.failure(err)
 		t.Fatal(err)
 	}
 }

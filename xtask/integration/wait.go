@@ -71,7 +71,8 @@ func (h *Harness) startAll(ctx context.Context) error {
 
 // WaitForExit waits until svc's container stops (after Signal, Stop, or a
 // crash) and returns its exit code. A timeout ≤ 0 is an error.
-func (h *Harness) WaitForExit(ctx context.Context, svc string, timeout time.Duration) (int, error) {
+func (h *Harness) WaitForExit(ctx context.Context, svc string, timeout time.Duration) (_ int, err error) {
+	defer h.tl.check(fmt.Sprintf("%s exits (within %v)", svc, timeout))(&err)
 	if timeout <= 0 {
 		return 0, fmt.Errorf("wait for %s to exit: timeout %v must be positive", svc, timeout)
 	}
@@ -121,7 +122,8 @@ func (h *Harness) awaitExit0(ctx context.Context, name string) error {
 // stacks; the harness runs the same command itself while waiting. It fails
 // at once, with the container's last log lines, if the container is not
 // running (exited, killed, stopped). A timeout ≤ 0 is an error.
-func (h *Harness) WaitForHealthy(ctx context.Context, svc string, timeout time.Duration) error {
+func (h *Harness) WaitForHealthy(ctx context.Context, svc string, timeout time.Duration) (err error) {
+	defer h.tl.check(fmt.Sprintf("%s healthy (within %v)", svc, timeout))(&err)
 	if timeout <= 0 {
 		return fmt.Errorf("wait for %s: timeout %v must be positive", svc, timeout)
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -38,6 +39,7 @@ type Options struct {
 	Command    string        // how the run was started, for the report
 	Verbose    bool          // stream build output
 	LogDir     string        // where each suite run's go test -json output is kept ("" = nowhere)
+	RunPattern string        // go test -run pattern: only these tests of the claiming suites ("" = all)
 }
 
 func (o *Options) defaults() {
@@ -404,8 +406,11 @@ func runSuite(ctx context.Context, o Options, cat, tag, binDir string) (PackageR
 	// timeout panic (with the running test's name) is what normally ends it.
 	pctx, cancel := context.WithTimeout(ctx, o.PkgTimeout+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(pctx, "go", "test", "-tags", "docker", "-count=1", "-json", "-failfast",
-		"-timeout", o.PkgTimeout.String(), "./xtask/tests/docker/"+cat+"/")
+	args := []string{"test", "-tags", "docker", "-count=1", "-json", "-failfast", "-timeout", o.PkgTimeout.String()}
+	if o.RunPattern != "" {
+		args = append(args, "-run", o.RunPattern)
+	}
+	cmd := exec.CommandContext(pctx, "go", append(args, "./xtask/tests/docker/"+cat+"/")...)
 	cmd.Dir = o.Root
 	cmd.Env = append(envWithout(os.Environ(), "RBEE_IMAGE_TAG", setup.BinDirEnv, "RBEE_KEEP_FAILED"),
 		"RBEE_IMAGE_TAG="+tag, setup.BinDirEnv+"="+binDir)
@@ -543,8 +548,10 @@ func gitHead(ctx context.Context, root string) (string, bool) {
 	return strings.TrimSpace(string(b)), len(bytes.TrimSpace(st)) > 0
 }
 
-// FromEnv reads RBEE_MUTATE_PARALLEL (mutants at a time) and
-// RBEE_MUTATE_TIMEOUT (go test -timeout per suite package, e.g. 15m).
+// FromEnv reads RBEE_MUTATE_PARALLEL (mutants at a time),
+// RBEE_MUTATE_TIMEOUT (go test -timeout per suite package, e.g. 15m) and
+// RBEE_MUTATE_RUN (a go test -run pattern, to check one new test against a
+// mutant without running its whole suites).
 func (o *Options) FromEnv() error {
 	if v := os.Getenv("RBEE_MUTATE_PARALLEL"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -559,6 +566,12 @@ func (o *Options) FromEnv() error {
 			return fmt.Errorf("RBEE_MUTATE_TIMEOUT=%q: want a duration of at least 1m", v)
 		}
 		o.PkgTimeout = d
+	}
+	if v := os.Getenv("RBEE_MUTATE_RUN"); v != "" {
+		if _, err := regexp.Compile(v); err != nil {
+			return fmt.Errorf("RBEE_MUTATE_RUN=%q: not a go test -run pattern: %v", v, err)
+		}
+		o.RunPattern = v
 	}
 	return nil
 }

@@ -20,16 +20,17 @@ type Program struct {
 }
 
 // Programs are the binaries `mage build` produces. The first four are the
-// system under test (RBEE_BIN_DIR can replace them); the hub, the rogue and the
-// fault proxy are test tooling, and so is the fault proxy.
+// system under test (RBEE_BIN_DIR can replace them); the hub, the rogue, the
+// capture and the fault proxy are test tooling.
 var Programs = []Program{
 	{"queen-rbee", "./cmd/queen-rbee"},
 	{"rbee-hive", "./cmd/rbee-hive"},
 	{"llm-worker-rbee", "./cmd/llm-worker-rbee"},
 	{"rbee-keeper", "./cmd/rbee-keeper"},
 	{"rbee-model-hub", "./xtask/cmd/rbee-model-hub"},
-	{"rbee-rogue", "./xtask/cmd/rbee-rogue"}, // the security suite's attacker, bind-mounted into a base container
-	{"rbee-toxic", "./xtask/cmd/rbee-toxic"}, // the connection-level fault proxy, copied into fault helpers
+	{"rbee-rogue", "./xtask/cmd/rbee-rogue"},     // the security suite's attacker, bind-mounted into a base container
+	{"rbee-capture", "./xtask/cmd/rbee-capture"}, // the harness's packet capture, copied into a base container
+	{"rbee-toxic", "./xtask/cmd/rbee-toxic"},     // the connection-level fault proxy, copied into fault helpers
 }
 
 // BinDirEnv names the variable that makes image builds take the four rbee

@@ -265,8 +265,9 @@ func PrintSummary(w io.Writer, rows []Row) Row {
 func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 	o.fill()
 	var rows []Row
-	var failed []string
+	var failed, files []string
 	for _, s := range specs {
+		files = append(files, o.JUnitPath(s))
 		if err := Run(ctx, o, s); err != nil {
 			failed = append(failed, err.Error())
 		}
@@ -286,6 +287,7 @@ func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 	}
 	fmt.Fprintf(o.Stdout, "\nJUnit XML: %s\n", o.JUnitDir)
 	total := PrintSummary(o.Stdout, rows)
+	writeRunReport(o, files)
 	if total.Tests == 0 && len(failed) == 0 {
 		failed = append(failed, "no tests ran")
 	}

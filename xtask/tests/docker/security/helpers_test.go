@@ -98,12 +98,19 @@ func (c *capture) RoundTrip(r *http.Request) (*http.Response, error) {
 // signed now with the key in keyFile.
 func sign(t *testing.T, keyFile, method, path string, v any) (http.Header, []byte) {
 	t.Helper()
+	return signAt(t, keyFile, method, path, v, time.Now())
+}
+
+// signAt is sign with the signature stamped at instead of now.
+func signAt(t *testing.T, keyFile, method, path string, v any, at time.Time) (http.Header, []byte) {
+	t.Helper()
 	opt, err := client.WithKeyFile(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &capture{}
-	cl := client.New("http://signer.invalid", client.WithHTTPClient(&http.Client{Transport: c}), opt)
+	cl := client.New("http://signer.invalid", client.WithHTTPClient(&http.Client{Transport: c}), opt,
+		client.WithSigningClock(func() time.Time { return at }))
 	if err := cl.Do(context.Background(), method, path, v, nil); err != nil {
 		t.Fatalf("signing %s %s: %v", method, path, err)
 	}
