@@ -100,8 +100,10 @@ func PacketLatency(svc string, d, jitter time.Duration) Fault {
 	return Fault{parts: []rule{netemRule{svc: svc, delay: d, jitter: jitter}}}
 }
 
-// validate checks a fault against the harness's services.
-func (h *Harness) validate(f Fault) error {
+// validate checks a fault against the harness's services, and its
+// arguments when values is set: Recover matches rules by what they act on,
+// so Recover(Latency(a, b, 0, 0)) is valid though Inject of it is not.
+func (h *Harness) validate(f Fault, values bool) error {
 	if f.err != nil {
 		return f.err
 	}
@@ -120,6 +122,9 @@ func (h *Harness) validate(f Fault) error {
 				return fmt.Errorf("cannot block %s from itself", p)
 			}
 		}
+		if !values {
+			continue
+		}
 		if err := r.check(); err != nil {
 			return err
 		}
@@ -133,7 +138,7 @@ func (h *Harness) validate(f Fault) error {
 // a new toxic of the same kind and direction on a link, replaces the old
 // one. It returns once the rules are in force.
 func (h *Harness) Inject(ctx context.Context, f Fault) error {
-	if err := h.validate(f); err != nil {
+	if err := h.validate(f, true); err != nil {
 		return fmt.Errorf("inject %s: %w", f, err)
 	}
 	h.faultMu.Lock()
@@ -170,7 +175,7 @@ func (h *Harness) Inject(ctx context.Context, f Fault) error {
 // b)) undoes that direction of a Partition(a, b), and Recover(Latency(a, b,
 // 0, 0)) the downstream latency on a→b whatever its delay.
 func (h *Harness) Recover(ctx context.Context, f Fault) error {
-	if err := h.validate(f); err != nil {
+	if err := h.validate(f, false); err != nil {
 		return fmt.Errorf("recover %s: %w", f, err)
 	}
 	h.faultMu.Lock()

@@ -61,12 +61,12 @@ func SlowClose(from, to string, d time.Duration) Fault {
 	return toxicFault(from, to, "slow_close", d.String(), map[string]any{"delay": ms(d)}, bad)
 }
 
-// Hang stops forwarding the stream and keeps the connections open (the
-// timeout toxic with timeout 0): the reader waits forever, as behind a peer
-// that stopped writing. Recovering it closes the connections it held, as
-// toxiproxy does.
+// Hang stops forwarding the stream and keeps the connections open, even
+// once the sender closed its side (rbee-toxic's hang toxic; toxiproxy's
+// timeout 0 would pass the close on): the reader waits forever, as behind a
+// peer that stopped writing. Recovering it closes the connections it held.
 func Hang(from, to string) Fault {
-	return toxicFault(from, to, "timeout", "forever", map[string]any{"timeout": 0}, nil)
+	return toxicFault(from, to, "hang", "forever", map[string]any{}, nil)
 }
 
 // ResetPeer resets the connection (TCP RST to both ends) after the next

@@ -221,8 +221,11 @@ func TestToxicKinds(t *testing.T) {
 	get := func(limit time.Duration) transfer {
 		return exchange(t, h, "queen", "hive-localhost", "get", size, limit)
 	}
-	if x := get(60 * time.Second); x.bytes != size || x.exit != 0 {
-		t.Fatalf("control exchange: %v", x)
+	// The control is whole and ends by EOF, faster than the least delay a
+	// toxic below must add (slow-close's 3 s).
+	const fast = 3 * time.Second
+	if x := get(60 * time.Second); x.bytes != size || x.exit != 0 || x.elapsed >= fast {
+		t.Fatalf("control exchange: %v, want all %d bytes and EOF in under %v", x, size, fast)
 	}
 
 	t.Run("hang", func(t *testing.T) {
@@ -248,7 +251,7 @@ func TestToxicKinds(t *testing.T) {
 		}
 	})
 	t.Run("slow-close", func(t *testing.T) {
-		const d = 3 * time.Second
+		const d = fast
 		h.MustInject(t, SlowClose("queen", "hive-localhost", d))
 		defer h.MustRecover(t, SlowClose("queen", "hive-localhost", d))
 		if x := get(60 * time.Second); x.bytes != size || x.elapsed < d {
@@ -264,8 +267,8 @@ func TestToxicKinds(t *testing.T) {
 		}
 	})
 	// Everything recovered: the exchange is whole and prompt again.
-	if x := get(60 * time.Second); x.bytes != size || x.exit != 0 {
-		t.Fatalf("exchange after the toxics: %v", x)
+	if x := get(60 * time.Second); x.bytes != size || x.exit != 0 || x.elapsed >= fast {
+		t.Fatalf("exchange after the toxics: %v, want all %d bytes and EOF in under %v", x, size, fast)
 	}
 	if got := h.Faults(); len(got) != 0 {
 		t.Fatalf("faults left: %v", got)

@@ -55,7 +55,7 @@ func TestRenderToxics(t *testing.T) {
 		{Latency("queen", "hive-1", time.Second, 0).Upstream(), "latency", "upstream", map[string]float64{"latency": 1000, "jitter": 0}},
 		{Bandwidth("queen", "hive-1", 64).Upstream(), "bandwidth", "upstream", map[string]float64{"rate": 64}},
 		{SlowClose("queen", "hive-1", 2*time.Second), "slow_close", "downstream", map[string]float64{"delay": 2000}},
-		{Hang("queen", "hive-1"), "timeout", "downstream", map[string]float64{"timeout": 0}},
+		{Hang("queen", "hive-1"), "hang", "downstream", map[string]float64{}},
 		{ResetPeer("queen", "hive-1", 50*time.Millisecond), "reset_peer", "downstream", map[string]float64{"timeout": 50}},
 		{LimitData("queen", "hive-1", 4096), "limit_data", "downstream", map[string]float64{"bytes": 4096}},
 		{Slice("queen", "hive-1", 100, 10, time.Millisecond), "slicer", "downstream", map[string]float64{"average_size": 100, "size_variation": 10, "delay": 1000}},
