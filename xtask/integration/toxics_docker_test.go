@@ -291,3 +291,57 @@ func TestToxicSurvivesRestart(t *testing.T) {
 		t.Fatalf("after Heal: %v", x)
 	}
 }
+
+// Packet-level faults act on connections opened before them, unlike the
+// toxics: a keep-alive connection the queen opened and used before Block
+// gets no answer to its next request, though it answered twice before the
+// fault (the control: the connection is reusable); after Recover a new one
+// works.
+func TestPacketFaultHitsExistingConnections(t *testing.T) {
+	h := Start(t, Localhost)
+	ip := h.MustIP(t, "hive-localhost")
+	// The status line of one GET /health on fd 3, then its rest drained.
+	script := fmt.Sprintf(`get() {
+  printf 'GET /health HTTP/1.1\r\nHost: hive\r\n\r\n' >&3
+  if IFS= read -r -t 20 line <&3; then echo "${line%%$'\r'}"; else echo none; return; fi
+  while IFS= read -r -t 1 line <&3; do :; done
+}
+rm -f /tmp/pk-ready /tmp/pk-go
+exec 3<>/dev/tcp/%s/9000 || exit 90
+a=$(get)
+a2=$(get)
+[ "$a2" = "$a" ] || a="reuse failed: $a2"
+touch /tmp/pk-ready
+for i in $(seq 6000); do [ -f /tmp/pk-go ] && break; sleep 0.05; done
+[ -f /tmp/pk-go ] || exit 91
+b=$(get)
+echo "$a|$b"`, ip)
+	type res struct {
+		r   CommandResult
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		r, err := h.Exec(context.Background(), "queen", []string{"bash", "-c", script})
+		done <- res{r, err}
+	}()
+	waitFile(t, h, "queen", "/tmp/pk-ready")
+	h.MustInject(t, Block("queen", "hive-localhost"))
+	h.MustExec(t, "queen", []string{"touch", "/tmp/pk-go"})
+	r := <-done
+	if r.err != nil || r.r.ExitCode != 0 {
+		t.Fatalf("keep-alive script: %v, exit %d: %s %s", r.err, r.r.ExitCode, r.r.Stdout, r.r.Stderr)
+	}
+	before, after, _ := strings.Cut(strings.TrimSpace(r.r.Stdout), "|")
+	t.Logf("status line before the block %q, on the same connection after it %q", before, after)
+	if !strings.HasPrefix(before, "HTTP/1.1 200") {
+		t.Fatalf("two GET /health on one connection before the fault answered %q, want 200 twice", before)
+	}
+	if after != "none" {
+		t.Fatalf("the connection opened before Block still got an answer (%q): the block spared it", after)
+	}
+	h.MustRecover(t, Block("queen", "hive-localhost"))
+	if x := h.MustExec(t, "queen", []string{"bash", "-c", fmt.Sprintf(`exec 3<>/dev/tcp/%s/9000 && printf 'GET /health HTTP/1.1\r\nHost: hive\r\n\r\n' >&3 && IFS= read -r -t 20 l <&3 && echo "$l"`, ip)}); !strings.HasPrefix(x.Stdout, "HTTP/1.1 200") {
+		t.Fatalf("a new connection after Recover: exit %d %q %q", x.ExitCode, x.Stdout, x.Stderr)
+	}
+}
