@@ -181,6 +181,11 @@ func TestToxicsRejectBadArguments(t *testing.T) {
 	if err := h.Recover(ctx, Latency("queen", "hive-1", time.Second, 0)); err == nil || !strings.Contains(err.Error(), "is not active") {
 		t.Errorf("recover of an inactive latency: %v", err)
 	}
+	// Recover matches by what a rule acts on: zero values are not argument
+	// errors there, the rule is only not active.
+	if err := h.Recover(ctx, Latency("queen", "hive-1", 0, 0)); err == nil || !strings.Contains(err.Error(), "is not active") {
+		t.Errorf("recover of Latency(…, 0, 0): %v, want \"is not active\", not an argument error", err)
+	}
 	if len(h.Faults()) != 0 {
 		t.Fatalf("failed calls left faults: %v", h.Faults())
 	}
