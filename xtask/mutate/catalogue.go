@@ -199,7 +199,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's relay resumes a cut hive/worker stream with Last-Event-ID one too high (an event lost)",
 		Old:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID))",
 		New:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID+1))",
-		Catch:  "httpcomm/TestRelayResumesCutHiveStream cuts the queen\u2194hive stream mid-download: the queen's stream must still carry every event of the hive's job exactly once, in order (one too low is harmless: the client drops an event it has seen, so that variant is not a bug).",
+		Catch:  "Survives httpcomm/TestRelayResumesCutHiveStream: its cut lands while the queen has seen every event the hive has, and the hive reads a Last-Event-ID past the end of a running job as its last event, so nothing is lost. Kill: let the hive run ahead of the queen before the resume (block hive\u2192queen packets while progress events are produced, so the queen reconnects after its idle timeout with events waiting), then the queen's stream must still carry every event of the hive's job exactly once, in order.",
 		Claims: []string{"httpcomm", "failure", "e2e"},
 	},
 
