@@ -444,4 +444,72 @@ var Catalogue = []Mutant{
 		Catch:  "rbee-keeper interrupted with SIGINT during a long infer must exit 130 and the queen's job end cancelled.",
 		Claims: []string{"e2e"},
 	},
+	// Classes no earlier entry covered: a request field the worker drops, a
+	// limit or bound that is lost, a table that is never cleaned, event ids
+	// off by one, state the queen keeps after it changed, and a worker
+	// scheduled before it is ready.
+	{
+		Name: "model-max-tokens-extra", File: "internal/model/model.go",
+		Desc:   "generation runs one step past max_tokens: every inference that hits the limit returns max_tokens+1 tokens",
+		Old:    "for step := 0; step < maxTokens; step++ {",
+		New:    "for step := 0; step <= maxTokens; step++ {",
+		Catch:  "an inference that ends stop_reason max_tokens must carry exactly max_tokens tokens (the worker's own stream and the queen's).",
+		Claims: []string{"workerlifecycle", "httpcomm", "e2e"},
+	},
+	{
+		Name: "worker-seed-ignored", File: "internal/worker/worker.go",
+		Desc:   "the worker samples with seed 0 whatever seed the request carries",
+		Old:    "req.Temperature, req.Seed, req.Stop, emit)",
+		New:    "req.Temperature, 0, req.Stop, emit)",
+		Catch:  "two infers with different seeds (temperature > 0) must differ, the same seed twice must agree.",
+		Claims: []string{"e2e"},
+	},
+	{
+		Name: "auth-body-unbounded", File: "internal/auth/http.go",
+		Desc:   "the signed-request middleware reads the whole body with no size limit before verifying it",
+		Old:    "io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))",
+		New:    "io.ReadAll(r.Body)",
+		Catch:  "a heartbeat body over 1 MiB must get 413 payload_too_large without the queen reading it all (RSS bounded).",
+		Claims: []string{"security"},
+	},
+	{
+		Name: "jobs-event-ids-from-zero", File: "internal/jobs/jobs.go",
+		Desc:   "a job's SSE event ids start at 0 instead of 1 (a client resuming after the first event gets it again)",
+		Old:    "ID: len(j.events) + 1",
+		New:    "ID: len(j.events)",
+		Catch:  "a job's events must carry ids 1, 2, 3, … and Last-Event-ID: n resume at event n+1.",
+		Claims: []string{"httpcomm"},
+	},
+	{
+		Name: "jobs-prune-needs-both", File: "internal/jobs/jobs.go",
+		Desc:   "finished jobs are pruned only when both the job cap and the byte budget are exceeded: many small jobs are kept forever",
+		Old:    "if excess <= 0 && total <= e.opts.RetainedBytes {",
+		New:    "if excess <= 0 || total <= e.opts.RetainedBytes {",
+		Catch:  "after a flood of more status jobs than max_jobs, the queen must keep at most max_jobs (oldest finished dropped: GET of the first answers 404).",
+		Claims: []string{"security", "httpcomm"},
+	},
+	{
+		Name: "queen-delete-keeps-registered", File: "internal/queen/ops.go",
+		Desc:   "worker_process_delete through the queen leaves the worker in the registry until it turns stale",
+		Old:    "\t\t\t\ts.reg.RemoveWorker(req.WorkerID) // do not schedule onto it until it heartbeats again\n",
+		New:    "",
+		Catch:  "right after worker_process_delete through the queen the worker must not be fresh in /v1/workers.",
+		Claims: []string{"workerlifecycle"},
+	},
+	{
+		Name: "registry-schedules-starting", File: "internal/registry/registry.go",
+		Desc:   "Candidates excludes only stopping workers: a worker still loading its model (starting) is scheduled",
+		Old:    "if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {",
+		New:    "if e.info.State == api.WorkerStopping {",
+		Catch:  "an infer while the only worker of the model heartbeats starting must not be sent to it (no ready worker).",
+		Claims: []string{"e2e", "workerlifecycle"},
+	},
+	{
+		Name: "catalog-size-unchecked", File: "internal/catalog/catalog.go",
+		Desc:   "the catalog trusts its metadata: a model whose model.bin was truncated on disk is still listed and spawnable",
+		Old:    "if err != nil || !st.Mode().IsRegular() || st.Size() != md.Size {",
+		New:    "if err != nil {",
+		Catch:  "a model whose model.bin is truncated on the hive must vanish from model_list and worker_spawn of it end [ERROR] not found.",
+		Claims: []string{"workerlifecycle", "e2e"},
+	},
 }
