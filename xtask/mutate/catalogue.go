@@ -17,7 +17,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's SSH client accepts any host key (known_hosts ignored)",
 		Old:    "HostKeyCallback:   hk.check,",
 		New:    "HostKeyCallback:   ssh.InsecureIgnoreHostKey(),",
-		Catch:  "Survives sshcomm: its host-key tests use the test's own SSH client, not the queen's. Kill: hive_install/hive_start through the queen with a known_hosts that pins another key for the hive must end [ERROR] \u2026 host key mismatch and install nothing.",
+		Catch:  "sshcomm/TestQueenRefusesMismatchedHostKey: a queen whose known_hosts pins hive-1's key for hive-localhost (and the reverse) must end hive_install and hive_start [ERROR] host key mismatch naming the server's key, with nothing installed, started or run on the hive; with the right known_hosts both work.",
 		Claims: []string{"sshcomm", "security", "lifecycle"},
 	},
 	{
@@ -33,7 +33,7 @@ var Catalogue = []Mutant{
 		Desc:   "a remote command's stderr is not collected, so errors lose their cause",
 		Old:    "sess.Stdout, sess.Stderr = stdout, stderr",
 		New:    "sess.Stdout = stdout",
-		Catch:  "Survives sshcomm: no test reads a failing remote command's stderr through the queen. Kill: the [ERROR] of a failing remote command through the queen must contain the command's stderr (e.g. 'Permission denied' from mkdir in a read-only directory).",
+		Catch:  "sshcomm/TestQueenReportsRemoteExitCodeAndStderr: hive_install of a stand-in whose --version exits 42 must end [ERROR] with exit 42 and the stand-in's stderr token (not its stdout); hive_start whose remote mkdir fails must end [ERROR] (exit 1) naming mkdir and the state directory.",
 		Claims: []string{"sshcomm", "lifecycle"},
 	},
 	{
@@ -59,7 +59,7 @@ var Catalogue = []Mutant{
 		Desc:   "ties go to the hive picked most recently instead of longest ago: one hive gets everything",
 		Old:    "return ha < hb // the hive picked longest ago first",
 		New:    "return ha > hb // the hive picked longest ago first",
-		Catch:  "Survives because TestMultiHiveLoadBalancing sends its 20 infers concurrently, so the in-flight count (not the tie-break) spreads them, and it asks only >= n/4 per hive. Kill: sequential infers on two idle equal hives must alternate hive-1, hive-2, hive-1, \u2026 (PROTOCOL: the hive picked longest ago first).",
+		Catch:  "e2e/TestMultiHiveLoadBalancing: ten sequential infers, each after both workers (one on hive-1, one on hive-2) are idle, must alternate hives strictly and give each hive exactly five.",
 		Claims: []string{"e2e"},
 	},
 	{
