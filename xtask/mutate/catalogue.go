@@ -508,7 +508,7 @@ var Catalogue = []Mutant{
 		Name: "catalog-size-unchecked", File: "internal/catalog/catalog.go",
 		Desc:   "the catalog trusts its metadata: a model whose model.bin was truncated on disk is still listed and spawnable",
 		Old:    "if err != nil || !st.Mode().IsRegular() || st.Size() != md.Size {",
-		New:    "if err != nil {",
+		New:    "if err != nil || !st.Mode().IsRegular() {",
 		Catch:  "a model whose model.bin is truncated on the hive must vanish from model_list and worker_spawn of it end [ERROR] not found.",
 		Claims: []string{"workerlifecycle", "e2e"},
 	},
