@@ -493,7 +493,7 @@ var Catalogue = []Mutant{
 		Desc:   "worker_process_delete through the queen leaves the worker in the registry until it turns stale",
 		Old:    "\t\t\t\ts.reg.RemoveWorker(req.WorkerID) // do not schedule onto it until it heartbeats again\n",
 		New:    "",
-		Catch:  "right after worker_process_delete through the queen the worker must not be fresh in /v1/workers.",
+		Catch:  "workerlifecycle/TestDeleteWorker: for 5 s after worker_process_delete through the queen the deleted worker must not be a fresh row of /v1/workers (it was: state stopping, until stale_after).",
 		Claims: []string{"workerlifecycle"},
 	},
 	{
