@@ -453,7 +453,7 @@ var Catalogue = []Mutant{
 		Desc:   "generation runs one step past max_tokens: every inference that hits the limit returns max_tokens+1 tokens",
 		Old:    "for step := 0; step < maxTokens; step++ {",
 		New:    "for step := 0; step <= maxTokens; step++ {",
-		Catch:  "an inference that ends stop_reason max_tokens must carry exactly max_tokens tokens (the worker's own stream and the queen's).",
+		Catch:  "workerlifecycle/TestCancelInferReachesWorker: its control inference on the worker (max_tokens 300, not cancelled) must end [DONE] with exactly 300 tokens and tokens_out 300 (301 fails it).",
 		Claims: []string{"workerlifecycle", "httpcomm", "e2e"},
 	},
 	{
@@ -477,7 +477,7 @@ var Catalogue = []Mutant{
 		Desc:   "a job's SSE event ids start at 0 instead of 1 (a client resuming after the first event gets it again)",
 		Old:    "ID: len(j.events) + 1",
 		New:    "ID: len(j.events)",
-		Catch:  "a job's events must carry ids 1, 2, 3, … and Last-Event-ID: n resume at event n+1.",
+		Catch:  "httpcomm/TestSSEStreaming: the events of an infer job's stream read raw from the queen must carry ids 1, 2, 3, … in order (event 0 with id 0 fails it).",
 		Claims: []string{"httpcomm"},
 	},
 	{
@@ -485,7 +485,7 @@ var Catalogue = []Mutant{
 		Desc:   "finished jobs are pruned only when both the job cap and the byte budget are exceeded: many small jobs are kept forever",
 		Old:    "if excess <= 0 && total <= e.opts.RetainedBytes {",
 		New:    "if excess <= 0 || total <= e.opts.RetainedBytes {",
-		Catch:  "after a flood of more status jobs than max_jobs, the queen must keep at most max_jobs (oldest finished dropped: GET of the first answers 404).",
+		Catch:  "httpcomm/TestFinishedJobsBoundedByMaxJobs: a queen with max_jobs = 20 that ran 60 status jobs must answer 404 for the oldest and keep 10..20 of them, the newest completed (all 60 kept fails it; security/TestBoundsJobFlood does not: its 2000 jobs stay under the RSS bound).",
 		Claims: []string{"security", "httpcomm"},
 	},
 	{
