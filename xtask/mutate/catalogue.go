@@ -497,12 +497,12 @@ var Catalogue = []Mutant{
 		Claims: []string{"workerlifecycle"},
 	},
 	{
-		Name: "registry-schedules-starting", File: "internal/registry/registry.go",
-		Desc:   "Candidates excludes only stopping workers: a worker still loading its model (starting) is scheduled",
+		Name: "registry-schedules-stopping", File: "internal/registry/registry.go",
+		Desc:   "Candidates excludes only starting workers: a worker that announced it is stopping (worker_process_delete, hive_stop) is still scheduled",
 		Old:    "if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {",
-		New:    "if e.info.State == api.WorkerStopping {",
-		Catch:  "an infer while the only worker of the model heartbeats starting must not be sent to it (no ready worker).",
-		Claims: []string{"e2e", "workerlifecycle"},
+		New:    "if e.info.State == api.WorkerStarting {",
+		Catch:  "an infer sent while the only worker of the model heartbeats stopping must not be routed to it.",
+		Claims: []string{"workerlifecycle", "failure", "e2e"},
 	},
 	{
 		Name: "catalog-size-unchecked", File: "internal/catalog/catalog.go",
