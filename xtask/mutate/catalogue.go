@@ -469,7 +469,7 @@ var Catalogue = []Mutant{
 		Desc:   "the signed-request middleware reads the whole body with no size limit before verifying it",
 		Old:    "io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))",
 		New:    "io.ReadAll(r.Body)",
-		Catch:  "a heartbeat body over 1 MiB must get 413 payload_too_large without the queen reading it all (RSS bounded).",
+		Catch:  "security/TestSignedEndpointsRefuseOversizedBody: an unsigned body 64 KiB over MaxBodyBytes to the hive's job API (and the queen's heartbeat endpoints) must get 413, one just under it 401 (the mutant answers 401 on the hive: it read the whole body first).",
 		Claims: []string{"security"},
 	},
 	{
