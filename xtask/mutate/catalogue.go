@@ -501,7 +501,7 @@ var Catalogue = []Mutant{
 		Desc:   "Candidates excludes only starting workers: a worker that announced it is stopping (worker_process_delete, hive_stop) is still scheduled",
 		Old:    "if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {",
 		New:    "if e.info.State == api.WorkerStarting {",
-		Catch:  "Survives workerlifecycle/TestDeleteWorker, failure/TestWorkerCrash and e2e/TestHiveFailureRecovery: no test sends an infer while a worker is announcing stopping (a deleted worker is removed from the registry, a crashed one sends no stopping heartbeat). Kill: hold a worker in its shutdown (SIGTERM while a long generation runs, so it heartbeats stopping for the whole drain) next to a second ready worker of the same model; every infer sent meanwhile must go to the second worker, none to the stopping one.",
+		Catch:  "Survives workerlifecycle/TestDeleteWorker, failure/TestWorkerCrash and e2e/TestHiveFailureRecovery: a worker deleted through the queen leaves the registry, a crashed one sends no stopping heartbeat, and an infer routed to a stopped worker is retried elsewhere after connection refused. Kill: with stale_after = 1m (a wide window by construction), SIGTERM the only worker of a model out of band (it sends one stopping heartbeat and exits); an infer then must end [ERROR] no ready worker without any attempt on that worker (no connection-refused narration naming it).",
 		Claims: []string{"workerlifecycle", "failure", "e2e"},
 	},
 	{
