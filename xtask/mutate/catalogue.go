@@ -17,7 +17,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's SSH client accepts any host key (known_hosts ignored)",
 		Old:    "HostKeyCallback:   hk.check,",
 		New:    "HostKeyCallback:   ssh.InsecureIgnoreHostKey(),",
-		Catch:  "Survives sshcomm: its host-key tests use the test's own SSH client, not the queen's. Kill: hive_install/hive_start through the queen with a known_hosts that pins another key for the hive must end [ERROR] \u2026 host key mismatch and install nothing.",
+		Catch:  "sshcomm/TestQueenRefusesMismatchedHostKey: a queen whose known_hosts pins hive-1's key for hive-localhost (and the reverse) must end hive_install and hive_start [ERROR] host key mismatch naming the server's key, with nothing installed, started or run on the hive; with the right known_hosts both work.",
 		Claims: []string{"sshcomm", "security", "lifecycle"},
 	},
 	{
@@ -33,7 +33,7 @@ var Catalogue = []Mutant{
 		Desc:   "a remote command's stderr is not collected, so errors lose their cause",
 		Old:    "sess.Stdout, sess.Stderr = stdout, stderr",
 		New:    "sess.Stdout = stdout",
-		Catch:  "Survives sshcomm: no test reads a failing remote command's stderr through the queen. Kill: the [ERROR] of a failing remote command through the queen must contain the command's stderr (e.g. 'Permission denied' from mkdir in a read-only directory).",
+		Catch:  "sshcomm/TestQueenReportsRemoteExitCodeAndStderr: hive_install of a stand-in whose --version exits 42 must end [ERROR] with exit 42 and the stand-in's stderr token (not its stdout); hive_start whose remote mkdir fails must end [ERROR] (exit 1) naming mkdir and the state directory.",
 		Claims: []string{"sshcomm", "lifecycle"},
 	},
 	{
@@ -59,7 +59,7 @@ var Catalogue = []Mutant{
 		Desc:   "ties go to the hive picked most recently instead of longest ago: one hive gets everything",
 		Old:    "return ha < hb // the hive picked longest ago first",
 		New:    "return ha > hb // the hive picked longest ago first",
-		Catch:  "Survives because TestMultiHiveLoadBalancing sends its 20 infers concurrently, so the in-flight count (not the tie-break) spreads them, and it asks only >= n/4 per hive. Kill: sequential infers on two idle equal hives must alternate hive-1, hive-2, hive-1, \u2026 (PROTOCOL: the hive picked longest ago first).",
+		Catch:  "e2e/TestMultiHiveLoadBalancing: ten sequential infers, each after both workers (one on hive-1, one on hive-2) are idle, must alternate hives strictly and give each hive exactly five.",
 		Claims: []string{"e2e"},
 	},
 	{
@@ -443,5 +443,73 @@ var Catalogue = []Mutant{
 		New:    "\t\t\tfmt.Fprintf(stderr, \"%s: job %s cancelled\\n\", Program, acc.JobID)\n\t\t}\n\t\treturn ExitError",
 		Catch:  "rbee-keeper interrupted with SIGINT during a long infer must exit 130 and the queen's job end cancelled.",
 		Claims: []string{"e2e"},
+	},
+	// Classes no earlier entry covered: a request field the worker drops, a
+	// limit or bound that is lost, a table that is never cleaned, event ids
+	// off by one, state the queen keeps after it changed, and a worker
+	// scheduled before it is ready.
+	{
+		Name: "model-max-tokens-extra", File: "internal/model/model.go",
+		Desc:   "generation runs one step past max_tokens: every inference that hits the limit returns max_tokens+1 tokens",
+		Old:    "for step := 0; step < maxTokens; step++ {",
+		New:    "for step := 0; step <= maxTokens; step++ {",
+		Catch:  "workerlifecycle/TestCancelInferReachesWorker: its control inference on the worker (max_tokens 300, not cancelled) must end [DONE] with exactly 300 tokens and tokens_out 300 (301 fails it).",
+		Claims: []string{"workerlifecycle", "httpcomm", "e2e"},
+	},
+	{
+		Name: "worker-seed-ignored", File: "internal/worker/worker.go",
+		Desc:   "the worker samples with seed 0 whatever seed the request carries",
+		Old:    "req.Temperature, req.Seed, req.Stop, emit)",
+		New:    "req.Temperature, 0, req.Stop, emit)",
+		Catch:  "e2e/TestFreshInstallToInference: rbee-keeper infer with --seed 7 twice must print the same tokens and with --seed 8 different ones (seeds 7 and 8 giving the same tokens fails it).",
+		Claims: []string{"e2e"},
+	},
+	{
+		Name: "auth-body-unbounded", File: "internal/auth/http.go",
+		Desc:   "the signed-request middleware reads the whole body with no size limit before verifying it",
+		Old:    "io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))",
+		New:    "io.ReadAll(r.Body)",
+		Catch:  "security/TestSignedEndpointsRefuseOversizedBody: an unsigned body 64 KiB over MaxBodyBytes to the hive's job API (and the queen's heartbeat endpoints) must get 413, one just under it 401 (the mutant answers 401 on the hive: it read the whole body first).",
+		Claims: []string{"security"},
+	},
+	{
+		Name: "jobs-event-ids-from-zero", File: "internal/jobs/jobs.go",
+		Desc:   "a job's SSE event ids start at 0 instead of 1 (a client resuming after the first event gets it again)",
+		Old:    "ID: len(j.events) + 1",
+		New:    "ID: len(j.events)",
+		Catch:  "httpcomm/TestSSEStreaming: the events of an infer job's stream read raw from the queen must carry ids 1, 2, 3, … in order (event 0 with id 0 fails it).",
+		Claims: []string{"httpcomm"},
+	},
+	{
+		Name: "jobs-prune-needs-both", File: "internal/jobs/jobs.go",
+		Desc:   "finished jobs are pruned only when both the job cap and the byte budget are exceeded: many small jobs are kept forever",
+		Old:    "if excess <= 0 && total <= e.opts.RetainedBytes {",
+		New:    "if excess <= 0 || total <= e.opts.RetainedBytes {",
+		Catch:  "httpcomm/TestFinishedJobsBoundedByMaxJobs: a queen with max_jobs = 20 that ran 60 status jobs must answer 404 for the oldest and keep 10..20 of them, the newest completed (all 60 kept fails it; security/TestBoundsJobFlood does not: its 2000 jobs stay under the RSS bound).",
+		Claims: []string{"security", "httpcomm"},
+	},
+	{
+		Name: "queen-delete-keeps-registered", File: "internal/queen/ops.go",
+		Desc:   "worker_process_delete through the queen leaves the worker in the registry until it turns stale",
+		Old:    "\t\t\t\ts.reg.RemoveWorker(req.WorkerID) // do not schedule onto it until it heartbeats again\n",
+		New:    "",
+		Catch:  "workerlifecycle/TestDeleteWorker: for 5 s after worker_process_delete through the queen the deleted worker must not be a fresh row of /v1/workers (it was: state stopping, until stale_after).",
+		Claims: []string{"workerlifecycle"},
+	},
+	{
+		Name: "registry-schedules-stopping", File: "internal/registry/registry.go",
+		Desc:   "Candidates excludes only starting workers: a worker that announced it is stopping (worker_process_delete, hive_stop) is still scheduled",
+		Old:    "if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {",
+		New:    "if e.info.State == api.WorkerStarting {",
+		Catch:  "Survives workerlifecycle/TestDeleteWorker, failure/TestWorkerCrash and e2e/TestHiveFailureRecovery: a worker deleted through the queen leaves the registry, a crashed one sends no stopping heartbeat, and an infer routed to a stopped worker is retried elsewhere after connection refused. Kill: with stale_after = 1m (a wide window by construction), SIGTERM the only worker of a model out of band (it sends one stopping heartbeat and exits); an infer then must end [ERROR] no ready worker without any attempt on that worker (no connection-refused narration naming it).",
+		Claims: []string{"workerlifecycle", "failure", "e2e"},
+	},
+	{
+		Name: "catalog-size-unchecked", File: "internal/catalog/catalog.go",
+		Desc:   "the catalog trusts its metadata: a model whose model.bin was truncated on disk is still listed and spawnable",
+		Old:    "if err != nil || !st.Mode().IsRegular() || st.Size() != md.Size {",
+		New:    "if err != nil || !st.Mode().IsRegular() {",
+		Catch:  "workerlifecycle/TestTruncatedModelLeavesCatalog: after model.bin is truncated to half on hive-1, model_list must leave the model out and model_get end [ERROR] is not on hive-1; with the bytes restored both show it again.",
+		Claims: []string{"workerlifecycle", "e2e"},
 	},
 }
