@@ -180,18 +180,7 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	procs := func() []api.WorkerProcess {
-		o, err := hv.Run(suite.Context(t, time.Minute), api.JobRequest{Operation: api.OpWorkerProcessList}, nil)
-		if err != nil {
-			t.Fatalf("signed worker_process_list on hive-1: %v", err)
-		}
-		r, err := checks.Result[api.WorkerList](o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Workers
-	}
-	procsBefore := procs()
+	procsBefore := workerProcesses(t, hv)
 	for _, body := range []map[string]string{
 		{"operation": api.OpWorkerSpawn, "model": tinyModel, "device": "cpu:0"},
 		{"operation": api.OpWorkerProcessDelete, "worker_id": "w-0000000001"},
@@ -208,7 +197,7 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 			mustRefuse(t, m+" "+p, a, http.StatusUnauthorized, "not signed")
 		}
 	}
-	if after := procs(); len(after) != len(procsBefore) {
+	if after := workerProcesses(t, hv); len(after) != len(procsBefore) {
 		t.Fatalf("hive-1 workers changed: %d before, %d after: %+v", len(procsBefore), len(after), after)
 	}
 	e.mustHoldUp(t, before)

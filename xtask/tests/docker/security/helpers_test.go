@@ -279,3 +279,18 @@ func (e *env) post(t *testing.T, url string, header http.Header, body []byte) in
 	t.Helper()
 	return e.rogue.MustSend(t, http.MethodPost, url, header, bytes.Clone(body))
 }
+
+// workerProcesses is hive-1's worker process list, asked with the harness's
+// signed client (hv): what the hive itself runs, whatever the queen thinks.
+func workerProcesses(t *testing.T, hv *client.Client) []api.WorkerProcess {
+	t.Helper()
+	o, err := hv.Run(suite.Context(t, time.Minute), api.JobRequest{Operation: api.OpWorkerProcessList}, nil)
+	if err != nil {
+		t.Fatalf("signed worker_process_list on hive-1: %v", err)
+	}
+	r, err := checks.Result[api.WorkerList](o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Workers
+}

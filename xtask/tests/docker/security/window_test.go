@@ -72,18 +72,7 @@ func TestSignatureWindowBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	procs := func() []api.WorkerProcess {
-		o, err := hv.Run(suite.Context(t, time.Minute), api.JobRequest{Operation: api.OpWorkerProcessList}, nil)
-		if err != nil {
-			t.Fatalf("signed worker_process_list on hive-1: %v", err)
-		}
-		r, err := checks.Result[api.WorkerList](o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Workers
-	}
-	procsBefore := procs()
+	procsBefore := workerProcesses(t, hv)
 	for _, skew := range outside {
 		for _, c := range []struct {
 			what, url, path string
@@ -100,7 +89,7 @@ func TestSignatureWindowBounded(t *testing.T) {
 			mustRefuse(t, c.what+" "+what, a, http.StatusUnauthorized, "outside the accepted window")
 		}
 	}
-	if after := procs(); len(after) != len(procsBefore) {
+	if after := workerProcesses(t, hv); len(after) != len(procsBefore) {
 		t.Fatalf("hive-1 workers changed after signed jobs outside the window: %d before, %d after: %+v", len(procsBefore), len(after), after)
 	}
 	e.mustHoldUp(t, before)
