@@ -199,7 +199,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's relay resumes a cut hive/worker stream with Last-Event-ID one too high (an event lost)",
 		Old:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID))",
 		New:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID+1))",
-		Catch:  "Survives httpcomm/TestRelayResumesCutHiveStream: its cut lands while the queen has seen every event the hive has, and the hive reads a Last-Event-ID past the end of a running job as its last event, so nothing is lost. Kill: let the hive run ahead of the queen before the resume (block hive\u2192queen packets while progress events are produced, so the queen reconnects after its idle timeout with events waiting), then the queen's stream must still carry every event of the hive's job exactly once, in order.",
+		Catch:  "httpcomm/TestRelayResumesBehindRunningHive: the hive's progress events are held on the wire (HoldReplies) past the queen's idle limit on a hive stream (max(2 × keepalive, [http] timeout) = 30 s) while a hub-paced download keeps narrating, so the queen resumes with the hive dozens of events ahead; the client's stream from the queen must carry every event of the hive's job (the hive's own stream replayed from 0) exactly once and in order, and the hive log the resume after exactly the last hive event the queen had relayed (the mutant loses one event).",
 		Claims: []string{"httpcomm", "failure", "e2e"},
 	},
 
@@ -501,7 +501,7 @@ var Catalogue = []Mutant{
 		Desc:   "Candidates excludes only starting workers: a worker that announced it is stopping (worker_process_delete, hive_stop) is still scheduled",
 		Old:    "if e.info.State != api.WorkerReady && e.info.State != api.WorkerBusy {",
 		New:    "if e.info.State == api.WorkerStarting {",
-		Catch:  "Survives workerlifecycle/TestDeleteWorker, failure/TestWorkerCrash and e2e/TestHiveFailureRecovery: a worker deleted through the queen leaves the registry, a crashed one sends no stopping heartbeat, and an infer routed to a stopped worker is retried elsewhere after connection refused. Kill: with stale_after = 1m (a wide window by construction), SIGTERM the only worker of a model out of band (it sends one stopping heartbeat and exits); an infer then must end [ERROR] no ready worker without any attempt on that worker (no connection-refused narration naming it).",
+		Catch:  "failure/TestStoppingWorkerNotScheduled: with stale_after = 1m, the only worker of a model is stopped out of band with SIGTERM; once the queen shows it stopping and still fresh (and its hive lists it exited), an infer must end [ERROR] exactly \"no ready worker for model …\" with no routing narration naming any worker (the mutant routes to it and fails on connection refused); the same infer on that worker before the stop is the negative control.",
 		Claims: []string{"workerlifecycle", "failure", "e2e"},
 	},
 	{
@@ -511,5 +511,23 @@ var Catalogue = []Mutant{
 		New:    "if err != nil || !st.Mode().IsRegular() {",
 		Catch:  "workerlifecycle/TestTruncatedModelLeavesCatalog: after model.bin is truncated to half on hive-1, model_list must leave the model out and model_get end [ERROR] is not on hive-1; with the bytes restored both show it again.",
 		Claims: []string{"workerlifecycle", "e2e"},
+	},
+	// The relay class beside relay-resume-skips-event: a resume that repeats
+	// what was relayed, and a terminator relayed as an event.
+	{
+		Name: "relay-resume-from-start", File: "internal/client/client.go",
+		Desc:   "a followed stream never advances its resume point: a cut hive/worker stream is resumed from the start and every event before the cut is relayed again",
+		Old:    "\t\t\tout.LastID = ev.ID\n",
+		New:    "\t\t\t_ = ev.ID\n",
+		Catch:  "httpcomm/TestRelayResumesCutHiveStream: after the queen resumes the hive's stream cut mid-download, the relayed hive events on the client's stream must equal the hive's own stream of the job, each exactly once and in order (the mutant relays the events before the cut twice).",
+		Claims: []string{"httpcomm", "e2e"},
+	},
+	{
+		Name: "relay-terminator-relayed", File: "internal/client/client.go",
+		Desc:   "a followed stream hands its terminator to the callback too: the queen relays the hive's or worker's [DONE] as an event before its own terminator",
+		Old:    "\t\tif k, msg := sse.Terminator(ev.Data); ev.Name == \"\" && k != sse.NotTerminator {\n",
+		New:    "\t\tif k, msg := sse.Terminator(ev.Data); ev.Name == \"\" && k != sse.NotTerminator {\n\t\t\tif onEvent != nil {\n\t\t\t\t_ = onEvent(ev)\n\t\t\t}\n",
+		Catch:  "httpcomm/TestRelayResumesCutHiveStream: the relayed hive events on the client's stream must equal the hive's own non-terminator events, so the hive's [DONE] re-emitted as a \"message\" event fails it.",
+		Claims: []string{"httpcomm", "e2e"},
 	},
 }
