@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -135,9 +134,9 @@ func (Env) Down(ctx context.Context, name string) error {
 // $RBEE_JUNIT_DIR) and ends with a summary table.
 type Test mg.Namespace
 
-// remoteCategory is the suite test:all runs a second time through a TCP
+// remoteCategory is the suite test:all (and CI) runs a second time through a TCP
 // listener, to prove DOCKER_HOST is honoured end to end.
-const remoteCategory = "sshcomm"
+const remoteCategory = testrun.RemoteCategory
 
 func testOptions() (testrun.Options, error) {
 	root, err := setup.FindRoot(".")
@@ -304,23 +303,9 @@ func (Test) All(ctx context.Context) error {
 // CI groups what the GitHub workflow asks of Mage.
 type CI mg.Namespace
 
-// ciShards is how many machines the workflow splits the Docker tests over.
-const ciShards = 3
-
 // Matrix prints the workflow's Docker job matrix as JSON: test:shard 1/N … N/N and the remote-engine run.
 func (CI) Matrix() error {
-	type job struct {
-		Name   string `json:"name"`
-		Target string `json:"target"`
-	}
-	var m struct {
-		Include []job `json:"include"`
-	}
-	for i := 1; i <= ciShards; i++ {
-		m.Include = append(m.Include, job{fmt.Sprintf("shard-%d-of-%d", i, ciShards), fmt.Sprintf("test:shard %d/%d", i, ciShards)})
-	}
-	m.Include = append(m.Include, job{"remote-engine", "test:remote " + remoteCategory})
-	b, err := json.Marshal(m)
+	b, err := testrun.CIMatrixJSON(testrun.CIShards, remoteCategory)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ type FloorRun struct {
 // nothing the reaper and the leftover count do not see.
 func Floor(ctx context.Context, root string, topo integration.Topology, run int, rng *rand.Rand) (FloorRun, error) {
 	var fr FloorRun
-	file := filepath.Join(root, "tests", "docker", "docker-compose."+topo.String()+".yml")
+	file := filepath.Join(root, filepath.FromSlash(topo.File()))
 	content, err := os.ReadFile(file)
 	if err != nil {
 		return fr, err
@@ -74,10 +74,10 @@ func Floor(ctx context.Context, root string, topo integration.Topology, run int,
 	if err != nil {
 		return fr, fmt.Errorf("load %s: %w", file, err)
 	}
-	labels := map[string]string{
-		dockerx.LabelProject: dockerx.ProjectValue, dockerx.LabelRun: name,
-		dockerx.LabelOwnerPID: strconv.Itoa(os.Getpid()),
-	}
+	// The full owner labels (pid, host, start time): with the pid alone the
+	// reaper cannot tell the owner is gone and would never remove them.
+	labels := dockerx.OwnerLabels()
+	labels[dockerx.LabelProject], labels[dockerx.LabelRun] = dockerx.ProjectValue, name
 	var ids []string
 	var mu sync.Mutex
 	defer func() { // untimed on error; timed below on success

@@ -2,17 +2,19 @@
 // and the benchmarks share: connecting to the engine the way the docker CLI
 // does, the labels that mark this project's resources, removing resources
 // by label, and telling whether the process that created a resource is
-// gone. It has no tests of its own that need an engine; `go test
-// ./xtask/dockerx/` runs the unit tests.
+// gone. Its unit tests need no engine (they run against a fake one on a
+// unix socket): `go test ./xtask/dockerx/`.
 package dockerx
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 
 	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/flags"
 	"github.com/moby/moby/client"
 )
@@ -51,11 +53,20 @@ func Filter(labels ...string) client.Filters {
 // honoured exactly as by `docker`, and checks that an engine answers. The
 // Compose SDK is built on the returned CLI.
 func ConnectCLI(ctx context.Context) (*command.DockerCli, error) {
+	// The engine client is resolved here, where a bad DOCKER_HOST or an
+	// unknown context comes back as an error: left to DockerCli.Client, the
+	// same resolution failing prints a line and calls os.Exit(1).
+	opts := flags.NewClientOptions()
+	api, err := command.NewAPIClientFromFlags(opts, config.LoadDefaultConfigFile(io.Discard))
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
 	dcli, err := command.NewDockerCli()
 	if err == nil {
-		err = dcli.Initialize(flags.NewClientOptions())
+		err = dcli.Initialize(opts, command.WithAPIClient(api))
 	}
 	if err != nil {
+		api.Close()
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

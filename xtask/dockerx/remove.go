@@ -75,7 +75,8 @@ func RemoveByLabel(ctx context.Context, d client.APIClient, labels ...string) (R
 // StopByLabel kills the running (or paused) containers that carry all of
 // the given labels and waits until they no longer run, in parallel.
 // A container is never removed while it still runs: dockerd 20.10 can panic
-// when a health probe's exec races a forced removal.
+// when a health probe's exec races a forced removal (seen on the harness's
+// Close), which is also why harness stacks run without Docker's probes.
 func StopByLabel(ctx context.Context, d client.APIClient, labels ...string) error {
 	res, err := d.ContainerList(ctx, client.ContainerListOptions{Filters: Filter(labels...)})
 	if err != nil {

@@ -100,9 +100,9 @@ func (h *Harness) loadProject(ctx context.Context) (*types.Project, error) {
 		if s.Hostname == "" {
 			s.Hostname = name
 		}
-		// Docker's own health probes are off: dockerd 20.10 panics when a
-		// probe's exec races with the container's removal (seen here on
-		// Close). The harness runs the same check itself while it waits (ready).
+		// Docker's own health probes are off (the engine bug at
+		// dockerx.StopByLabel: a probe's exec racing a removal). The harness
+		// runs the same check itself while it waits (ready).
 		if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 {
 			h.healthTests[name] = slices.Clone([]string(hc.Test))
 		}

@@ -264,9 +264,13 @@ func writeContext(w io.Writer, files []ctxFile) error {
 }
 
 // pruneDangling removes untagged images with the project label (the
-// previous build of a tag); errors only matter with -v.
+// previous build of a tag); errors only matter with -v. Only those older
+// than an hour: while the classic builder runs, the layer of its last step
+// is dangling too (no child yet, no tag), and a setup or mutation build of
+// another tag on the same engine must not prune it from under that build
+// ("unknown parent image ID").
 func pruneDangling(ctx context.Context, cli client.APIClient, cfg Config) {
-	f := dockerx.Filter(dockerx.Project).Add("dangling", "true")
+	f := dockerx.Filter(dockerx.Project).Add("dangling", "true").Add("until", "1h")
 	res, err := cli.ImagePrune(ctx, client.ImagePruneOptions{Filters: f})
 	if err != nil {
 		cfg.vlogf("prune: %v", err)

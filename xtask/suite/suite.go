@@ -10,6 +10,7 @@ package suite
 import (
 	"context"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -45,17 +46,23 @@ func RepoFile(t testing.TB, rel string) []byte {
 	return b
 }
 
-// QueenConfig is configs/<topology>/queen.toml with the given keys set to
-// raw TOML values. A key may be written "section.key"; the key must occur
-// in the file exactly once, so a typo fails here, not in the queen.
+// QueenConfig is the registered topology's queen.toml (in its configs
+// directory) with the given keys set to raw TOML values. A key may be
+// written "section.key"; the key must occur in the file exactly once, so a
+// typo fails here, not in the queen.
 func QueenConfig(t testing.TB, topology string, set map[string]string) []byte {
 	t.Helper()
-	b := RepoFile(t, filepath.Join("configs", topology, "queen.toml"))
+	topo, err := integration.ParseTopology(topology)
+	if err != nil {
+		t.Fatalf("queen.toml variant: %v", err)
+	}
+	file := path.Join(topo.Configs(), "queen.toml")
+	b := RepoFile(t, filepath.FromSlash(file))
 	for k, v := range set {
 		key := k[strings.LastIndex(k, ".")+1:]
 		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `\s*=.*$`)
 		if n := len(re.FindAll(b, -1)); n != 1 {
-			t.Fatalf("queen.toml variant: key %q is in configs/%s/queen.toml %d times, want once", k, topology, n)
+			t.Fatalf("queen.toml variant: key %q is in %s %d times, want once", k, file, n)
 		}
 		b = re.ReplaceAll(b, []byte(key+" = "+v))
 	}
