@@ -261,10 +261,10 @@ func Tables(ups []BringUpResult, fr FaultResult, lr LoopbackResult, lo LoopbackO
 		st := Summarize(Seconds(ds))
 		ft.Add(name, strconv.Itoa(st.N), Secs(st.Median), Spread(st))
 	}
-	addDur("BlockNetwork call", fr.BlockCall)
-	addDur("BlockNetwork returned → traffic dropped", fr.BlockEffect)
-	addDur("RestoreNetwork call", fr.RestoreCall)
-	addDur("RestoreNetwork returned → traffic flowing", fr.RestoreEffect)
+	addDur("Inject(Block) call", fr.BlockCall)
+	addDur("Inject(Block) returned → traffic dropped", fr.BlockEffect)
+	addDur("Recover(Block) call", fr.RestoreCall)
+	addDur("Recover(Block) returned → traffic flowing", fr.RestoreEffect)
 
 	qs, cs := Summarize(lr.QueenRates), Summarize(lr.CeilingRates)
 	ing := Ratio(qs.Median, cs.Median)
