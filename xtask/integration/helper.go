@@ -91,12 +91,16 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 }
 
 // ToxicBinEnv names a prebuilt rbee-toxic (static, linux, for the Docker
-// engine's architecture); without it the harness takes build/bin/rbee-toxic
-// (built by `mage setup` / `mage build`), building it there once if it is
-// missing.
+// engine's architecture); without it the harness builds
+// build/bin/rbee-toxic from the tree once per test process, so a binary
+// left by an earlier `mage setup` is never used stale after its source
+// changed (an unchanged tree builds from the Go build cache in seconds).
 const ToxicBinEnv = "RBEE_TOXIC_BIN"
 
-var toxicBuild sync.Mutex
+var (
+	toxicBuild sync.Mutex
+	toxicBin   []byte // built by this process
+)
 
 // toxicBinary returns the rbee-toxic binary to copy into helpers.
 func (h *Harness) toxicBinary(ctx context.Context) ([]byte, error) {
@@ -109,23 +113,56 @@ func (h *Harness) toxicBinary(ctx context.Context) ([]byte, error) {
 	}
 	toxicBuild.Lock()
 	defer toxicBuild.Unlock()
-	out := filepath.Join(h.repoDir, "build", "bin", "rbee-toxic")
-	if b, err := os.ReadFile(out); err == nil {
-		return b, nil
+	if toxicBin != nil {
+		return toxicBin, nil
 	}
+	b, err := buildToxic(ctx, h.repoDir)
+	if err != nil {
+		return nil, err
+	}
+	h.logf("%s: %s", h.name, b.msg)
+	toxicBin = b.bin
+	return toxicBin, nil
+}
+
+type builtToxic struct {
+	bin []byte
+	msg string
+}
+
+// buildToxic builds ./xtask/cmd/rbee-toxic of repo into build/bin: into a
+// temporary file renamed over the old one, so that another test process
+// reading the binary meanwhile gets either whole file.
+func buildToxic(ctx context.Context, repo string) (builtToxic, error) {
+	out := filepath.Join(repo, "build", "bin", "rbee-toxic")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return builtToxic{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".rbee-toxic-*")
+	if err != nil {
+		return builtToxic{}, err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
 	// A cold build on a loaded machine outlasts a fault call's context:
 	// give it its own budget.
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	cmd := exec.CommandContext(bctx, "go", "build", "-trimpath", "-o", out, "./xtask/cmd/rbee-toxic")
-	cmd.Dir = h.repoDir
+	cmd := exec.CommandContext(bctx, "go", "build", "-trimpath", "-o", tmp.Name(), "./xtask/cmd/rbee-toxic")
+	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build rbee-toxic (or run `go run mage.go build`): %v\n%s", err, b)
+		return builtToxic{}, fmt.Errorf("build rbee-toxic (or set %s to a prebuilt one): %v\n%s", ToxicBinEnv, err, b)
 	}
-	h.logf("%s: built %s in %v", h.name, out, time.Since(t0).Round(time.Millisecond))
-	return os.ReadFile(out)
+	bin, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return builtToxic{}, err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return builtToxic{}, err
+	}
+	return builtToxic{bin: bin, msg: fmt.Sprintf("built %s from the tree in %v", out, time.Since(t0).Round(time.Millisecond))}, nil
 }
 
 // startProxy copies rbee-toxic into hp (through the Docker API, so a remote

@@ -22,7 +22,12 @@ const peerPort = 7000
 
 // servePeer runs a small TCP server in svc for the test's lifetime: a line
 // "get N" is answered with N bytes, then the server closes; "put N" reads N
-// bytes and answers "got N". It returns once the port accepts.
+// bytes and answers "got N"; "sink" reads to EOF (the client's half-close)
+// and answers "got N". It returns once the port accepts. The request line
+// is read with sysread, byte by byte, like the data after it: Perl's
+// buffered readline would swallow the data that arrived in the same
+// segment as the line, where sysread never sees it, and "put" would wait
+// forever for bytes it already had.
 func servePeer(t *testing.T, h *Harness, svc string) {
 	t.Helper()
 	prog := fmt.Sprintf(`use IO::Socket::INET;
@@ -30,9 +35,10 @@ my $s = IO::Socket::INET->new(LocalPort => %d, Listen => 16, ReuseAddr => 1) or 
 $SIG{CHLD} = 'IGNORE';
 while (my $c = $s->accept) {
   next if fork;
-  my $l = <$c>;
+  my $l = ''; while (sysread($c, my $ch, 1)) { $l .= $ch; last if $ch eq "\n" }
   if ($l =~ /^get (\d+)/) { my $n = $1; while ($n > 0) { my $k = $n > 65536 ? 65536 : $n; print $c ("x" x $k); $n -= $k } }
   elsif ($l =~ /^put (\d+)/) { my $n = 0; while ($n < $1) { my $r = sysread($c, my $b, 65536); last unless $r; $n += $r } print $c "got $n\n" }
+  elsif ($l =~ /^sink/) { my $n = 0; while (my $r = sysread($c, my $b, 65536)) { $n += $r } print $c "got $n\n" }
   close $c; exit 0;
 }`, peerPort)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -63,22 +69,52 @@ func (x transfer) String() string {
 	return fmt.Sprintf("%d bytes in %v, exit %d %s", x.bytes, x.elapsed, x.exit, strings.TrimSpace(x.stderr))
 }
 
+// answerLen is the length of servePeer's answer to an upload of n bytes.
+func answerLen(n int) int { return len(fmt.Sprintf("got %d\n", n)) }
+
+// execMargin is what a docker exec may add to the command's own time limit
+// on a loaded machine (creating and attaching the exec, starting bash).
+const execMargin = 2 * time.Minute
+
 // exchange runs in from: connect to to's test server, send "get n" (or
-// "put n" and n bytes), read until EOF or limit.
+// "put n" and n bytes; or "sink", n bytes and a half-close), read until
+// EOF or limit. The exec's own deadline is limit plus execMargin, so the
+// reader's timeout always ends it first.
 func exchange(t *testing.T, h *Harness, from, to, verb string, n int, limit time.Duration) transfer {
 	t.Helper()
 	ip := h.MustIP(t, to)
-	send := fmt.Sprintf(`echo "get %d" >&3`, n)
-	if verb == "put" {
-		send = fmt.Sprintf(`{ echo "put %d"; head -c %d /dev/zero; } >&3`, n, n)
-	}
-	script := fmt.Sprintf(`o=$(mktemp); e=$(mktemp); s=$(date +%%s%%N)
+	secs := int((limit + time.Second - 1) / time.Second)
+	var script string
+	switch verb {
+	case "sink":
+		// bash cannot shutdown(SHUT_WR) a /dev/tcp socket; perl can.
+		script = fmt.Sprintf(`o=$(mktemp); e=$(mktemp); s=$(date +%%s%%N)
+timeout %d perl -MIO::Socket::INET -e '
+my $c = IO::Socket::INET->new(PeerAddr => "%s", PeerPort => %d) or exit 90;
+syswrite($c, "sink\n"); my $n = %d;
+while ($n > 0) { my $k = $n > 65536 ? 65536 : $n; my $w = syswrite($c, "\0" x $k) or die "write: $!"; $n -= $w }
+shutdown($c, 1) or die "shutdown: $!";
+while (sysread($c, my $b, 65536)) { print $b }' >"$o" 2>"$e"; rc=$?
+f=$(date +%%s%%N)
+echo "$(wc -c <"$o") $(( (f - s) / 1000 )) $rc $(head -c 200 "$e")"`, secs, ip, peerPort, n)
+	default:
+		send := fmt.Sprintf(`echo "get %d" >&3`, n)
+		if verb == "put" {
+			send = fmt.Sprintf(`{ echo "put %d"; head -c %d /dev/zero; } >&3`, n, n)
+		}
+		script = fmt.Sprintf(`o=$(mktemp); e=$(mktemp); s=$(date +%%s%%N)
 exec 3<>/dev/tcp/%s/%d || exit 90
 %s
 timeout %d cat <&3 >"$o" 2>"$e"; rc=$?
 f=$(date +%%s%%N)
-echo "$(wc -c <"$o") $(( (f - s) / 1000 )) $rc $(head -c 200 "$e")"`, ip, peerPort, send, int(limit.Seconds()))
-	r := h.MustExec(t, from, []string{"bash", "-c", script})
+echo "$(wc -c <"$o") $(( (f - s) / 1000 )) $rc $(head -c 200 "$e")"`, ip, peerPort, send, secs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit+execMargin)
+	defer cancel()
+	r, err := h.Exec(ctx, from, []string{"bash", "-c", script})
+	if err != nil {
+		t.Fatalf("exchange %s→%s (%s %d, limit %v): %v", from, to, verb, n, limit, err)
+	}
 	f := strings.Fields(r.Stdout)
 	if r.ExitCode != 0 || len(f) < 3 {
 		t.Fatalf("exchange %s→%s: exit %d: %s %s", from, to, r.ExitCode, r.Stdout, r.Stderr)
@@ -188,24 +224,35 @@ func waitFile(t *testing.T, h *Harness, svc, path string) {
 
 // Bandwidth caps the chosen stream only: downstream, a download takes at
 // least size/rate while an upload is not slowed; upstream, the reverse.
+// Every exchange must be whole (all bytes down; the server's "got N" for
+// all bytes up), and an upload that ends with the client's half-close gets
+// its answer through the capped stream too. The readers' limit derives
+// from the cap: ten times the capped transfer's time, and at least a
+// minute.
 func TestToxicBandwidth(t *testing.T) {
 	h := Start(t, Localhost)
 	servePeer(t, h, "hive-localhost")
 	const size, rate = 200_000, 50 // bytes, KB/s: 4 s at the cap
-	floor := time.Duration(size/rate) * time.Millisecond * 3 / 4
+	capped := time.Duration(size/rate) * time.Millisecond
+	floor := capped * 3 / 4
+	limit := max(10*capped, time.Minute)
+	up := answerLen(size)
 	h.MustInject(t, Bandwidth("queen", "hive-localhost", rate))
-	if x := exchange(t, h, "queen", "hive-localhost", "get", size, 120*time.Second); x.bytes != size || x.elapsed < floor {
+	if x := exchange(t, h, "queen", "hive-localhost", "get", size, limit); x.bytes != size || x.elapsed < floor {
 		t.Fatalf("download at %d KB/s: %v, want %d bytes after ≥ %v", rate, x, size, floor)
 	}
-	if x := exchange(t, h, "queen", "hive-localhost", "put", size, 120*time.Second); x.bytes == 0 || x.elapsed >= floor {
-		t.Fatalf("upload with a downstream cap: %v, want it well under %v", x, floor)
+	if x := exchange(t, h, "queen", "hive-localhost", "put", size, limit); x.bytes != up || x.elapsed >= floor {
+		t.Fatalf("upload with a downstream cap: %v, want the %d-byte answer well under %v", x, up, floor)
 	}
 	h.MustInject(t, Bandwidth("queen", "hive-localhost", rate).Upstream())
 	h.MustRecover(t, Bandwidth("queen", "hive-localhost", rate))
-	if x := exchange(t, h, "queen", "hive-localhost", "put", size, 120*time.Second); x.bytes == 0 || x.elapsed < floor {
-		t.Fatalf("upload at %d KB/s upstream: %v, want ≥ %v", rate, x, floor)
+	if x := exchange(t, h, "queen", "hive-localhost", "put", size, limit); x.bytes != up || x.elapsed < floor {
+		t.Fatalf("upload at %d KB/s upstream: %v, want the %d-byte answer after ≥ %v", rate, x, up, floor)
 	}
-	if x := exchange(t, h, "queen", "hive-localhost", "get", size, 120*time.Second); x.bytes != size || x.elapsed >= floor {
+	if x := exchange(t, h, "queen", "hive-localhost", "sink", size, limit); x.bytes != up || x.exit != 0 || x.elapsed < floor {
+		t.Fatalf("half-closed upload at %d KB/s upstream: %v, want the %d-byte answer after ≥ %v", rate, x, up, floor)
+	}
+	if x := exchange(t, h, "queen", "hive-localhost", "get", size, limit); x.bytes != size || x.elapsed >= floor {
 		t.Fatalf("download with only an upstream cap: %v, want well under %v", x, floor)
 	}
 }

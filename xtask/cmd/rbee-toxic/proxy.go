@@ -42,7 +42,7 @@ type server struct {
 type route struct {
 	p       *toxiproxy.Proxy
 	applied map[string]toxic.Toxic
-	conns   map[string][2]*net.TCPConn
+	conns   map[string]*conn
 }
 
 func newServer(resolve func(*net.TCPConn) (netip.AddrPort, error), dial func(context.Context, netip.AddrPort) (net.Conn, error)) *server {
@@ -59,7 +59,7 @@ func newServer(resolve func(*net.TCPConn) (netip.AddrPort, error), dial func(con
 func (s *server) routeLocked(key string) *route {
 	r := s.routes[key]
 	if r == nil {
-		r = &route{p: toxiproxy.NewProxy(s.api, key, toxic.ListenAddr, key), applied: map[string]toxic.Toxic{}, conns: map[string][2]*net.TCPConn{}}
+		r = &route{p: toxiproxy.NewProxy(s.api, key, toxic.ListenAddr, key), applied: map[string]toxic.Toxic{}, conns: map[string]*conn{}}
 		s.routes[key] = r
 	}
 	return r
@@ -104,22 +104,31 @@ func (s *server) handle(c *net.TCPConn, self netip.AddrPort) {
 	if r == nil {
 		r = s.routeLocked(dst.Addr().String())
 	}
+	cn := &conn{client: c, upstream: upc}
+	r.conns[name] = cn
+	// mu is held until the links run, so that apply cannot add a toxic
+	// between the check below and StartLink.
+	defer s.mu.Unlock()
 	if r.hasReset() {
-		lingerZero(c, upc)
+		// toxiproxy sets SO_LINGER 0 itself when a link starts with a
+		// reset_peer toxic, and insists on the bare sockets then; the
+		// connection is to be reset, so there is no half-close to keep.
+		cn.setReset()
+		r.p.Toxics.StartLink(s.api, name+"upstream", c, upc, stream.Upstream)
+		r.p.Toxics.StartLink(s.api, name+"downstream", upc, c, stream.Downstream)
+		return
 	}
-	r.conns[name] = [2]*net.TCPConn{c, upc}
-	s.mu.Unlock()
-	r.p.Toxics.StartLink(s.api, name+"upstream", c, upc, stream.Upstream)
-	r.p.Toxics.StartLink(s.api, name+"downstream", upc, c, stream.Downstream)
+	us, ud, ds, dd := cn.ends()
+	r.p.Toxics.StartLink(s.api, name+"upstream", us, ud, stream.Upstream)
+	r.p.Toxics.StartLink(s.api, name+"downstream", ds, dd, stream.Downstream)
 }
 
-// sweepLocked forgets connections both of whose sockets are closed (a
-// closed socket refuses SetDeadline; toxiproxy sets no deadlines, so the
-// probe changes nothing on a live one). The caller holds mu.
+// sweepLocked forgets connections both of whose sockets are closed. The
+// caller holds mu.
 func (s *server) sweepLocked() {
 	for _, r := range s.routes {
-		for name, pair := range r.conns {
-			if pair[0].SetDeadline(time.Time{}) != nil && pair[1].SetDeadline(time.Time{}) != nil {
+		for name, cn := range r.conns {
+			if cn.closed() {
 				delete(r.conns, name)
 			}
 		}
@@ -133,15 +142,6 @@ func (r *route) hasReset() bool {
 		}
 	}
 	return false
-}
-
-// lingerZero makes Close send RST, as toxiproxy does for connections that
-// start with a reset_peer toxic; the proxy does it too for connections that
-// were live when one was added.
-func lingerZero(cs ...*net.TCPConn) {
-	for _, c := range cs {
-		_ = c.SetLinger(0)
-	}
 }
 
 // apply reconciles the routes with st: toxics not wanted (or changed) are
@@ -185,8 +185,8 @@ func (s *server) apply(ctx context.Context, st toxic.State) error {
 				continue
 			}
 			if t.Type == "reset_peer" {
-				for _, pair := range r.conns {
-					lingerZero(pair[0], pair[1])
+				for _, cn := range r.conns {
+					cn.setReset()
 				}
 			}
 			b, _ := json.Marshal(t)
