@@ -238,23 +238,31 @@ func TestToxicBandwidth(t *testing.T) {
 	limit := max(10*capped, time.Minute)
 	up := answerLen(size)
 	h.MustInject(t, Bandwidth("queen", "hive-localhost", rate))
-	if x := exchange(t, h, "queen", "hive-localhost", "get", size, limit); x.bytes != size || x.elapsed < floor {
+	if x := bwExchange(t, h, "down-capped get", "get", size, limit); x.bytes != size || x.elapsed < floor {
 		t.Fatalf("download at %d KB/s: %v, want %d bytes after ≥ %v", rate, x, size, floor)
 	}
-	if x := exchange(t, h, "queen", "hive-localhost", "put", size, limit); x.bytes != up || x.elapsed >= floor {
+	if x := bwExchange(t, h, "down-capped put", "put", size, limit); x.bytes != up || x.elapsed >= floor {
 		t.Fatalf("upload with a downstream cap: %v, want the %d-byte answer well under %v", x, up, floor)
 	}
 	h.MustInject(t, Bandwidth("queen", "hive-localhost", rate).Upstream())
 	h.MustRecover(t, Bandwidth("queen", "hive-localhost", rate))
-	if x := exchange(t, h, "queen", "hive-localhost", "put", size, limit); x.bytes != up || x.elapsed < floor {
+	if x := bwExchange(t, h, "up-capped put", "put", size, limit); x.bytes != up || x.elapsed < floor {
 		t.Fatalf("upload at %d KB/s upstream: %v, want the %d-byte answer after ≥ %v", rate, x, up, floor)
 	}
-	if x := exchange(t, h, "queen", "hive-localhost", "sink", size, limit); x.bytes != up || x.exit != 0 || x.elapsed < floor {
+	if x := bwExchange(t, h, "up-capped sink", "sink", size, limit); x.bytes != up || x.exit != 0 || x.elapsed < floor {
 		t.Fatalf("half-closed upload at %d KB/s upstream: %v, want the %d-byte answer after ≥ %v", rate, x, up, floor)
 	}
-	if x := exchange(t, h, "queen", "hive-localhost", "get", size, limit); x.bytes != size || x.elapsed >= floor {
+	if x := bwExchange(t, h, "up-capped get", "get", size, limit); x.bytes != size || x.elapsed >= floor {
 		t.Fatalf("download with only an upstream cap: %v, want well under %v", x, floor)
 	}
+}
+
+// bwExchange is exchange queen→hive-localhost, logged.
+func bwExchange(t *testing.T, h *Harness, what, verb string, n int, limit time.Duration) transfer {
+	t.Helper()
+	x := exchange(t, h, "queen", "hive-localhost", verb, n, limit)
+	t.Logf("%s: %v (limit %v)", what, x, limit)
+	return x
 }
 
 // Hang keeps the connection open and delivers nothing (the reader's own
