@@ -154,6 +154,7 @@ func ToxicTable(r ToxicResult) ([]string, Table) {
 	t.Add("direct round trip", strconv.Itoa(d.N), Secs(d.Median), Spread(d))
 	t.Add("through the proxy, no toxic", strconv.Itoa(p.N), Secs(p.Median), Spread(p))
 	t.Add(fmt.Sprintf("with a %v latency toxic", ToxicLatency), strconv.Itoa(l.N), Secs(l.Median), Spread(l))
+	t.Add("added over the proxy alone (p50 toxic − p50 proxied)", "", Secs(l.Median-p.Median), "")
 	t.Add("Inject, first of the run (helper + proxy start)", "1", Dur(r.FirstInject), "")
 	t.Add("Inject (Interpose, Latency), later calls", strconv.Itoa(inj.N), Secs(inj.Median), Spread(inj))
 	t.Add("Recover (Latency, Interpose)", strconv.Itoa(rec.N), Secs(rec.Median), Spread(rec))

@@ -23,7 +23,7 @@ func TestToxicTableVerdicts(t *testing.T) {
 	good.Proxied = repeat(2500*time.Microsecond, 3)
 	good.Latency = repeat(104*time.Millisecond, 3)
 	head, tab := ToxicTable(good)
-	if len(head) != 3 || len(tab.Rows) != 8 {
+	if len(head) != 3 || len(tab.Rows) != 9 {
 		t.Fatalf("headline %q, %d rows", head, len(tab.Rows))
 	}
 	for _, h := range head {
