@@ -78,24 +78,21 @@ func watchHive(ctx context.Context, t *testing.T, q *client.Client, alias string
 	return w, start
 }
 
-// dropConnections aborts from's established connections to to:port, if it
-// has any (an idle keep-alive connection may or may not be open), so that
-// its next ones are new, and fails the test if any is left.
+// dropConnections aborts the established connections from has open to
+// to:port, if it has any (an idle keep-alive connection may or may not be
+// open), so that its next ones are new. Once a toxic is in force the list
+// also holds the proxied connections and the proxy's own to the peer, so it
+// is one pass: a connection that closed by itself between the listing and
+// the cut is no error.
 func dropConnections(t *testing.T, ctx context.Context, h *integration.Harness, from, to string, port int) {
 	t.Helper()
-	for range 3 {
-		cs, err := h.Connections(ctx, from, to, port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(cs) == 0 {
-			return
-		}
-		// A connection may close by itself between the listing and the
-		// cut: then the cut finds none, and the listing is taken again.
+	cs, err := h.Connections(ctx, from, to, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) > 0 {
 		_, _ = h.CutConnections(ctx, from, to, port)
 	}
-	t.Fatalf("%s still has connections to %s:%d after three cuts", from, to, port)
 }
 
 // Heartbeats over a jittery link (connection-level latency 1 s ± 500 ms on
