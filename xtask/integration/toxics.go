@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -156,4 +157,27 @@ func (f Fault) Port(port int) Fault {
 		out.err = fmt.Errorf("port %d is not a TCP port", port)
 	}
 	return out
+}
+
+// PrepareToxics starts svc's fault helper and its toxic proxy now, without
+// steering any connection into it, so that the first connection-level
+// fault from svc later costs only its apply: a run that times its faults
+// (the nemesis) must not pay the helper's start and the proxy's build
+// inside its first one. A restart of svc needs it again.
+func (h *Harness) PrepareToxics(ctx context.Context, svc string) error {
+	h.faultMu.Lock()
+	defer h.faultMu.Unlock()
+	hp, err := h.helperFor(ctx, svc)
+	if err != nil {
+		return fmt.Errorf("prepare toxics of %s: %w", svc, err)
+	}
+	if hp == nil {
+		return fmt.Errorf("prepare toxics of %s: it is not running", svc)
+	}
+	if !hp.proxy {
+		if err := h.startProxy(ctx, svc, hp); err != nil {
+			return fmt.Errorf("prepare toxics of %s: %w", svc, err)
+		}
+	}
+	return nil
 }

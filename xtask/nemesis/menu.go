@@ -27,6 +27,10 @@ type Kind struct {
 	// is back as it was before (a killed hive restarted, with a worker).
 	Inject func(ctx context.Context, sys *System, e Event) error
 	Heal   func(ctx context.Context, sys *System, e Event) error
+	// FromQueen marks a connection-level fault on the queen's connections:
+	// Prepare starts the queen's toxic proxy before the run when the menu
+	// has one.
+	FromQueen bool
 }
 
 // Network is a menu entry for a harness network fault: Inject is

@@ -164,6 +164,11 @@ func Prepare(ctx context.Context, h *integration.Harness, cfg Config) (*System, 
 		return nil, err
 	}
 	sys := &System{H: h, Q: q, Hist: &checks.History{}, cfg: cfg, workers: map[string]string{}}
+	if slices.ContainsFunc(cfg.Menu, func(k Kind) bool { return k.FromQueen }) {
+		if err := h.PrepareToxics(ctx, "queen"); err != nil {
+			return nil, err
+		}
+	}
 	for _, hv := range TargetsOf(h.Services()).Hives {
 		if err := checks.AwaitHiveState(ctx, q, hv, api.HiveOnline, cfg.healthTimeout()); err != nil {
 			return nil, err

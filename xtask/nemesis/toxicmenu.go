@@ -22,10 +22,15 @@ import (
 //     queen's idle timeout and header timeout must end them);
 //   - reset: the connections are reset (RST) at their next data.
 var ToxicMenu = []Kind{
-	Network("latency", anyRole, 3*time.Second, 10*time.Second, oneOf("100ms", "500ms", "2s"), latencyFault),
-	Network("slow", anyRole, 3*time.Second, 10*time.Second, oneOf("20KB/s", "100KB/s"), slowFault),
-	Network("hang", anyRole, 3*time.Second, 10*time.Second, nil, hangFault),
-	Network("reset", anyRole, 2*time.Second, 6*time.Second, nil, resetFault),
+	fromQueen(Network("latency", anyRole, 3*time.Second, 10*time.Second, oneOf("100ms", "500ms", "2s"), latencyFault)),
+	fromQueen(Network("slow", anyRole, 3*time.Second, 10*time.Second, oneOf("20KB/s", "100KB/s"), slowFault)),
+	fromQueen(Network("hang", anyRole, 3*time.Second, 10*time.Second, nil, hangFault)),
+	fromQueen(Network("reset", anyRole, 2*time.Second, 6*time.Second, nil, resetFault)),
+}
+
+func fromQueen(k Kind) Kind {
+	k.FromQueen = true
+	return k
 }
 
 func latencyFault(t, p string) (integration.Fault, error) {

@@ -42,6 +42,11 @@ func TestToxicMenu(t *testing.T) {
 	if got := strings.Join(names, " "); got != "latency slow hang reset" {
 		t.Fatalf("toxics in the menu: %s", got)
 	}
+	for _, k := range DefaultMenu {
+		if k.FromQueen != slices.ContainsFunc(ToxicMenu, func(x Kind) bool { return x.Name == k.Name }) {
+			t.Errorf("%s: FromQueen %v; want it on the toxics only (Prepare starts the queen's proxy for them)", k.Name, k.FromQueen)
+		}
+	}
 	build := map[string]func(t, p string) (integration.Fault, error){"latency": latencyFault, "slow": slowFault, "hang": hangFault, "reset": resetFault}
 	want := map[string]string{
 		"100ms": "latency queen→hive-1 100ms±50ms downstream", "500ms": "latency queen→hive-1 500ms±250ms downstream",
