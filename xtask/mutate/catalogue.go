@@ -199,7 +199,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's relay resumes a cut hive/worker stream with Last-Event-ID one too high (an event lost)",
 		Old:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID))",
 		New:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID+1))",
-		Catch:  "Survives httpcomm/TestRelayResumesCutHiveStream: its cut lands while the queen has seen every event the hive has, and the hive reads a Last-Event-ID past the end of a running job as its last event, so nothing is lost. Kill: let the hive run ahead of the queen before the resume (block hive\u2192queen packets while progress events are produced, so the queen reconnects after its idle timeout with events waiting), then the queen's stream must still carry every event of the hive's job exactly once, in order.",
+		Catch:  "httpcomm/TestHungHiveStreamEndsAtIdleTimeout: a Hang toxic on the live hive stream makes the queen resume it after its idle timeout, and every resume the hive logs must be after exactly the last hive event the queen relayed (the mutant asks for one past it); TestRelayResumesAfterResetPeer checks the same after a reset, and that the client gets every hive event exactly once.",
 		Claims: []string{"httpcomm", "failure", "e2e"},
 	},
 
