@@ -25,8 +25,11 @@ type Options struct {
 	// CaptureRounds is how many off/on pairs of the capture-overhead runs
 	// (CaptureOverhead) [2; RBEE_BENCH_CAPTURE=0 skips them].
 	CaptureRounds int
-	Loopback      LoopbackOptions
-	Stdout        io.Writer // progress and tables [os.Stdout]
+	// ToxicRounds is how many rounds of the toxic proxy's measurements
+	// (Toxics) run [5; RBEE_BENCH_TOXICS=0 skips them].
+	ToxicRounds int
+	Loopback    LoopbackOptions
+	Stdout      io.Writer // progress and tables [os.Stdout]
 }
 
 // FromEnv fills o from RBEE_BENCH_RUNS, RBEE_BENCH_FAULTS, RBEE_BENCH_SUITE
@@ -60,6 +63,16 @@ func (o *Options) FromEnv() error {
 			o.CaptureRounds = -1
 		}
 	}
+	if s := os.Getenv("RBEE_BENCH_TOXICS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return fmt.Errorf("RBEE_BENCH_TOXICS=%q: want a number of rounds (0 skips)", s)
+		}
+		o.ToxicRounds = n
+		if n == 0 {
+			o.ToxicRounds = -1
+		}
+	}
 	switch s := os.Getenv("RBEE_BENCH_SUITE"); s {
 	case "", "1":
 		o.Suite = true
@@ -83,6 +96,9 @@ func (o *Options) fill() {
 	}
 	if o.CaptureRounds == 0 {
 		o.CaptureRounds = 2
+	}
+	if o.ToxicRounds == 0 {
+		o.ToxicRounds = 5
 	}
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
@@ -135,6 +151,18 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return rep, err
 	}
 
+	var toxHead []string
+	var toxTable *Table
+	if o.ToxicRounds > 0 {
+		logf("toxics: %d rounds of direct / proxied / %v latency batches, queen → hive-localhost (RBEE_BENCH_TOXICS=0 skips them)", o.ToxicRounds, ToxicLatency)
+		tr, err := Toxics(ctx, o.Root, o.ToxicRounds, 20, logf)
+		if err != nil {
+			return rep, err
+		}
+		h, t := ToxicTable(tr)
+		toxHead, toxTable = h, &t
+	}
+
 	lo := o.Loopback
 	lo.QueenBin = filepath.Join(o.Root, "build", "bin", "queen-rbee")
 	lo.CeilingBin = ceiling
@@ -172,6 +200,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	lo.fill()
 	rep.Headline, rep.Tables = Tables(ups, fr, lr, lo, suite)
+	if toxTable != nil {
+		rep.Headline = append(rep.Headline, toxHead...)
+		rep.Tables = append(rep.Tables, *toxTable)
+	}
 	if capTable != nil {
 		rep.Headline = append(rep.Headline, capHead)
 		rep.Tables = append(rep.Tables, *capTable)
@@ -261,10 +293,10 @@ func Tables(ups []BringUpResult, fr FaultResult, lr LoopbackResult, lo LoopbackO
 		st := Summarize(Seconds(ds))
 		ft.Add(name, strconv.Itoa(st.N), Secs(st.Median), Spread(st))
 	}
-	addDur("BlockNetwork call", fr.BlockCall)
-	addDur("BlockNetwork returned → traffic dropped", fr.BlockEffect)
-	addDur("RestoreNetwork call", fr.RestoreCall)
-	addDur("RestoreNetwork returned → traffic flowing", fr.RestoreEffect)
+	addDur("Inject(Block) call", fr.BlockCall)
+	addDur("Inject(Block) returned → traffic dropped", fr.BlockEffect)
+	addDur("Recover(Block) call", fr.RestoreCall)
+	addDur("Recover(Block) returned → traffic flowing", fr.RestoreEffect)
 
 	qs, cs := Summarize(lr.QueenRates), Summarize(lr.CeilingRates)
 	ing := Ratio(qs.Median, cs.Median)

@@ -5,7 +5,7 @@
 //     Compose SDK in-process) against `docker compose up --wait` / `down -v`
 //     run by the Compose CLI built from the same Compose module version,
 //     interleaved;
-//   - fault injection: how long after BlockNetwork / RestoreNetwork returns
+//   - fault injection: how long after Inject(Block) / Recover(Block) returns
 //     traffic really stops / flows again, seen from inside the container;
 //   - the system under test on loopback (no Docker): heartbeat ingest of a
 //     real queen-rbee process against a bare net/http handler (the ceiling),

@@ -134,14 +134,14 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 		// block, ~1.2 s blocked, the restore, the rest flowing.
 		time.Sleep(time.Second)
 		t0 := time.Now()
-		if err := h.BlockNetwork(ctx, "hive-localhost", "queen"); err != nil {
+		if err := h.Inject(ctx, integration.Block("hive-localhost", "queen")); err != nil {
 			wg.Wait()
 			return res, err
 		}
 		blocked := time.Now()
 		time.Sleep(1200 * time.Millisecond)
 		t1 := time.Now()
-		if err := h.RestoreNetwork(ctx, "hive-localhost", "queen"); err != nil {
+		if err := h.Recover(ctx, integration.Block("hive-localhost", "queen")); err != nil {
 			wg.Wait()
 			return res, err
 		}

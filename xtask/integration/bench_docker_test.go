@@ -27,12 +27,12 @@ func BenchmarkLocalhost(b *testing.B) {
 		up += time.Since(t0)
 
 		t0 = time.Now()
-		if err := h.BlockNetwork(ctx, "hive-localhost", "queen"); err != nil {
+		if err := h.Inject(ctx, Block("hive-localhost", "queen")); err != nil {
 			b.Fatal(err)
 		}
 		block1 += time.Since(t0)
 		t0 = time.Now()
-		if err := h.BlockNetwork(ctx, "queen", "hive-localhost"); err != nil {
+		if err := h.Inject(ctx, Block("queen", "hive-localhost")); err != nil {
 			b.Fatal(err)
 		}
 		block2 += time.Since(t0)

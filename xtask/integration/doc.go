@@ -10,7 +10,7 @@
 //	q := h.MustQueen(t)                       // typed client of the queen
 //	h.MustInject(t, integration.Block("hive-1", "queen"))
 //	// … assert the queen marks hive-1 offline …
-//	h.MustRestoreNetwork(t, "hive-1", "queen")
+//	h.MustRecover(t, integration.Block("hive-1", "queen"))
 //
 // Two layers: the core (New, Harness methods, Up/Down) takes a context and
 // returns errors, so Mage targets use it too; Start and the Must… methods

@@ -182,7 +182,7 @@ func TestBlockIsDirected(t *testing.T) {
 		t.Fatalf("hive→queen before the block: curl exit %d", code)
 	}
 	t0 := time.Now()
-	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	h.MustInject(t, Block("hive-localhost", "queen"))
 	t.Logf("block in effect after %v", time.Since(t0))
 	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
 		t.Fatalf("hive→queen while blocked: ok=%v exit %d, want timeout (28)", ok, code)
@@ -193,11 +193,11 @@ func TestBlockIsDirected(t *testing.T) {
 	if got := h.Faults(); len(got) != 1 || got[0] != "block hive-localhost→queen (drop)" {
 		t.Fatalf("Faults = %v", got)
 	}
-	h.MustRestoreNetwork(t, "hive-localhost", "queen")
+	h.MustRecover(t, Block("hive-localhost", "queen"))
 	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
 		t.Fatalf("hive→queen after restore: curl exit %d", code)
 	}
-	if err := h.RestoreNetwork(context.Background(), "hive-localhost", "queen"); err == nil {
+	if err := h.Recover(context.Background(), Block("hive-localhost", "queen")); err == nil {
 		t.Fatal("restoring twice succeeded")
 	}
 }
@@ -229,7 +229,7 @@ func TestRejectAndPartition(t *testing.T) {
 		t.Fatal("hive→queen works across a partition")
 	}
 	// Heal one direction only.
-	h.MustRestoreNetwork(t, "queen", "hive-localhost")
+	h.MustRecover(t, Block("queen", "hive-localhost"))
 	if ok, code := curl(t, h, "queen", hive); !ok {
 		t.Fatalf("queen→hive after restoring that direction: exit %d", code)
 	}
@@ -250,7 +250,7 @@ func TestRejectAndPartition(t *testing.T) {
 func TestFaultSurvivesRestart(t *testing.T) {
 	h := Start(t, Localhost)
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
-	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	h.MustInject(t, Block("hive-localhost", "queen"))
 	h.MustRestart(t, "hive-localhost")
 	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
 	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
@@ -373,7 +373,7 @@ func TestIsolateLossRateLatency(t *testing.T) {
 	}
 	h.MustHeal(t)
 
-	err := h.Latency(ctx, "queen", 50*time.Millisecond)
+	err := h.Inject(ctx, PacketLatency("queen", 50*time.Millisecond, 0))
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		t.Logf("latency unsupported here, as expected without sch_netem: %v", err)
@@ -398,7 +398,7 @@ func TestParallelHarnesses(t *testing.T) {
 			h := Start(t, Localhost)
 			results <- up{h, h.subnets()}
 			if i == 0 {
-				h.MustBlockNetwork(t, "hive-localhost", "queen")
+				h.MustInject(t, Block("hive-localhost", "queen"))
 				if ok, _ := curl(t, h, "hive-localhost", "http://queen:8500/health"); ok {
 					t.Fatal("block not in effect")
 				}
@@ -468,7 +468,7 @@ func TestFullStackUp(t *testing.T) {
 // project, and its summary starts with the directory.
 func TestArtifacts(t *testing.T) {
 	h := Start(t, Localhost)
-	h.MustBlockNetwork(t, "hive-localhost", "queen")
+	h.MustInject(t, Block("hive-localhost", "queen"))
 	dir := t.TempDir()
 	sum, err := h.CollectArtifacts(context.Background(), dir, 5)
 	if err != nil {

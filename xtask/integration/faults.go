@@ -2,86 +2,55 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rbee-dev/rbee/xtask/toxic"
 )
 
 // A Fault is a value describing a network fault: inject it with
-// Harness.Inject, undo it with Harness.Recover (or Heal everything). The
-// Harness methods BlockNetwork, Partition, Isolate, Loss, … are shorthands.
+// Harness.Inject, undo it with Harness.Recover (or Heal everything).
 //
-// All faults are iptables rules or tc qdiscs in the network namespace of a
-// target service, installed by a helper container that shares that
-// namespace (see DefaultFaultImage); the target itself needs no capability.
-// Faults act on traffic between containers; Isolate leaves the test host's
-// path (published ports) open so the test can still observe the service.
+// All faults are installed by a helper container that shares the network
+// namespace of a target service (see DefaultFaultImage); the target itself
+// needs no capability. Faults act on traffic between containers; Isolate
+// leaves the test host's path (published ports) open so the test can still
+// observe the service.
+//
+// Packet-level faults (Block, Reject, Partition, Isolate, Loss, RateLimit,
+// PacketLatency) are iptables rules and tc qdiscs: they act on every packet,
+// so on connections opened before the fault too. Connection-level faults
+// (Latency, Bandwidth, SlowClose, Hang, ResetPeer, LimitData, Slice,
+// Interpose; see toxics.go) run the target's new TCP connections to the
+// peer through a transparent proxy in the helper, steered there by an
+// iptables nat REDIRECT: a connection opened before the link's first
+// connection-level fault is not redirected and never sees one; a connection
+// opened while the link is interposed goes through the proxy until it
+// closes and sees every toxic added or removed later.
 type Fault struct {
 	desc  string
-	parts []effect
+	parts []rule
+	err   error // a modifier applied where it does not fit
 }
 
 // String describes the fault as the transcript shows it.
-func (f Fault) String() string { return f.desc }
-
-type effectKind int
-
-const (
-	kindDrop effectKind = iota + 1
-	kindReject
-	kindIsolate
-	kindLoss
-	kindRate
-	kindLatency
-)
-
-// effect is one rule set in one target's namespace.
-type effect struct {
-	kind    effectKind
-	target  string // the service whose namespace holds the rule
-	peer    string // drop/reject: the destination service
-	percent float64
-	rate    string
-	delay   time.Duration
-}
-
-// key identifies an effect for Recover: at most one loss, rate or latency
-// per target (a new one replaces the old), one block per direction and kind.
-func (e effect) key() string {
-	switch e.kind {
-	case kindDrop, kindReject:
-		return fmt.Sprintf("%d:%s>%s", e.kind, e.target, e.peer)
+func (f Fault) String() string {
+	if f.desc != "" {
+		return f.desc
 	}
-	return fmt.Sprintf("%d:%s", e.kind, e.target)
+	return describe(f.parts)
 }
 
-func (e effect) String() string {
-	switch e.kind {
-	case kindDrop:
-		return fmt.Sprintf("block %s→%s (drop)", e.target, e.peer)
-	case kindReject:
-		return fmt.Sprintf("block %s→%s (reject)", e.target, e.peer)
-	case kindIsolate:
-		return fmt.Sprintf("isolate %s", e.target)
-	case kindLoss:
-		return fmt.Sprintf("loss %s %g%%", e.target, e.percent)
-	case kindRate:
-		return fmt.Sprintf("rate-limit %s %s", e.target, e.rate)
-	case kindLatency:
-		return fmt.Sprintf("latency %s %v", e.target, e.delay)
-	}
-	return "?"
-}
-
-func describe(es []effect) string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.String()
+func describe(rs []rule) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.String()
 	}
 	return strings.Join(s, "; ")
 }
@@ -90,105 +59,103 @@ func describe(es []effect) string {
 // dropped: the caller times out), while connections to opens to from still
 // work. Established from→to connections stall too.
 func Block(from, to string) Fault {
-	return Fault{desc: fmt.Sprintf("block(%s→%s)", from, to), parts: []effect{{kind: kindDrop, target: from, peer: to}}}
+	return Fault{desc: fmt.Sprintf("block(%s→%s)", from, to), parts: []rule{blockRule{from: from, to: to}}}
 }
 
 // Reject is Block that fails fast: TCP connections from→to are refused (RST),
 // other packets get ICMP port-unreachable.
 func Reject(from, to string) Fault {
-	return Fault{desc: fmt.Sprintf("reject(%s→%s)", from, to), parts: []effect{{kind: kindReject, target: from, peer: to}}}
+	return Fault{desc: fmt.Sprintf("reject(%s→%s)", from, to), parts: []rule{blockRule{from: from, to: to, reject: true}}}
 }
 
 // Partition cuts a and b apart in both directions: Block(a,b) + Block(b,a).
-// RestoreNetwork can then heal one direction at a time.
+// Recover(Block(a, b)) heals one direction of it.
 func Partition(a, b string) Fault {
-	return Fault{desc: fmt.Sprintf("partition(%s|%s)", a, b), parts: []effect{{kind: kindDrop, target: a, peer: b}, {kind: kindDrop, target: b, peer: a}}}
+	return Fault{desc: fmt.Sprintf("partition(%s|%s)", a, b), parts: []rule{blockRule{from: a, to: b}, blockRule{from: b, to: a}}}
 }
 
 // Isolate cuts svc off from every other container of the topology, both
 // ways. The test host still reaches it through its published ports.
 func Isolate(svc string) Fault {
-	return Fault{desc: fmt.Sprintf("isolate(%s)", svc), parts: []effect{{kind: kindIsolate, target: svc}}}
+	return Fault{desc: fmt.Sprintf("isolate(%s)", svc), parts: []rule{isolateRule{svc: svc}}}
 }
 
 // Loss drops percent (0 < percent ≤ 100) of the packets svc sends and
 // receives, at random (iptables statistic).
 func Loss(svc string, percent float64) Fault {
-	return Fault{desc: fmt.Sprintf("loss(%s,%g%%)", svc, percent), parts: []effect{{kind: kindLoss, target: svc, percent: percent}}}
+	return Fault{desc: fmt.Sprintf("loss(%s,%g%%)", svc, percent), parts: []rule{lossRule{svc: svc, percent: percent}}}
 }
 
 // RateLimit caps what svc sends to rate, in tc syntax ("1mbit", "200kbit",
 // "50kbps"), with a token bucket (tc tbf).
 func RateLimit(svc, rate string) Fault {
-	return Fault{desc: fmt.Sprintf("rate-limit(%s,%s)", svc, rate), parts: []effect{{kind: kindRate, target: svc, rate: rate}}}
+	return Fault{desc: fmt.Sprintf("rate-limit(%s,%s)", svc, rate), parts: []rule{rateRule{svc: svc, rate: rate}}}
 }
 
-// Latency delays what svc sends by d (tc netem). Kernels without sch_netem
-// (this project's CI) make Inject return an error wrapping
-// errors.ErrUnsupported; tests should skip on it.
-func Latency(svc string, d time.Duration) Fault {
-	return Fault{desc: fmt.Sprintf("latency(%s,%v)", svc, d), parts: []effect{{kind: kindLatency, target: svc, delay: d}}}
+// PacketLatency delays every packet svc sends by d ± jitter (tc netem), on
+// every connection, old or new. Kernels without sch_netem (this project's
+// CI) make Inject return an error wrapping errors.ErrUnsupported; Latency
+// is the connection-level delay that works on any kernel.
+func PacketLatency(svc string, d, jitter time.Duration) Fault {
+	return Fault{parts: []rule{netemRule{svc: svc, delay: d, jitter: jitter}}}
 }
 
-var rateRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$`)
-
-// validate checks a fault against the harness's services.
-func (h *Harness) validate(f Fault) error {
-	if len(f.parts) == 0 {
-		return errors.New("empty fault: build one with Block, Reject, Partition, Isolate, Loss, RateLimit or Latency")
+// validate checks a fault against the harness's services, and its
+// arguments when values is set: Recover matches rules by what they act on,
+// so Recover(Latency(a, b, 0, 0)) is valid though Inject of it is not.
+func (h *Harness) validate(f Fault, values bool) error {
+	if f.err != nil {
+		return f.err
 	}
-	for _, e := range f.parts {
-		if _, err := h.service(e.target); err != nil {
+	if len(f.parts) == 0 {
+		return errors.New("empty fault: build one with Block, Reject, Partition, Isolate, Loss, RateLimit, PacketLatency or a connection-level fault (Latency, Bandwidth, SlowClose, Hang, ResetPeer, LimitData, Slice, Interpose)")
+	}
+	for _, r := range f.parts {
+		if _, err := h.service(r.on()); err != nil {
 			return err
 		}
-		switch e.kind {
-		case kindDrop, kindReject:
-			if _, err := h.service(e.peer); err != nil {
+		if p := r.peer(); p != "" {
+			if _, err := h.service(p); err != nil {
 				return err
 			}
-			if e.peer == e.target {
-				return fmt.Errorf("cannot block %s from itself", e.target)
+			if p == r.on() {
+				return fmt.Errorf("cannot block %s from itself", p)
 			}
-		case kindLoss:
-			if !(e.percent > 0 && e.percent <= 100) {
-				return fmt.Errorf("loss on %s: %g%% is not in (0, 100]", e.target, e.percent)
-			}
-		case kindRate:
-			if !rateRE.MatchString(e.rate) {
-				return fmt.Errorf("rate limit on %s: %q is not a tc rate such as 1mbit, 200kbit, 50kbps", e.target, e.rate)
-			}
-		case kindLatency:
-			if e.delay <= 0 {
-				return fmt.Errorf("latency on %s: %v must be positive", e.target, e.delay)
-			}
+		}
+		if !values {
+			continue
+		}
+		if err := r.check(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
 // Inject applies f and records it; it stays active across Restart, Stop and
-// Start until Recover, RestoreNetwork or Heal. Injecting an effect that is
-// already active changes nothing; a new Loss, RateLimit or Latency on a
-// service replaces the old one. It returns once the rules are in place.
+// Start until Recover or Heal. Injecting a rule that is already active
+// changes nothing; a new Loss, RateLimit or PacketLatency on a service, or
+// a new toxic of the same kind and direction on a link, replaces the old
+// one. It returns once the rules are in force.
 func (h *Harness) Inject(ctx context.Context, f Fault) error {
-	if err := h.validate(f); err != nil {
+	if err := h.validate(f, true); err != nil {
 		return fmt.Errorf("inject %s: %w", f, err)
 	}
 	h.faultMu.Lock()
 	defer h.faultMu.Unlock()
-	for _, e := range f.parts {
-		if e.kind == kindLatency {
-			if err := h.checkNetem(ctx, e.target); err != nil {
+	for _, r := range f.parts {
+		if _, ok := r.(netemRule); ok {
+			if err := h.checkNetem(ctx, r.on()); err != nil {
 				return fmt.Errorf("inject %s: %w", f, err)
 			}
 		}
 	}
 	before := slices.Clone(h.faults)
 	targets := map[string]bool{}
-	for _, e := range f.parts {
-		h.faults = slices.DeleteFunc(h.faults, func(a effect) bool { return a.key() == e.key() })
-		h.faults = append(h.faults, e)
-		targets[e.target] = true
+	for _, r := range f.parts {
+		h.faults = slices.DeleteFunc(h.faults, func(a rule) bool { return a.key() == r.key() })
+		h.faults = append(h.faults, r)
+		targets[r.on()] = true
 	}
 	t0 := time.Now()
 	if err := h.syncTargets(ctx, targets); err != nil {
@@ -202,32 +169,36 @@ func (h *Harness) Inject(ctx context.Context, f Fault) error {
 	return nil
 }
 
-// Recover undoes f. Every effect of f must be active (recovering a fault
-// that is not there is an error: the test's idea of the network is wrong).
+// Recover undoes f: every rule of f must be active (recovering a fault that
+// is not there is an error: the test's idea of the network is wrong).
+// Rules are matched by what they act on, not their values: Recover(Block(a,
+// b)) undoes that direction of a Partition(a, b), and Recover(Latency(a, b,
+// 0, 0)) the downstream latency on a→b whatever its delay.
 func (h *Harness) Recover(ctx context.Context, f Fault) error {
-	if err := h.validate(f); err != nil {
+	if err := h.validate(f, false); err != nil {
 		return fmt.Errorf("recover %s: %w", f, err)
 	}
 	h.faultMu.Lock()
 	defer h.faultMu.Unlock()
 	targets := map[string]bool{}
-	for _, e := range f.parts {
-		if !slices.ContainsFunc(h.faults, func(a effect) bool { return a.key() == e.key() }) {
-			return fmt.Errorf("recover %s: %s is not active (active: %s)", f, e, orNone(describe(h.faults)))
+	for _, r := range f.parts {
+		if !slices.ContainsFunc(h.faults, func(a rule) bool { return a.key() == r.key() }) {
+			return fmt.Errorf("recover %s: %s is not active (active: %s)", f, r, orNone(describe(h.faults)))
 		}
-		targets[e.target] = true
+		targets[r.on()] = true
 	}
 	before := slices.Clone(h.faults)
-	for _, e := range f.parts {
-		h.faults = slices.DeleteFunc(h.faults, func(a effect) bool { return a.key() == e.key() })
+	for _, r := range f.parts {
+		h.faults = slices.DeleteFunc(h.faults, func(a rule) bool { return a.key() == r.key() })
 	}
+	t0 := time.Now()
 	if err := h.syncTargets(ctx, targets); err != nil {
 		h.faults = before
 		h.record("recover %s: FAILED: %v", f, err)
 		return fmt.Errorf("recover %s: %w", f, err)
 	}
 	h.traceFaults()
-	h.record("recover %s", f)
+	h.record("recover %s (in %v)", f, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -238,70 +209,6 @@ func orNone(s string) string {
 	return s
 }
 
-// BlockNetwork drops what from sends on connections it opens to to (Block).
-func (h *Harness) BlockNetwork(ctx context.Context, from, to string) error {
-	return h.Inject(ctx, Block(from, to))
-}
-
-// RejectNetwork refuses connections from opens to to (Reject).
-func (h *Harness) RejectNetwork(ctx context.Context, from, to string) error {
-	return h.Inject(ctx, Reject(from, to))
-}
-
-// RestoreNetwork removes every block from→to (drop or reject, including one
-// direction of a Partition). It is an error if there is none.
-func (h *Harness) RestoreNetwork(ctx context.Context, from, to string) error {
-	h.faultMu.Lock()
-	defer h.faultMu.Unlock()
-	for _, s := range []string{from, to} {
-		if _, err := h.service(s); err != nil {
-			return fmt.Errorf("restore %s→%s: %w", from, to, err)
-		}
-	}
-	if from == to {
-		return fmt.Errorf("restore %s→%s: a service is never blocked from itself", from, to)
-	}
-	n := len(h.faults)
-	before := slices.Clone(h.faults)
-	h.faults = slices.DeleteFunc(h.faults, func(a effect) bool {
-		return (a.kind == kindDrop || a.kind == kindReject) && a.target == from && a.peer == to
-	})
-	if len(h.faults) == n {
-		return fmt.Errorf("restore %s→%s: no block is active (active: %s)", from, to, orNone(describe(h.faults)))
-	}
-	if err := h.syncTargets(ctx, map[string]bool{from: true}); err != nil {
-		h.faults = before
-		return fmt.Errorf("restore %s→%s: %w", from, to, err)
-	}
-	h.record("restore %s→%s", from, to)
-	return nil
-}
-
-// Partition cuts a and b apart both ways (see the Partition fault).
-func (h *Harness) Partition(ctx context.Context, a, b string) error {
-	return h.Inject(ctx, Partition(a, b))
-}
-
-// Isolate cuts svc off from all other containers (see the Isolate fault).
-func (h *Harness) Isolate(ctx context.Context, svc string) error {
-	return h.Inject(ctx, Isolate(svc))
-}
-
-// Loss drops percent of svc's packets (see the Loss fault).
-func (h *Harness) Loss(ctx context.Context, svc string, percent float64) error {
-	return h.Inject(ctx, Loss(svc, percent))
-}
-
-// RateLimit caps svc's outgoing rate (see the RateLimit fault).
-func (h *Harness) RateLimit(ctx context.Context, svc, rate string) error {
-	return h.Inject(ctx, RateLimit(svc, rate))
-}
-
-// Latency delays svc's outgoing packets; errors.ErrUnsupported without netem.
-func (h *Harness) Latency(ctx context.Context, svc string, d time.Duration) error {
-	return h.Inject(ctx, Latency(svc, d))
-}
-
 // Heal removes every active fault.
 func (h *Harness) Heal(ctx context.Context) error {
 	h.faultMu.Lock()
@@ -310,8 +217,8 @@ func (h *Harness) Heal(ctx context.Context) error {
 		return nil
 	}
 	targets := map[string]bool{}
-	for _, e := range h.faults {
-		targets[e.target] = true
+	for _, r := range h.faults {
+		targets[r.on()] = true
 	}
 	all := describe(h.faults)
 	h.faults = nil
@@ -329,8 +236,8 @@ func (h *Harness) Faults() []string {
 	h.faultMu.Lock()
 	defer h.faultMu.Unlock()
 	out := make([]string, len(h.faults))
-	for i, e := range h.faults {
-		out[i] = e.String()
+	for i, r := range h.faults {
+		out[i] = r.String()
 	}
 	return out
 }
@@ -366,71 +273,13 @@ func (h *Harness) syncTargets(ctx context.Context, targets map[string]bool) erro
 	return errors.Join(errs...)
 }
 
-// ruleEnv is what rendering needs to know about the network.
-type ruleEnv struct {
-	self    netip.Addr
-	peers   map[string]netip.Addr
-	subnet  netip.Prefix
-	gateway netip.Addr
-}
-
-// renderRules builds the shell script that sets target's whole fault state.
-// Blocks match conntrack direction ORIGINAL: packets of connections the
-// target opened; replies on connections the peer opened pass.
-func renderRules(effects []effect, env ruleEnv) string {
-	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	w("set -e")
-	w("dev=$(ip -o -4 addr show to %s/32 | awk '{print $2; exit}')", env.self)
-	w(`[ -n "$dev" ] || { echo "no interface with address %s" >&2; exit 2; }`, env.self)
-	w("for c in RBEE-IN RBEE-OUT; do iptables -w -N $c 2>/dev/null || iptables -w -F $c; done")
-	w("iptables -w -C INPUT -j RBEE-IN 2>/dev/null || iptables -w -I INPUT 1 -j RBEE-IN")
-	w("iptables -w -C OUTPUT -j RBEE-OUT 2>/dev/null || iptables -w -I OUTPUT 1 -j RBEE-OUT")
-	w("tc qdisc del dev $dev root 2>/dev/null || true")
-	var rate string
-	var delay time.Duration
-	for _, e := range effects {
-		switch e.kind {
-		case kindDrop:
-			w("iptables -w -A RBEE-OUT -d %s -m conntrack --ctdir ORIGINAL -j DROP", env.peers[e.peer])
-		case kindReject:
-			w("iptables -w -A RBEE-OUT -d %s -p tcp -m conntrack --ctdir ORIGINAL -j REJECT --reject-with tcp-reset", env.peers[e.peer])
-			w("iptables -w -A RBEE-OUT -d %s -m conntrack --ctdir ORIGINAL -j REJECT --reject-with icmp-port-unreachable", env.peers[e.peer])
-		case kindIsolate:
-			w("iptables -w -A RBEE-OUT -d %s -j RETURN", env.gateway)
-			w("iptables -w -A RBEE-OUT -d %s -j DROP", env.subnet)
-			w("iptables -w -A RBEE-IN -s %s -j RETURN", env.gateway)
-			w("iptables -w -A RBEE-IN -s %s -j DROP", env.subnet)
-		case kindLoss:
-			p := strconv.FormatFloat(e.percent/100, 'f', 4, 64)
-			w("iptables -w -A RBEE-IN -i $dev -m statistic --mode random --probability %s -j DROP", p)
-			w("iptables -w -A RBEE-OUT -o $dev -m statistic --mode random --probability %s -j DROP", p)
-		case kindRate:
-			rate = e.rate
-		case kindLatency:
-			delay = e.delay
-		}
-	}
-	switch {
-	case delay > 0 && rate != "":
-		w("tc qdisc add dev $dev root netem delay %dms rate %s", delay.Milliseconds(), rate)
-	case delay > 0:
-		w("tc qdisc add dev $dev root netem delay %dms", delay.Milliseconds())
-	case rate != "":
-		// burst ≥ one MTU-sized packet; latency bounds the queue (packets
-		// waiting longer are dropped, as on a saturated link).
-		w("tc qdisc add dev $dev root tbf rate %s burst 32kbit latency 400ms", rate)
-	}
-	return b.String()
-}
-
 // syncTarget installs target's current rules; a target that is not running
 // keeps its faults recorded and gets them on Start.
 func (h *Harness) syncTarget(ctx context.Context, target string) error {
-	var effects []effect
-	for _, e := range h.faults {
-		if e.target == target {
-			effects = append(effects, e)
+	var rules []rule
+	for _, r := range h.faults {
+		if r.on() == target {
+			rules = append(rules, r)
 		}
 	}
 	env := ruleEnv{peers: map[string]netip.Addr{}}
@@ -442,9 +291,9 @@ func (h *Harness) syncTarget(ctx context.Context, target string) error {
 		env.subnet = h.nets[0].subnet
 		env.gateway = h.gateway[h.nets[0].key]
 	}
-	for _, e := range effects {
-		if e.peer != "" {
-			if env.peers[e.peer], err = h.ip(e.peer); err != nil {
+	for _, r := range rules {
+		if p := r.peer(); p != "" {
+			if env.peers[p], err = h.ip(p); err != nil {
 				return err
 			}
 		}
@@ -456,7 +305,14 @@ func (h *Harness) syncTarget(ctx context.Context, target string) error {
 	if hp == nil {
 		return nil // target not running: applied on Start
 	}
-	res, err := execIn(ctx, h.docker, hp.id, []string{"sh", "-c", renderRules(effects, env)})
+	needProxy := slices.ContainsFunc(rules, func(r rule) bool { _, ok := r.(toxicRule); return ok })
+	if needProxy && !hp.proxy {
+		if err := h.startProxy(ctx, target, hp); err != nil {
+			return err
+		}
+	}
+	script, _ := render(rules, env, hp.proxy)
+	res, err := execIn(ctx, h.docker, hp.id, []string{"sh", "-c", script})
 	if err != nil {
 		return fmt.Errorf("apply faults of %s: %w", target, err)
 	}
@@ -466,11 +322,17 @@ func (h *Harness) syncTarget(ctx context.Context, target string) error {
 	return nil
 }
 
+// encodeState is the proxy state as rbee-toxic apply's -state argument.
+func encodeState(st toxic.State) string {
+	b, _ := json.Marshal(st)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
 // reapply installs target's recorded faults again after it (re)started.
 func (h *Harness) reapply(ctx context.Context, target string) error {
 	h.faultMu.Lock()
 	defer h.faultMu.Unlock()
-	has := slices.ContainsFunc(h.faults, func(e effect) bool { return e.target == target })
+	has := slices.ContainsFunc(h.faults, func(r rule) bool { return r.on() == target })
 	if !has {
 		return nil
 	}
@@ -478,7 +340,7 @@ func (h *Harness) reapply(ctx context.Context, target string) error {
 	if err := h.syncTarget(ctx, target); err != nil {
 		return err
 	}
-	h.record("re-applied faults of %s after start (in %v): %s", target, time.Since(t0).Round(time.Millisecond), describe(slices.DeleteFunc(slices.Clone(h.faults), func(e effect) bool { return e.target != target })))
+	h.record("re-applied faults of %s after start (in %v): %s", target, time.Since(t0).Round(time.Millisecond), describe(slices.DeleteFunc(slices.Clone(h.faults), func(r rule) bool { return r.on() != target })))
 	return nil
 }
 
@@ -503,7 +365,7 @@ func (h *Harness) checkNetem(ctx context.Context, target string) error {
 		}
 	}
 	if !*h.netemOK {
-		return fmt.Errorf("latency: %w: the kernel has no sch_netem (tc qdisc netem)", errors.ErrUnsupported)
+		return fmt.Errorf("packet latency: %w: the kernel has no sch_netem (tc qdisc netem); Latency is the connection-level delay", errors.ErrUnsupported)
 	}
 	return nil
 }

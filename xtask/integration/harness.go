@@ -48,7 +48,7 @@ type Harness struct {
 	phases   []Phase // New's and Close's steps (Phases)
 
 	faultMu    sync.Mutex // serialises fault changes (each may exec into helpers)
-	faults     []effect   // active, in injection order
+	faults     []rule     // active, in injection order
 	helpers    map[string]*helper
 	netemOK    *bool
 	transcript []string

@@ -191,20 +191,21 @@ func TestHarnessRejectsBadArguments(t *testing.T) {
 		{"wait exit zero timeout", func() error { _, err := h.WaitForExit(ctx, "queen", 0); return err }, "timeout 0s must be positive"},
 		{"wait exit unknown", func() error { _, err := h.WaitForExit(ctx, "nope", time.Second); return err }, `unknown service "nope"`},
 		{"wait unknown", func() error { return h.WaitForHealthy(ctx, "nope", time.Second) }, `unknown service "nope"`},
-		{"block self", func() error { return h.BlockNetwork(ctx, "queen", "queen") }, "cannot block queen from itself"},
-		{"block unknown from", func() error { return h.BlockNetwork(ctx, "nope", "queen") }, `unknown service "nope"`},
-		{"block unknown to", func() error { return h.BlockNetwork(ctx, "queen", "nope") }, `unknown service "nope"`},
-		{"reject self", func() error { return h.RejectNetwork(ctx, "hive-1", "hive-1") }, "from itself"},
-		{"partition self", func() error { return h.Partition(ctx, "hive-1", "hive-1") }, "from itself"},
-		{"restore missing block", func() error { return h.RestoreNetwork(ctx, "queen", "hive-1") }, "restore queen→hive-1: no block is active (active: none)"},
-		{"restore self", func() error { return h.RestoreNetwork(ctx, "queen", "queen") }, "never blocked from itself"},
-		{"restore unknown", func() error { return h.RestoreNetwork(ctx, "queen", "nope") }, `unknown service "nope"`},
-		{"recover inactive", func() error { return h.Recover(ctx, Block("queen", "hive-1")) }, "is not active"},
-		{"isolate unknown", func() error { return h.Isolate(ctx, "nope") }, `unknown service "nope"`},
-		{"loss zero", func() error { return h.Loss(ctx, "queen", 0) }, "not in (0, 100]"},
-		{"loss over 100", func() error { return h.Loss(ctx, "queen", 101) }, "not in (0, 100]"},
-		{"rate garbage", func() error { return h.RateLimit(ctx, "queen", "fast") }, "not a tc rate"},
-		{"latency zero", func() error { return h.Latency(ctx, "queen", 0) }, "must be positive"},
+		{"block self", func() error { return h.Inject(ctx, Block("queen", "queen")) }, "cannot block queen from itself"},
+		{"block unknown from", func() error { return h.Inject(ctx, Block("nope", "queen")) }, `unknown service "nope"`},
+		{"block unknown to", func() error { return h.Inject(ctx, Block("queen", "nope")) }, `unknown service "nope"`},
+		{"reject self", func() error { return h.Inject(ctx, Reject("hive-1", "hive-1")) }, "from itself"},
+		{"partition self", func() error { return h.Inject(ctx, Partition("hive-1", "hive-1")) }, "from itself"},
+		{"recover missing block", func() error { return h.Recover(ctx, Block("queen", "hive-1")) }, "recover block(queen→hive-1): block queen→hive-1 (drop) is not active (active: none)"},
+		{"recover self", func() error { return h.Recover(ctx, Block("queen", "queen")) }, "from itself"},
+		{"recover unknown", func() error { return h.Recover(ctx, Block("queen", "nope")) }, `unknown service "nope"`},
+		{"recover inactive reject", func() error { return h.Recover(ctx, Reject("queen", "hive-1")) }, "is not active"},
+		{"isolate unknown", func() error { return h.Inject(ctx, Isolate("nope")) }, `unknown service "nope"`},
+		{"loss zero", func() error { return h.Inject(ctx, Loss("queen", 0)) }, "not in (0, 100]"},
+		{"loss over 100", func() error { return h.Inject(ctx, Loss("queen", 101)) }, "not in (0, 100]"},
+		{"rate garbage", func() error { return h.Inject(ctx, RateLimit("queen", "fast")) }, "not a tc rate"},
+		{"packet latency zero", func() error { return h.Inject(ctx, PacketLatency("queen", 0, 0)) }, "must be positive"},
+		{"packet latency jitter above delay", func() error { return h.Inject(ctx, PacketLatency("queen", time.Millisecond, time.Second)) }, "jitter 1s must be in [0, 1ms]"},
 		{"empty fault", func() error { return h.Inject(ctx, Fault{}) }, "empty fault"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,7 +259,7 @@ func TestRenderRules(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		fx    []effect
+		fx    []rule
 		want  []string
 		avoid []string
 	}{
@@ -268,11 +269,12 @@ func TestRenderRules(t *testing.T) {
 		{"isolate spares the gateway", Isolate("queen").parts, []string{"-A RBEE-OUT -d 172.28.0.1 -j RETURN", "-A RBEE-OUT -d 172.28.0.0/24 -j DROP", "-A RBEE-IN -s 172.28.0.1 -j RETURN", "-A RBEE-IN -s 172.28.0.0/24 -j DROP"}, nil},
 		{"loss", Loss("queen", 25).parts, []string{"--probability 0.2500 -j DROP", "-i $dev", "-o $dev"}, nil},
 		{"rate", RateLimit("queen", "1mbit").parts, []string{"tc qdisc add dev $dev root tbf rate 1mbit"}, []string{"netem"}},
-		{"latency", Latency("queen", 150*time.Millisecond).parts, []string{"netem delay 150ms"}, nil},
-		{"latency and rate", append(Latency("queen", 20*time.Millisecond).parts, RateLimit("queen", "1mbit").parts...), []string{"netem delay 20ms rate 1mbit"}, []string{"tbf"}},
+		{"packet latency", PacketLatency("queen", 150*time.Millisecond, 0).parts, []string{"netem delay 150ms\n"}, []string{"rbee-toxic", "nat"}},
+		{"packet latency with jitter", PacketLatency("queen", 150*time.Millisecond, 20*time.Millisecond).parts, []string{"netem delay 150ms 20ms"}, nil},
+		{"packet latency and rate", append(PacketLatency("queen", 20*time.Millisecond, 0).parts, RateLimit("queen", "1mbit").parts...), []string{"netem delay 20ms rate 1mbit"}, []string{"tbf"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := renderRules(tc.fx, env)
+			got, _ := render(tc.fx, env, false)
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("rules lack %q:\n%s", w, got)
@@ -438,9 +440,9 @@ func TestLatencyUnsupportedIsErrUnsupported(t *testing.T) {
 	h := fakeHarness(t, "queen")
 	no := false
 	h.netemOK = &no
-	err := h.Latency(context.Background(), "queen", time.Millisecond)
+	err := h.Inject(context.Background(), PacketLatency("queen", time.Millisecond, 0))
 	if !errors.Is(err, errors.ErrUnsupported) {
-		t.Fatalf("Latency without netem = %v, want ErrUnsupported", err)
+		t.Fatalf("PacketLatency without netem = %v, want ErrUnsupported", err)
 	}
 	if len(h.Faults()) != 0 {
 		t.Fatal("unsupported latency was recorded")

@@ -204,18 +204,6 @@ func (h *Harness) MustRecover(t testing.TB, f Fault) {
 	h.must(t, func(ctx context.Context) error { return h.Recover(ctx, f) })
 }
 
-// MustBlockNetwork is BlockNetwork that fails the test on error.
-func (h *Harness) MustBlockNetwork(t testing.TB, from, to string) {
-	t.Helper()
-	h.must(t, func(ctx context.Context) error { return h.BlockNetwork(ctx, from, to) })
-}
-
-// MustRestoreNetwork is RestoreNetwork that fails the test on error.
-func (h *Harness) MustRestoreNetwork(t testing.TB, from, to string) {
-	t.Helper()
-	h.must(t, func(ctx context.Context) error { return h.RestoreNetwork(ctx, from, to) })
-}
-
 // MustHeal is Heal that fails the test on error.
 func (h *Harness) MustHeal(t testing.TB) {
 	t.Helper()

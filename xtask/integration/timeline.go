@@ -287,7 +287,7 @@ func (h *Harness) traceFaults() {
 		return
 	}
 	now := r.since(time.Now())
-	active := map[string]effect{}
+	active := map[string]rule{}
 	for _, e := range h.faults {
 		active[e.key()] = e
 	}
@@ -304,9 +304,9 @@ func (h *Harness) traceFaults() {
 		if _, ok := r.open[k]; ok {
 			continue
 		}
-		lanes := []string{e.target}
-		if e.peer != "" {
-			lanes = append(lanes, e.peer)
+		lanes := []string{e.on()}
+		if p := e.peer(); p != "" {
+			lanes = append(lanes, p)
 		}
 		r.faults = append(r.faults, report.Span{Start: now, End: now, Open: true, Lanes: lanes, Text: e.String(), Rules: h.effectRules(e)})
 		r.open[k] = len(r.faults) - 1
@@ -314,23 +314,24 @@ func (h *Harness) traceFaults() {
 }
 
 // effectRules is the part of the target's rule script that e adds.
-func (h *Harness) effectRules(e effect) string {
+func (h *Harness) effectRules(e rule) string {
 	env := ruleEnv{peers: map[string]netip.Addr{}}
-	env.self, _ = h.ip(e.target)
-	if e.peer != "" {
-		env.peers[e.peer], _ = h.ip(e.peer)
+	env.self, _ = h.ip(e.on())
+	if p := e.peer(); p != "" {
+		env.peers[p], _ = h.ip(p)
 	}
 	if len(h.nets) > 0 {
 		env.subnet = h.nets[0].subnet
 		env.gateway = h.gateway[h.nets[0].key]
 	}
 	var keep []string
-	for _, l := range strings.Split(renderRules([]effect{e}, env), "\n") {
+	script, _ := render([]rule{e}, env, false)
+	for _, l := range strings.Split(script, "\n") {
 		if strings.Contains(l, " -A RBEE-") || strings.Contains(l, "qdisc add") {
 			keep = append(keep, l)
 		}
 	}
-	return fmt.Sprintf("in %s's network namespace:\n%s", e.target, strings.Join(keep, "\n"))
+	return fmt.Sprintf("in %s's network namespace:\n%s", e.on(), strings.Join(keep, "\n"))
 }
 
 // watchDocker records the lifecycle events of the run's containers,

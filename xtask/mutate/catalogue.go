@@ -199,7 +199,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen's relay resumes a cut hive/worker stream with Last-Event-ID one too high (an event lost)",
 		Old:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID))",
 		New:    "req.Header.Set(\"Last-Event-ID\", strconv.Itoa(out.LastID+1))",
-		Catch:  "httpcomm/TestRelayResumesBehindRunningHive: the hive's progress events are held on the wire (HoldReplies) past the queen's idle limit on a hive stream (max(2 × keepalive, [http] timeout) = 30 s) while a hub-paced download keeps narrating, so the queen resumes with the hive dozens of events ahead; the client's stream from the queen must carry every event of the hive's job (the hive's own stream replayed from 0) exactly once and in order, and the hive log the resume after exactly the last hive event the queen had relayed (the mutant loses one event).",
+		Catch:  "httpcomm/TestRelayResumesBehindRunningHive: the hive's progress events are held on the wire (HoldReplies) past the queen's idle limit on a hive stream (max(2 × keepalive, [http] timeout) = 30 s) while a hub-paced download keeps narrating, so the queen resumes with the hive dozens of events ahead; the client's stream from the queen must carry every event of the hive's job (the hive's own stream replayed from 0) exactly once and in order, and the hive log the resume after exactly the last hive event the queen had relayed (the mutant loses one event); TestHungHiveStreamEndsAtIdleTimeout (a Hang toxic on the live hive stream) and TestRelayResumesAfterResetPeer check the same resume point after a hang and after a reset.",
 		Claims: []string{"httpcomm", "failure", "e2e"},
 	},
 

@@ -27,6 +27,10 @@ type Kind struct {
 	// is back as it was before (a killed hive restarted, with a worker).
 	Inject func(ctx context.Context, sys *System, e Event) error
 	Heal   func(ctx context.Context, sys *System, e Event) error
+	// FromQueen marks a connection-level fault on the queen's connections:
+	// Prepare starts the queen's toxic proxy before the run when the menu
+	// has one.
+	FromQueen bool
 }
 
 // Network is a menu entry for a harness network fault: Inject is
@@ -79,8 +83,9 @@ var (
 	anyRole  = []Role{Hive, Worker}
 )
 
-// DefaultMenu is every fault the harness can inject on any kernel, aimed at
-// hives and standalone workers (never at the queen):
+// ClassicMenu is the packet- and process-level faults, aimed at hives and
+// standalone workers (never at the queen); DefaultMenu adds ToxicMenu to
+// them:
 //
 //   - partition: the queen and a hive cannot reach each other (both ways);
 //   - isolate: a hive or worker is cut off from every other container;
@@ -90,7 +95,7 @@ var (
 //     then is started again and gets a new worker;
 //   - restart: a hive's machine is restarted gracefully (SIGTERM: running
 //     jobs end [CANCELLED]), then gets a new worker.
-var DefaultMenu = []Kind{
+var ClassicMenu = []Kind{
 	Network("partition", hiveRole, 3*time.Second, 10*time.Second, nil, func(t, _ string) (integration.Fault, error) {
 		return integration.Partition("queen", t), nil
 	}),

@@ -47,6 +47,8 @@ type Config struct {
 	// JobTimeout bounds one job of the load, submit to terminator.
 	JobTimeout time.Duration
 	Logf       func(format string, args ...any)
+
+	menuErr error // a bad RBEE_NEMESIS_MENU, reported by Run
 }
 
 // Defaults fills what c leaves zero: the default menu and timing, four
@@ -54,7 +56,7 @@ type Config struct {
 // (500 ms, stale_after 3 s), and bounds wide enough for a loaded machine.
 func (c Config) Defaults() Config {
 	if c.Menu == nil {
-		c.Menu = DefaultMenu
+		c.Menu, c.menuErr = MenuFromEnv()
 	}
 	if c.Timing == (Timing{}) {
 		c.Timing = DefaultTiming
@@ -162,6 +164,11 @@ func Prepare(ctx context.Context, h *integration.Harness, cfg Config) (*System, 
 		return nil, err
 	}
 	sys := &System{H: h, Q: q, Hist: &checks.History{}, cfg: cfg, workers: map[string]string{}}
+	if slices.ContainsFunc(cfg.Menu, func(k Kind) bool { return k.FromQueen }) {
+		if err := h.PrepareToxics(ctx, "queen"); err != nil {
+			return nil, err
+		}
+	}
 	for _, hv := range TargetsOf(h.Services()).Hives {
 		if err := checks.AwaitHiveState(ctx, q, hv, api.HiveOnline, cfg.healthTimeout()); err != nil {
 			return nil, err
@@ -278,6 +285,9 @@ func actions(s Schedule) []action {
 // not be carried out (a fault that could not be injected or healed).
 func Run(ctx context.Context, sys *System) (res Result, err error) {
 	cfg := sys.cfg
+	if cfg.menuErr != nil {
+		return res, cfg.menuErr
+	}
 	targets := TargetsOf(sys.H.Services())
 	sched, err := Generate(cfg.Seed, cfg.Duration, targets, cfg.Menu, cfg.Timing)
 	res.Schedule = sched

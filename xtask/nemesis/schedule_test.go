@@ -44,9 +44,12 @@ func TestScheduleIsDeterministic(t *testing.T) {
 
 // The generator's output for one seed, pinned: math/rand/v2's PCG is
 // specified, so a change here is a change of the generator (which breaks
-// every recorded replay seed) and must be deliberate.
+// every recorded replay seed) and must be deliberate. Seed 7 is pinned on
+// the classic menu, which the seeds recorded before the toxics joined the
+// menu replay with (RBEE_NEMESIS_MENU=classic); TestDefaultMenuGolden pins
+// the default menu.
 func TestScheduleGolden(t *testing.T) {
-	s, err := Generate(7, 30*time.Second, twoHives, DefaultMenu, DefaultTiming)
+	s, err := Generate(7, 30*time.Second, twoHives, ClassicMenu, DefaultTiming)
 	if err != nil {
 		t.Fatal(err)
 	}

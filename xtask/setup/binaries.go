@@ -20,8 +20,8 @@ type Program struct {
 }
 
 // Programs are the binaries `mage build` produces. The first four are the
-// system under test (RBEE_BIN_DIR can replace them); the hub, the rogue and
-// the capture are test tooling.
+// system under test (RBEE_BIN_DIR can replace them); the hub, the rogue, the
+// capture and the fault proxy are test tooling.
 var Programs = []Program{
 	{"queen-rbee", "./cmd/queen-rbee"},
 	{"rbee-hive", "./cmd/rbee-hive"},
@@ -30,6 +30,7 @@ var Programs = []Program{
 	{"rbee-model-hub", "./xtask/cmd/rbee-model-hub"},
 	{"rbee-rogue", "./xtask/cmd/rbee-rogue"},     // the security suite's attacker, bind-mounted into a base container
 	{"rbee-capture", "./xtask/cmd/rbee-capture"}, // the harness's packet capture, copied into a base container
+	{"rbee-toxic", "./xtask/cmd/rbee-toxic"},     // the connection-level fault proxy, copied into fault helpers
 }
 
 // BinDirEnv names the variable that makes image builds take the four rbee
@@ -49,7 +50,7 @@ func BinDir(root string) string { return filepath.Join(root, "build", "bin") }
 // ProgramPath is where images take a program from: RBEE_BIN_DIR for the four
 // rbee programs when set, else build/bin.
 func ProgramPath(root, name string) string {
-	if d := os.Getenv(BinDirEnv); d != "" && name != "rbee-model-hub" && name != "rbee-rogue" {
+	if d := os.Getenv(BinDirEnv); d != "" && name != "rbee-model-hub" && name != "rbee-rogue" && name != "rbee-toxic" {
 		return filepath.Join(d, name)
 	}
 	return filepath.Join(BinDir(root), name)

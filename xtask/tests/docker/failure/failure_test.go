@@ -68,8 +68,8 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	}
 	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
 
-	h.MustRestoreNetwork(t, "queen", hive)
-	h.MustRestoreNetwork(t, hive, "queen")
+	h.MustRecover(t, integration.Block("queen", hive))
+	h.MustRecover(t, integration.Block(hive, "queen"))
 	awaitHive(t, q, hive, api.HiveOnline)
 	awaitWorker(t, q, w.WorkerID, "fresh after restore", checks.Fresh)
 	// One heartbeat is not recovery (a retransmitted POST the hive already
