@@ -382,6 +382,11 @@ type SoakOptions struct {
 	Stress bool
 	// Burners is the number of spinning threads under Stress [one per CPU].
 	Burners int
+	// Only, when set, limits every run to these packages: Docker
+	// categories and unit package patterns (SoakSpecs).
+	Only []string
+	// Run is go test's -run pattern for every package ("" = all tests).
+	Run string
 }
 
 // Soak runs the whole Docker suite n times and returns each run. A failing
@@ -397,21 +402,26 @@ func SoakWith(ctx context.Context, root string, o SoakOptions, logf func(string,
 		return nil, fmt.Errorf("soak: run count %d must be positive", n)
 	}
 	dir := filepath.Join(root, "test-results", "soak-"+time.Now().UTC().Format("20060102-150405"))
+	if _, err := SoakSpecs("soak", o); err != nil {
+		return nil, err
+	}
 	if o.Stress {
-		b := Burn(o.Burners)
-		logf("stress: %d spinning threads on %d CPUs for the whole soak", b.Threads(), runtime.NumCPU())
+		b, err := StartStress(o.Burners)
+		if err != nil {
+			return nil, err
+		}
+		logf("stress: %s on %d CPUs for the whole soak", b, runtime.NumCPU())
 		defer func() {
 			blocks, wall := b.Stop()
-			logf("stress: burner stopped after %s (%d blocks of work)", Dur(wall), blocks)
+			logf("stress: %s stopped after %s (%d blocks of work counted)", b.Kind(), Dur(wall), blocks)
 		}()
 	}
 	var runs []SuiteRun
 	for i := 0; i < n; i++ {
 		logf("soak run %d/%d (JUnit: %s)", i+1, n, dir)
-		name := fmt.Sprintf("soak-%d", i+1)
-		specs := []testrun.Spec{SuiteSpec(name)}
-		if o.Stress {
-			specs = StressSpecs(name)
+		specs, err := SoakSpecs(fmt.Sprintf("soak-%d", i+1), o)
+		if err != nil {
+			return runs, err
 		}
 		r, err := runSpecs(ctx, root, dir, specs...)
 		if err != nil {
@@ -439,7 +449,16 @@ func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) er
 	var b strings.Builder
 	what := "the whole Docker suite"
 	if o.Stress {
-		what = fmt.Sprintf("under CPU stress (%d spinning threads), unit tests with -race, the Docker suites, the harness's Docker tests with -race,", burners(o))
+		what = "unit tests with -race, the Docker suites, the harness's Docker tests with -race,"
+	}
+	if sub := describeSubset(o); sub != "" {
+		what = sub + ","
+		if o.Stress {
+			what = sub + " (unit and harness tests with -race),"
+		}
+	}
+	if o.Stress {
+		what = "under CPU stress (" + stressKind(burners(o)) + "), " + what
 	}
 	p, _ := testrun.DockerParallel()
 	fmt.Fprintf(&b, "## Soak %s: %s %d times (%d Docker packages at once)\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), p)
