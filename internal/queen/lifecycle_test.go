@@ -213,7 +213,12 @@ func TestHiveStartStatusStop(t *testing.T) {
 func TestHiveStopFallsBackToRecordedPid(t *testing.T) {
 	h := newSSHHive(t, "hive-1", true)
 	h.installFakeHive(t, "RBEE_FAKE_HIVE_IGNORE_SHUTDOWN=1")
-	q := h.queen(t, func(c *config.Queen) { c.Lifecycle.StopTimeout = config.Duration(500 * time.Millisecond) })
+	// stop_timeout is both the wait for the ignored shutdown (spent in
+	// full) and the grace between TERM and KILL (killGrace): the fake hive
+	// dies at TERM, but a race-built process can take over a second to
+	// finish exiting on a loaded machine, and a KILL then would hide the
+	// TERM this test is about. 5 s makes that window wide.
+	q := h.queen(t, func(c *config.Queen) { c.Lifecycle.StopTimeout = config.Duration(5 * time.Second) })
 	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
 	out := q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"})
 	wantDone(t, out)

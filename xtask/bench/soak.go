@@ -236,6 +236,7 @@ type SuiteRun struct {
 	Err       error // the suite failed (some test, or the run)
 	Leftovers Leftovers
 	Files     []string // its JUnit files
+	NoDocker  bool     // no Docker package ran: leftovers were not counted
 }
 
 // RunSuite runs the whole Docker suite once (gotestsum, JUnit into junitDir
@@ -264,13 +265,22 @@ func StressSpecs(name string) []testrun.Spec {
 // runSpecs runs specs one after another (JUnit into junitDir), collects
 // every top-level outcome, and counts what the run left behind.
 func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec) (SuiteRun, error) {
-	before, err := labelled(ctx)
-	if err != nil {
-		return SuiteRun{}, err
+	var r SuiteRun
+	r.NoDocker = true
+	for _, s := range specs {
+		r.NoDocker = r.NoDocker && !s.Docker
+	}
+	// Unit tests alone create no Docker resources and need no engine;
+	// counting the engine's leftovers then would count other people's.
+	var before []resource
+	if !r.NoDocker {
+		var err error
+		if before, err = labelled(ctx); err != nil {
+			return SuiteRun{}, err
+		}
 	}
 	o := testrun.Options{Root: root, JUnitDir: junitDir}
 	t0 := time.Now()
-	var r SuiteRun
 	var runErrs []error
 	for _, spec := range specs {
 		runErr := testrun.Run(ctx, o, spec)
@@ -289,6 +299,9 @@ func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec)
 		r.Files = append(r.Files, o.JUnitPath(spec))
 	}
 	r.Wall, r.Err = time.Since(t0), errors.Join(runErrs...)
+	if r.NoDocker {
+		return r, nil
+	}
 	after, err := labelled(ctx)
 	if err != nil {
 		return r, err
@@ -351,8 +364,11 @@ func SoakTables(runs []SuiteRun) []Table {
 		}
 		outs = append(outs, r.Outcomes)
 		left += r.Leftovers.Total()
-		perRun.Add(strconv.Itoa(i+1), Dur(r.Wall), strconv.Itoa(len(r.Outcomes)), strconv.Itoa(failed),
-			fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes))
+		lo := fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes)
+		if r.NoDocker {
+			lo = "n/a (no Docker tests)"
+		}
+		perRun.Add(strconv.Itoa(i+1), Dur(r.Wall), strconv.Itoa(len(r.Outcomes)), strconv.Itoa(failed), lo)
 	}
 	rows := Flakes(outs)
 	flaky := Table{Title: "Tests that failed at least once", Header: []string{"test", "failed runs", "runs", "first failure"}}
@@ -460,8 +476,12 @@ func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) er
 	if o.Stress {
 		what = "under CPU stress (" + stressKind(burners(o)) + "), " + what
 	}
-	p, _ := testrun.DockerParallel()
-	fmt.Fprintf(&b, "## Soak %s: %s %d times (%d Docker packages at once)\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), p)
+	at := ""
+	if !runs[0].NoDocker {
+		p, _ := testrun.DockerParallel()
+		at = fmt.Sprintf(" (%d Docker packages at once)", p)
+	}
+	fmt.Fprintf(&b, "## Soak %s: %s %d times%s\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), at)
 	b.WriteString(m.Table().Markdown())
 	for _, t := range tables {
 		_ = t.Text(w)

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -160,5 +161,34 @@ func TestStartStressGo(t *testing.T) {
 	}
 	if after := b.spins.Load(); after != blocks {
 		t.Fatalf("work after Stop: %d then %d", blocks, after)
+	}
+}
+
+// A soak of unit packages only runs without an engine (none is asked for
+// its resources) and reports its failures per test; its tables say that
+// leftovers were not counted.
+func TestSoakUnitSubsetNeedsNoEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go test")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-engine.sock"))
+	specs, err := SoakSpecs("unit-only", SoakOptions{Runs: 1, Only: []string{"./xtask/dockerx/"}, Run: "TestFilterAndName$"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := runSpecs(t.Context(), root, t.TempDir(), specs...)
+	if err != nil {
+		t.Fatalf("unit-only run: %v", err)
+	}
+	if r.Err != nil || !r.NoDocker || len(r.Outcomes) != 1 || r.Outcomes[0].Test != "dockerx.TestFilterAndName" || r.Outcomes[0].Failed {
+		t.Fatalf("run %+v", r)
+	}
+	tables := SoakTables([]SuiteRun{r})
+	if md := tables[0].Markdown(); !strings.Contains(md, "n/a (no Docker tests)") {
+		t.Fatalf("per-run table does not say leftovers were not counted:\n%s", md)
 	}
 }
