@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -383,8 +385,17 @@ func fakeHiveMain(args []string) int {
 	})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
+	// RBEE_FAKE_HIVE_SIGNALS=path: a SIGTERM is written down there (the
+	// receiver's own record that it got TERM) before the hive exits.
+	term := make(chan os.Signal, 1)
+	if os.Getenv("RBEE_FAKE_HIVE_SIGNALS") != "" {
+		signal.Notify(term, syscall.SIGTERM)
+	}
 	select {
 	case <-done:
+	case <-term:
+		_ = os.WriteFile(os.Getenv("RBEE_FAKE_HIVE_SIGNALS"), []byte("TERM\n"), 0o644)
+		return 0
 	case <-time.After(2 * time.Minute): // never outlive the test run
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -212,22 +212,27 @@ func TestHiveStartStatusStop(t *testing.T) {
 // A hive that ignores /v1/shutdown is stopped by SIGTERM of its recorded pid.
 func TestHiveStopFallsBackToRecordedPid(t *testing.T) {
 	h := newSSHHive(t, "hive-1", true)
-	h.installFakeHive(t, "RBEE_FAKE_HIVE_IGNORE_SHUTDOWN=1")
+	signals := filepath.Join(t.TempDir(), "signals")
+	h.installFakeHive(t, "RBEE_FAKE_HIVE_IGNORE_SHUTDOWN=1 RBEE_FAKE_HIVE_SIGNALS="+signals)
 	// stop_timeout is both the wait for the ignored shutdown (spent in
-	// full) and the grace between TERM and KILL (killGrace): the fake hive
-	// dies at TERM, but a race-built process can take over a second to
-	// finish exiting on a loaded machine, and a KILL then would hide the
-	// TERM this test is about. 5 s makes that window wide.
+	// full) and the grace between TERM and KILL (killGrace). The hive
+	// writes down the TERM it gets, so the test checks at the receiver; a
+	// race-built process can still take seconds to finish exiting on a
+	// loaded machine, when the queen rightly follows with KILL, so the
+	// narration may name either, but never KILL without the TERM first.
 	q := h.queen(t, func(c *config.Queen) { c.Lifecycle.StopTimeout = config.Duration(5 * time.Second) })
 	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
 	out := q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"})
 	wantDone(t, out)
 	found := false
 	for _, n := range narrations(t, out) {
-		found = found || strings.Contains(n.Message, "TERM")
+		found = found || strings.Contains(n.Message, "pid and signal ")
 	}
 	if !found {
-		t.Fatalf("no SIGTERM narration: %+v", narrations(t, out))
+		t.Fatalf("no narration of the signal sent: %+v", narrations(t, out))
+	}
+	if got, err := os.ReadFile(signals); err != nil || string(got) != "TERM\n" {
+		t.Fatalf("the hive recorded %q (%v), want TERM: it was not sent SIGTERM; narrations %+v", got, err, narrations(t, out))
 	}
 	if state, _ := q.s.probe(context.Background(), fmt.Sprintf("http://127.0.0.1:%d", h.hive.HivePort)); state != api.HiveOffline {
 		t.Fatalf("hive still answers after stop: %s", state)
