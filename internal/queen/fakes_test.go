@@ -240,7 +240,14 @@ func newTestQueen(t *testing.T, hives []config.Hive, mutate func(*config.Queen, 
 // run submits req and follows it to its terminator with a deadline.
 func (q *testQueen) run(t *testing.T, req api.JobRequest) client.Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return q.runWithin(t, 30*time.Second, req)
+}
+
+// runWithin is run with the deadline d: for jobs whose bound follows from
+// the queen's configured budgets rather than a generic 30 s.
+func (q *testQueen) runWithin(t *testing.T, d time.Duration, req api.JobRequest) client.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	out, err := q.c.Run(ctx, req, nil)
 	if err != nil {

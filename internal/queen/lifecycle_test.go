@@ -321,11 +321,19 @@ func TestConcurrentInstallsKeepEachOthersTemporaries(t *testing.T) {
 	q := h.queen(t, func(c *config.Queen) { c.HiveBinary = bin })
 	var wg sync.WaitGroup
 	outs := make([]client.Outcome, 6)
+	// Each install's bound is the queen's own: a connect and at most five
+	// SSH operations (exists, mkdir, rm, the upload, --version), each within
+	// command_timeout; max_sessions_per_host of them run at a time, the
+	// rest wait their round. On a loaded machine six concurrent 4 MB
+	// installs can take longer than any generic budget.
+	ssh := q.s.cfg.SSH
+	rounds := (len(outs) + ssh.MaxSessionsPerHost - 1) / ssh.MaxSessionsPerHost
+	within := time.Duration(rounds) * (ssh.ConnectTimeout.D() + 5*ssh.CommandTimeout.D())
 	for i := range outs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i] = q.run(t, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
+			outs[i] = q.runWithin(t, within, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
 		}()
 	}
 	wg.Wait()
