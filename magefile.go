@@ -364,9 +364,15 @@ func Bench(ctx context.Context) error {
 	return err
 }
 
-// Soak runs the whole Docker suite N times (`soak N --stress`: unit tests and harness with -race too, every core kept busy); prints per-test failures, appends to docs/BENCHMARKS.md.
-func Soak(ctx context.Context, n int) error {
+// Soak runs the whole Docker suite N times (`soak N --stress`: unit tests and harness with -race too, every core kept busy by stress-ng or a Go burner; `--pkg heartbeat,./internal/queen/` and `--run PATTERN` a subset); prints per-test failures, appends to docs/BENCHMARKS.md.
+func Soak(ctx context.Context, n int, pkg *string, run *string) error {
 	o := bench.SoakOptions{Runs: n}
+	if pkg != nil {
+		o.Only = strings.Split(*pkg, ",")
+	}
+	if run != nil {
+		o.Run = *run
+	}
 	switch v := os.Getenv(bench.StressEnv); v {
 	case "", "0":
 	case "1":
@@ -374,7 +380,16 @@ func Soak(ctx context.Context, n int) error {
 	default:
 		return fmt.Errorf("%s=%q: want 1 or 0", bench.StressEnv, v)
 	}
-	mg.CtxDeps(ctx, Setup)
+	specs, err := bench.SoakSpecs("soak", o)
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		if s.Docker {
+			mg.CtxDeps(ctx, Setup) // keys, binaries, images; unit tests alone need none
+			break
+		}
+	}
 	root, err := setup.FindRoot(".")
 	if err != nil {
 		return err

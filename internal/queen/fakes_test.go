@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -238,7 +240,14 @@ func newTestQueen(t *testing.T, hives []config.Hive, mutate func(*config.Queen, 
 // run submits req and follows it to its terminator with a deadline.
 func (q *testQueen) run(t *testing.T, req api.JobRequest) client.Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return q.runWithin(t, 30*time.Second, req)
+}
+
+// runWithin is run with the deadline d: for jobs whose bound follows from
+// the queen's configured budgets rather than a generic 30 s.
+func (q *testQueen) runWithin(t *testing.T, d time.Duration, req api.JobRequest) client.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	out, err := q.c.Run(ctx, req, nil)
 	if err != nil {
@@ -383,8 +392,17 @@ func fakeHiveMain(args []string) int {
 	})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
+	// RBEE_FAKE_HIVE_SIGNALS=path: a SIGTERM is written down there (the
+	// receiver's own record that it got TERM) before the hive exits.
+	term := make(chan os.Signal, 1)
+	if os.Getenv("RBEE_FAKE_HIVE_SIGNALS") != "" {
+		signal.Notify(term, syscall.SIGTERM)
+	}
 	select {
 	case <-done:
+	case <-term:
+		_ = os.WriteFile(os.Getenv("RBEE_FAKE_HIVE_SIGNALS"), []byte("TERM\n"), 0o644)
+		return 0
 	case <-time.After(2 * time.Minute): // never outlive the test run
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -212,17 +212,27 @@ func TestHiveStartStatusStop(t *testing.T) {
 // A hive that ignores /v1/shutdown is stopped by SIGTERM of its recorded pid.
 func TestHiveStopFallsBackToRecordedPid(t *testing.T) {
 	h := newSSHHive(t, "hive-1", true)
-	h.installFakeHive(t, "RBEE_FAKE_HIVE_IGNORE_SHUTDOWN=1")
-	q := h.queen(t, func(c *config.Queen) { c.Lifecycle.StopTimeout = config.Duration(500 * time.Millisecond) })
+	signals := filepath.Join(t.TempDir(), "signals")
+	h.installFakeHive(t, "RBEE_FAKE_HIVE_IGNORE_SHUTDOWN=1 RBEE_FAKE_HIVE_SIGNALS="+signals)
+	// stop_timeout is both the wait for the ignored shutdown (spent in
+	// full) and the grace between TERM and KILL (killGrace). The hive
+	// writes down the TERM it gets, so the test checks at the receiver; a
+	// race-built process can still take seconds to finish exiting on a
+	// loaded machine, when the queen rightly follows with KILL, so the
+	// narration may name either, but never KILL without the TERM first.
+	q := h.queen(t, func(c *config.Queen) { c.Lifecycle.StopTimeout = config.Duration(5 * time.Second) })
 	wantDone(t, q.run(t, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
 	out := q.run(t, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-1"})
 	wantDone(t, out)
 	found := false
 	for _, n := range narrations(t, out) {
-		found = found || strings.Contains(n.Message, "TERM")
+		found = found || strings.Contains(n.Message, "pid and signal ")
 	}
 	if !found {
-		t.Fatalf("no SIGTERM narration: %+v", narrations(t, out))
+		t.Fatalf("no narration of the signal sent: %+v", narrations(t, out))
+	}
+	if got, err := os.ReadFile(signals); err != nil || string(got) != "TERM\n" {
+		t.Fatalf("the hive recorded %q (%v), want TERM: it was not sent SIGTERM; narrations %+v", got, err, narrations(t, out))
 	}
 	if state, _ := q.s.probe(context.Background(), fmt.Sprintf("http://127.0.0.1:%d", h.hive.HivePort)); state != api.HiveOffline {
 		t.Fatalf("hive still answers after stop: %s", state)
@@ -311,11 +321,19 @@ func TestConcurrentInstallsKeepEachOthersTemporaries(t *testing.T) {
 	q := h.queen(t, func(c *config.Queen) { c.HiveBinary = bin })
 	var wg sync.WaitGroup
 	outs := make([]client.Outcome, 6)
+	// Each install's bound is the queen's own: a connect and at most five
+	// SSH operations (exists, mkdir, rm, the upload, --version), each within
+	// command_timeout; max_sessions_per_host of them run at a time, the
+	// rest wait their round. On a loaded machine six concurrent 4 MB
+	// installs can take longer than any generic budget.
+	ssh := q.s.cfg.SSH
+	rounds := (len(outs) + ssh.MaxSessionsPerHost - 1) / ssh.MaxSessionsPerHost
+	within := time.Duration(rounds) * (ssh.ConnectTimeout.D() + 5*ssh.CommandTimeout.D())
 	for i := range outs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i] = q.run(t, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
+			outs[i] = q.runWithin(t, within, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1", Force: true})
 		}()
 	}
 	wg.Wait()

@@ -236,6 +236,7 @@ type SuiteRun struct {
 	Err       error // the suite failed (some test, or the run)
 	Leftovers Leftovers
 	Files     []string // its JUnit files
+	NoDocker  bool     // no Docker package ran: leftovers were not counted
 }
 
 // RunSuite runs the whole Docker suite once (gotestsum, JUnit into junitDir
@@ -264,13 +265,22 @@ func StressSpecs(name string) []testrun.Spec {
 // runSpecs runs specs one after another (JUnit into junitDir), collects
 // every top-level outcome, and counts what the run left behind.
 func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec) (SuiteRun, error) {
-	before, err := labelled(ctx)
-	if err != nil {
-		return SuiteRun{}, err
+	var r SuiteRun
+	r.NoDocker = true
+	for _, s := range specs {
+		r.NoDocker = r.NoDocker && !s.Docker
+	}
+	// Unit tests alone create no Docker resources and need no engine;
+	// counting the engine's leftovers then would count other people's.
+	var before []resource
+	if !r.NoDocker {
+		var err error
+		if before, err = labelled(ctx); err != nil {
+			return SuiteRun{}, err
+		}
 	}
 	o := testrun.Options{Root: root, JUnitDir: junitDir}
 	t0 := time.Now()
-	var r SuiteRun
 	var runErrs []error
 	for _, spec := range specs {
 		runErr := testrun.Run(ctx, o, spec)
@@ -289,6 +299,9 @@ func runSpecs(ctx context.Context, root, junitDir string, specs ...testrun.Spec)
 		r.Files = append(r.Files, o.JUnitPath(spec))
 	}
 	r.Wall, r.Err = time.Since(t0), errors.Join(runErrs...)
+	if r.NoDocker {
+		return r, nil
+	}
 	after, err := labelled(ctx)
 	if err != nil {
 		return r, err
@@ -351,8 +364,11 @@ func SoakTables(runs []SuiteRun) []Table {
 		}
 		outs = append(outs, r.Outcomes)
 		left += r.Leftovers.Total()
-		perRun.Add(strconv.Itoa(i+1), Dur(r.Wall), strconv.Itoa(len(r.Outcomes)), strconv.Itoa(failed),
-			fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes))
+		lo := fmt.Sprintf("%d/%d/%d", r.Leftovers.Containers, r.Leftovers.Networks, r.Leftovers.Volumes)
+		if r.NoDocker {
+			lo = "n/a (no Docker tests)"
+		}
+		perRun.Add(strconv.Itoa(i+1), Dur(r.Wall), strconv.Itoa(len(r.Outcomes)), strconv.Itoa(failed), lo)
 	}
 	rows := Flakes(outs)
 	flaky := Table{Title: "Tests that failed at least once", Header: []string{"test", "failed runs", "runs", "first failure"}}
@@ -382,6 +398,11 @@ type SoakOptions struct {
 	Stress bool
 	// Burners is the number of spinning threads under Stress [one per CPU].
 	Burners int
+	// Only, when set, limits every run to these packages: Docker
+	// categories and unit package patterns (SoakSpecs).
+	Only []string
+	// Run is go test's -run pattern for every package ("" = all tests).
+	Run string
 }
 
 // Soak runs the whole Docker suite n times and returns each run. A failing
@@ -397,21 +418,26 @@ func SoakWith(ctx context.Context, root string, o SoakOptions, logf func(string,
 		return nil, fmt.Errorf("soak: run count %d must be positive", n)
 	}
 	dir := filepath.Join(root, "test-results", "soak-"+time.Now().UTC().Format("20060102-150405"))
+	if _, err := SoakSpecs("soak", o); err != nil {
+		return nil, err
+	}
 	if o.Stress {
-		b := Burn(o.Burners)
-		logf("stress: %d spinning threads on %d CPUs for the whole soak", b.Threads(), runtime.NumCPU())
+		b, err := StartStress(o.Burners)
+		if err != nil {
+			return nil, err
+		}
+		logf("stress: %s on %d CPUs for the whole soak", b, runtime.NumCPU())
 		defer func() {
 			blocks, wall := b.Stop()
-			logf("stress: burner stopped after %s (%d blocks of work)", Dur(wall), blocks)
+			logf("stress: %s stopped after %s (%d blocks of work counted)", b.Kind(), Dur(wall), blocks)
 		}()
 	}
 	var runs []SuiteRun
 	for i := 0; i < n; i++ {
 		logf("soak run %d/%d (JUnit: %s)", i+1, n, dir)
-		name := fmt.Sprintf("soak-%d", i+1)
-		specs := []testrun.Spec{SuiteSpec(name)}
-		if o.Stress {
-			specs = StressSpecs(name)
+		specs, err := SoakSpecs(fmt.Sprintf("soak-%d", i+1), o)
+		if err != nil {
+			return runs, err
 		}
 		r, err := runSpecs(ctx, root, dir, specs...)
 		if err != nil {
@@ -439,10 +465,23 @@ func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) er
 	var b strings.Builder
 	what := "the whole Docker suite"
 	if o.Stress {
-		what = fmt.Sprintf("under CPU stress (%d spinning threads), unit tests with -race, the Docker suites, the harness's Docker tests with -race,", burners(o))
+		what = "unit tests with -race, the Docker suites, the harness's Docker tests with -race,"
 	}
-	p, _ := testrun.DockerParallel()
-	fmt.Fprintf(&b, "## Soak %s: %s %d times (%d Docker packages at once)\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), p)
+	if sub := describeSubset(o); sub != "" {
+		what = sub + ","
+		if o.Stress {
+			what = sub + " (unit and harness tests with -race),"
+		}
+	}
+	if o.Stress {
+		what = "under CPU stress (" + stressKind(burners(o)) + "), " + what
+	}
+	at := ""
+	if !runs[0].NoDocker {
+		p, _ := testrun.DockerParallel()
+		at = fmt.Sprintf(" (%d Docker packages at once)", p)
+	}
+	fmt.Fprintf(&b, "## Soak %s: %s %d times%s\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), at)
 	b.WriteString(m.Table().Markdown())
 	for _, t := range tables {
 		_ = t.Text(w)

@@ -2,10 +2,13 @@ package setup
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +24,9 @@ type Engine struct {
 	Answers func(ctx context.Context) error
 	// Getenv reads DOCKER_HOST and DOCKER_CONTEXT.
 	Getenv func(string) string
+	// CurrentContext is the docker CLI configuration's current context
+	// and the file that names it ("" when none is set).
+	CurrentContext func() (name, file string)
 	// LookPath finds dockerd, debootstrap, iptables and sudo.
 	LookPath func(string) (string, error)
 	// Run runs a command to completion, its output shown to the user.
@@ -53,8 +59,9 @@ func SystemEngine(logf func(string, ...any)) Engine {
 			}
 			return err
 		},
-		Getenv:   os.Getenv,
-		LookPath: exec.LookPath,
+		Getenv:         os.Getenv,
+		CurrentContext: cliCurrentContext,
+		LookPath:       exec.LookPath,
 		Run: func(ctx context.Context, name string, args ...string) error {
 			cmd := exec.CommandContext(ctx, name, args...)
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -78,8 +85,9 @@ func SystemEngine(logf func(string, ...any)) Engine {
 
 // EnsureEngine makes sure a Docker engine answers, the way CI does it on a
 // fresh machine: if one answers, nothing happens. If none answers and
-// DOCKER_HOST (or DOCKER_CONTEXT) names an engine, that is an error — a
-// remote or chosen engine is not ours to start. Otherwise it installs
+// DOCKER_HOST, DOCKER_CONTEXT or the CLI's current context names an engine,
+// that is an error — a remote or chosen engine is not ours to start — and so
+// is a local socket this user may not use. Otherwise it installs
 // Debian's docker.io and iptables when dockerd is missing, and debootstrap
 // when it is missing (the base image falls back to it), with apt-get (as
 // root, or through sudo), starts dockerd in the background with its output
@@ -97,10 +105,20 @@ func EnsureEngine(ctx context.Context, e Engine) error {
 		}
 		return nil
 	}
+	// An engine someone chose is not ours to start: DOCKER_HOST,
+	// DOCKER_CONTEXT, or a current context in the CLI's configuration.
 	for _, v := range []string{"DOCKER_HOST", "DOCKER_CONTEXT"} {
 		if val := e.Getenv(v); val != "" {
 			return fmt.Errorf("%s=%s does not answer (%v); start that engine or unset %s", v, val, err, v)
 		}
+	}
+	if name, file := e.CurrentContext(); name != "" && name != "default" {
+		return fmt.Errorf("docker context %q (current in %s) does not answer (%v); start that engine or run `docker context use default`", name, file, err)
+	}
+	// A local engine that runs but refuses this user: starting a second
+	// dockerd would not help.
+	if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+		return fmt.Errorf("a Docker engine's socket is there but this user may not use it (%v); run as root or join the docker group", err)
 	}
 	e.Logf("engine: no Docker engine answers (%v); installing and starting one as CI does", err)
 	sudo, err := e.sudo()
@@ -173,6 +191,9 @@ func (e *Engine) fill() {
 	if e.LookPath == nil {
 		e.LookPath = exec.LookPath
 	}
+	if e.CurrentContext == nil {
+		e.CurrentContext = func() (string, string) { return "", "" }
+	}
 	if e.Log == "" {
 		e.Log = "/var/log/dockerd.log"
 	}
@@ -188,6 +209,31 @@ func (e *Engine) fill() {
 	if e.Logf == nil {
 		e.Logf = func(string, ...any) {}
 	}
+}
+
+// cliCurrentContext reads currentContext from the docker CLI's
+// config.json ($DOCKER_CONFIG, else ~/.docker), as the CLI does.
+func cliCurrentContext() (string, string) {
+	dir := os.Getenv("DOCKER_CONFIG")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", ""
+		}
+		dir = filepath.Join(home, ".docker")
+	}
+	file := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", ""
+	}
+	var c struct {
+		CurrentContext string `json:"currentContext"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return "", ""
+	}
+	return c.CurrentContext, file
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -2,6 +2,11 @@
 // sshx: public-key auth against a fixed set of keys, "exec" requests run with
 // `sh -c` in a home directory, "signal" requests (KILL the process group) and
 // the "sftp" subsystem. It listens on 127.0.0.1 only.
+//
+// The SFTP subsystem runs out of process, as OpenSSH's sftp-server does:
+// each session re-executes the running binary as an SFTP helper (see
+// sftp.go), so the files it writes are open in that helper only and never
+// in the test process, whose exec sessions fork concurrently.
 package sshtest
 
 import (
@@ -17,7 +22,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -257,13 +261,8 @@ func (s *Server) handleSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			}
 			started = true
 			req.Reply(true, nil)
-			srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(s.Home))
-			if err != nil {
-				return
-			}
 			go ssh.DiscardRequests(reqs)
-			_ = srv.Serve()
-			srv.Close()
+			_ = s.serveSFTP(ch)
 			return
 		default:
 			if req.WantReply {
