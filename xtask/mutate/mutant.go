@@ -1,7 +1,7 @@
 // Package mutate is mutation testing of the system under test (cmd/ and
 // internal/): each mutant of the Catalogue is a small, plausible bug written
 // as a source rewrite. Run applies one at a time in a scratch copy of the
-// repository, builds its binaries and images (tag mut-<name>), checks that
+// repository, builds its binaries and images (tag mut-<name>, see Tag), checks that
 // the images hold exactly those binaries, runs the Docker suites that claim
 // the mutant, and records whether a test killed it, which one, how (an
 // assertion, a precondition such as a failed bring-up, or a timeout) and the
@@ -20,6 +20,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/rbee-dev/rbee/xtask/setup"
 )
 
 // Mutant is one source rewrite: in File (slash path from the repository
@@ -36,8 +38,21 @@ type Mutant struct {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,60}$`)
 
-// Tag is the image tag the mutant's images are built under.
-func (m Mutant) Tag() string { return "mut-" + m.Name }
+// Tag is the image tag the mutant's images are built under: mut-<name>, or
+// <RBEE_IMAGE_TAG>-mut-<name> when RBEE_IMAGE_TAG names a tag of its own, so
+// two checkouts checking the same mutant on one engine neither overwrite nor
+// remove each other's images. Docker tags are at most 128 characters; a
+// longer prefix is cut (the mutant's name, at most 61, is kept whole).
+func (m Mutant) Tag() string {
+	tag := "mut-" + m.Name
+	if own := os.Getenv("RBEE_IMAGE_TAG"); own != "" && own != "latest" && setup.CheckImageTag(own) == nil {
+		if max := 128 - len(tag) - 1; len(own) > max {
+			own = own[:max]
+		}
+		tag = own + "-" + tag
+	}
+	return tag
+}
 
 // Validate checks the mutant's own fields (not the tree).
 func (m Mutant) Validate() error {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rbee-dev/rbee/xtask/setup"
 )
 
 func repoRoot(t *testing.T) string {
@@ -369,5 +371,25 @@ func TestSharedFailuresFlagsOneFailureOfUnrelatedMutants(t *testing.T) {
 	}
 	if rep := Report(RunInfo{}, rs); !strings.Contains(rep, "| killed | assertion † |") || !strings.Contains(rep, "† The same failure") {
 		t.Errorf("report does not mark the shared failure:\n%s", rep)
+	}
+}
+
+func TestTagKeepsCheckoutsApart(t *testing.T) {
+	m := Mutant{Name: "queen-stop-not-offline"}
+	for _, tc := range []struct{ own, want string }{
+		{"", "mut-queen-stop-not-offline"},
+		{"latest", "mut-queen-stop-not-offline"},
+		{"alice", "alice-mut-queen-stop-not-offline"},
+		{"-bad", "mut-queen-stop-not-offline"}, // not a tag: ignored, as setup ignores it
+	} {
+		t.Setenv("RBEE_IMAGE_TAG", tc.own)
+		if got := m.Tag(); got != tc.want {
+			t.Errorf("RBEE_IMAGE_TAG=%q: tag %q; want %q", tc.own, got, tc.want)
+		}
+	}
+	t.Setenv("RBEE_IMAGE_TAG", strings.Repeat("x", 128))
+	got := m.Tag()
+	if len(got) != 128 || !strings.HasSuffix(got, "-mut-queen-stop-not-offline") || setup.CheckImageTag(got) != nil {
+		t.Errorf("long RBEE_IMAGE_TAG: tag %q (%d chars); want 128 chars ending in the mutant's name", got, len(got))
 	}
 }
