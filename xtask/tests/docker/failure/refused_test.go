@@ -3,6 +3,7 @@
 package failure
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -71,6 +72,22 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 		}
 	}
 
+	// refuse makes the queen's new connections to w refused (RST) and
+	// aborts the idle keep-alive connections it already has there: a
+	// request on one of those would be sent and then reset, which may have
+	// arrived and is rightly not retried (TestInferNotRetriedAfterWorkerAccepted).
+	refuse := func(w string) {
+		t.Helper()
+		h.MustInject(t, integration.Reject("queen", w))
+		h.MustCutConnections(t, "queen", w, workerPort)
+		if err := checks.Await(ctx, stateTimeout, "no connection from the queen to "+w, func(ctx context.Context) (bool, string, error) {
+			cs, err := h.Connections(ctx, "queen", w, workerPort)
+			return len(cs) == 0, fmt.Sprintf("%d established: %v", len(cs), cs), err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Negative control: both workers serve while nothing is refused.
 	const controlTokens = 19
 	for range 2 {
@@ -81,7 +98,7 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 		t.Fatalf("two infers before any fault were accepted %v; want once on each worker", c)
 	}
 
-	h.MustInject(t, integration.Reject("queen", "worker-1"))
+	refuse("worker-1")
 	const refusedTokens = 23
 	const n = 3
 	triedFirst := 0
@@ -106,7 +123,7 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 	}
 	t.Logf("%d infers with worker-1 refused: %d tried it first, all served by worker-2", n, triedFirst)
 
-	h.MustInject(t, integration.Reject("queen", "worker-2"))
+	refuse("worker-2")
 	const allRefusedTokens = 29
 	awaitIdle()
 	out := suite.Try(t, opTimeout, q, &hist, infer(allRefusedTokens))
