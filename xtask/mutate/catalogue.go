@@ -567,7 +567,7 @@ var Catalogue = []Mutant{
 		Desc:   "a job whose work returned an error ends [ERROR] but GET /v1/jobs/{id} says completed",
 		Old:    "msg := err.Error()\n\t\tj.finish(api.StateFailed,",
 		New:    "msg := err.Error()\n\t\tj.finish(api.StateCompleted,",
-		Catch:  "expected: the failure suites' history check (every terminator agrees with the job's status).",
+		Catch:  "failure/TestWorkerCrash: its history check (suite.NothingLost) requires GET /v1/jobs/{id} of every job to agree with its terminator; the infer that ends [ERROR] no ready worker after both workers were killed reads completed.",
 		Claims: []string{"failure", "httpcomm"},
 	},
 	{
