@@ -535,7 +535,7 @@ var Catalogue = []Mutant{
 		Desc:   "Pick ignores its exclude list: an infer whose worker refused the connection may be tried on that same worker again",
 		Old:    "skip = skip || c.WorkerID == x",
 		New:    "skip = skip && c.WorkerID == x",
-		Catch:  "expected: with every worker refusing connections, an infer must try each worker once and end [ERROR] no other ready worker.",
+		Catch:  "failure/TestInferRefusedWorkerTriedOnAnother: with the queen's connections to both standalone workers refused (both still heartbeating, so fresh), an infer must try each worker exactly once (its schedule narrations) and end [ERROR] … no other ready worker for model; the mutant tries worker-1, worker-2, worker-1 and ends with worker-1's connection refused.",
 		Claims: []string{"failure"},
 	},
 	{

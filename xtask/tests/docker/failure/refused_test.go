@@ -127,11 +127,11 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 	const allRefusedTokens = 29
 	awaitIdle()
 	out := suite.Try(t, opTimeout, q, &hist, infer(allRefusedTokens))
-	suite.MustError(t, out, "no other ready worker for model "+tinyModel)
 	ids := routes(out)
 	if strings.Join(ids, ",") != "worker-1,worker-2" && strings.Join(ids, ",") != "worker-2,worker-1" {
-		t.Errorf("infer with both workers refused: attempts %v; want each worker once", ids)
+		t.Fatalf("infer with both workers refused: attempts %v, ended %s; want each worker tried once", ids, out.Terminator())
 	}
+	suite.MustError(t, out, "no other ready worker for model "+tinyModel)
 	if c := count(allRefusedTokens); c["worker-1"]+c["worker-2"] != 0 {
 		t.Errorf("the infer with both workers refused was accepted %v; want nowhere", c)
 	}
