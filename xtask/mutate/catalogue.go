@@ -543,7 +543,7 @@ var Catalogue = []Mutant{
 		Desc:   "an infer whose worker refused the connection (it never saw the request) is not tried on another worker",
 		Old:    "return isConnRefused(err), fmt.Errorf(\"%s: %s\", name, cause)",
 		New:    "return false, fmt.Errorf(\"%s: %s\", name, cause)",
-		Catch:  "expected: with one fresh worker refusing connections, infers must end [DONE] on the other worker.",
+		Catch:  "failure/TestInferRefusedWorkerTriedOnAnother: with the queen's connections to worker-1 refused (its idle keep-alive connections aborted first; it keeps heartbeating, so it stays a fresh candidate) three infers must end [DONE] on worker-2, counted in the workers' logs; the mutant ends the first one [ERROR] worker-1 … connection refused.",
 		Claims: []string{"failure", "e2e"},
 	},
 	{
