@@ -551,7 +551,7 @@ var Catalogue = []Mutant{
 		Desc:   "the queen never forwards the infer's temperature: every worker samples at the 0.7 default",
 		Old:    "\t\tbody.Temperature = *req.Temperature\n",
 		New:    "",
-		Catch:  "expected: the worker must record the temperature the infer asked for.",
+		Catch:  "e2e/TestInferTemperatureReachesWorker: the worker's own log must record each inference with the temperature and seed the infer asked for (1.5, then 0), and temperature 0 must give the same tokens for seeds 1 and 2 while 1.5 gives different ones; the mutant's worker logs temperature=0.7 for the first.",
 		Claims: []string{"e2e"},
 	},
 	{
