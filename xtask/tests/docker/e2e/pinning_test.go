@@ -24,6 +24,7 @@ func TestInferStaysOnItsModelAndHive(t *testing.T) {
 	b := suite.SpawnWorker(t, q, &hist, "hive-2", tinyModel)
 	c := suite.SpawnWorker(t, q, &hist, "hive-2", ngram4Model)
 	name := map[string]string{a.WorkerID: "A (hive-1, tiny)", b.WorkerID: "B (hive-2, tiny)", c.WorkerID: "C (hive-2, ngram-4)"}
+	model := map[string]string{a.WorkerID: tinyModel, b.WorkerID: tinyModel, c.WorkerID: ngram4Model}
 	ids := []string{a.WorkerID, b.WorkerID, c.WorkerID}
 	ctx := suite.Context(t, 10*opTimeout)
 	served := map[string]int{}
@@ -35,6 +36,9 @@ func TestInferStaysOnItsModelAndHive(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, rt := suite.Infer(t, q, &hist, req)
+		if m := model[rt.WorkerID]; m != req.Model {
+			t.Fatalf("an infer of model %s ran on %s, a worker of %s", req.Model, name[rt.WorkerID], m)
+		}
 		served[rt.WorkerID]++
 		return rt.WorkerID
 	}
