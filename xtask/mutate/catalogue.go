@@ -519,7 +519,7 @@ var Catalogue = []Mutant{
 		Desc:   "Candidates no longer filters by model: an infer can be routed to a worker serving another model",
 		Old:    "if e.info.Model != model || (hiveID != \"\" && e.info.HiveID != hiveID) {",
 		New:    "if hiveID != \"\" && e.info.HiveID != hiveID {",
-		Catch:  "expected: an infer for a model only one worker serves must run on that worker, while workers of another model are idle.",
+		Catch:  "e2e/TestInferStaysOnItsModelAndHive: with A (hive-1, tiny), B (hive-2, tiny) and C (hive-2, ngram-4) idle, every infer must run on a worker of its model (tiny pinned to hive-2 on B, never C; ngram-4 only on C), counted in the workers' logs; the mutant sends one of the two unpinned tiny infers of the negative control to C.",
 		Claims: []string{"e2e", "failure"},
 	},
 	{
