@@ -527,7 +527,7 @@ var Catalogue = []Mutant{
 		Desc:   "Candidates ignores the infer's hive_id: a job pinned to one hive can run on another",
 		Old:    "if e.info.Model != model || (hiveID != \"\" && e.info.HiveID != hiveID) {",
 		New:    "if e.info.Model != model {",
-		Catch:  "expected: infers pinned to hive-1 must all run on hive-1's worker although hive-2 has an idle worker of the same model.",
+		Catch:  "e2e/TestInferStaysOnItsModelAndHive: three tiny infers with hive_id hive-1 must run on A and three with hive_id hive-2 on B, although the other hive has an idle tiny worker (the negative control shows unpinned ones alternate hives); the mutant sends the second of each to the other hive.",
 		Claims: []string{"e2e", "failure"},
 	},
 	{
