@@ -129,7 +129,7 @@ func TestLocalhostBasics(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "rbee" {
 		t.Fatalf("ssh id -un = %q, %v", out, err)
 	}
-	if _, err := h.SSHWithKey(ctx, "hive-localhost", h.cfg.keysDir+"/wrong_id_rsa"); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+	if _, err := h.SSHWithKey(ctx, "hive-localhost", h.cfg.keysDir+"/wrong_id_rsa", nil); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("ssh with the wrong key: %v", err)
 	}
 

@@ -4,7 +4,6 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,7 +22,6 @@ import (
 // Names from tests/docker/ and configs/ that the tests rely on.
 const (
 	localHive = "hive-localhost"
-	tinyModel = "rbee/tiny-ngram:model.bin" // what the full stack's standalone workers serve
 	// httpTimeout is [http] timeout in configs/*/queen.toml.
 	httpTimeout = 3 * time.Second
 )
@@ -43,27 +41,10 @@ func queenToml(t *testing.T, topology string, oldNew ...string) []byte {
 	return []byte(s)
 }
 
-// narrations decodes the narration events of o.
-func narrations(t *testing.T, o client.Outcome) []api.Narration {
-	t.Helper()
-	var ns []api.Narration
-	for _, ev := range o.Events {
-		if ev.Name != api.EventNarration {
-			continue
-		}
-		var n api.Narration
-		if err := json.Unmarshal([]byte(ev.Data), &n); err != nil {
-			t.Fatalf("job %s: narration event %d is not JSON: %v (%q)", o.JobID, ev.ID, err, ev.Data)
-		}
-		ns = append(ns, n)
-	}
-	return ns
-}
-
 // retryNarrations are the queen's "retrying …" narration messages.
 func retryNarrations(t *testing.T, o client.Outcome) []api.Narration {
 	var rs []api.Narration
-	for _, n := range narrations(t, o) {
+	for _, n := range suite.Narrations(t, o) {
 		if strings.HasPrefix(n.Message, "retrying ") {
 			rs = append(rs, n)
 		}

@@ -181,6 +181,8 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	procs := func() []api.WorkerProcess {
+		// Raw access: a job on the hive itself, signed, which the queen's
+		// History cannot re-read.
 		o, err := hv.Run(suite.Context(t, time.Minute), api.JobRequest{Operation: api.OpWorkerProcessList}, nil)
 		if err != nil {
 			t.Fatalf("signed worker_process_list on hive-1: %v", err)
@@ -193,7 +195,7 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 	}
 	procsBefore := procs()
 	for _, body := range []map[string]string{
-		{"operation": api.OpWorkerSpawn, "model": tinyModel, "device": "cpu:0"},
+		{"operation": api.OpWorkerSpawn, "model": suite.TinyModel, "device": "cpu:0"},
 		{"operation": api.OpWorkerProcessDelete, "worker_id": "w-0000000001"},
 		{"operation": api.OpModelList},
 	} {
