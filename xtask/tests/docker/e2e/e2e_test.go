@@ -310,7 +310,7 @@ func TestHiveFailureRecovery(t *testing.T) {
 	}
 
 	// The machine comes back: sshd only, no hive daemon, still offline.
-	h.MustStart(t, "hive-1")
+	h.MustStartService(t, "hive-1")
 	h.MustWaitForHealthy(t, "hive-1", healthTimeout)
 	if code := hiveDaemonExit(t, h, "hive-1"); code != 7 {
 		t.Fatalf("hive port after the machine restarted: curl exit %d; want 7 (refused: nobody started the daemon)", code)

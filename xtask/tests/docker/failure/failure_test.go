@@ -157,7 +157,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	t.Logf("download ended %s", out.Terminator())
 
 	h.MustHeal(t)
-	h.MustStart(t, hive)
+	h.MustStartService(t, hive)
 	h.MustWaitForHealthy(t, hive, 60*time.Second)
 	awaitHive(t, q, hive, api.HiveOnline)
 	for _, m := range modelList(t, q, &hist) {
@@ -202,7 +202,7 @@ func TestQueenRestart(t *testing.T) {
 			t.Fatalf("with the queen down, hive pid %d alive %v, worker pid %d alive %v; want both running", hpid, alive(t, h, hive, hpid), w.PID, alive(t, h, hive, w.PID))
 		}
 	}
-	h.MustStart(t, "queen")
+	h.MustStartService(t, "queen")
 	h.MustWaitForHealthy(t, "queen", 60*time.Second)
 	q = h.MustQueen(t) // the published port changed
 	var after checks.History

@@ -94,7 +94,7 @@ func TestJobInFlightAcrossQueenRestart(t *testing.T) {
 	}
 
 	// The new queen does not know the job, and says so at once.
-	h.MustStart(t, "queen")
+	h.MustStartService(t, "queen")
 	h.MustWaitForHealthy(t, "queen", 60*time.Second)
 	q = h.MustQueen(t) // the published port changed
 	qctx, cancel := context.WithTimeout(ctx, 15*time.Second)

@@ -131,7 +131,7 @@ func TestHiveCrashRecoveryWithTwoHives(t *testing.T) {
 		}
 	}
 
-	h.MustStart(t, "hive-1")
+	h.MustStartService(t, "hive-1")
 	h.MustWaitForHealthy(t, "hive-1", 60*time.Second)
 	awaitHive(t, q, "hive-1", api.HiveOnline)
 	// The machine's disk survived: its catalog still has the model.
