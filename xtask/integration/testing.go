@@ -95,16 +95,6 @@ func (h *Harness) MustURL(t testing.TB, svc string, port int) string {
 	return u
 }
 
-// MustIP is IP that fails the test on error.
-func (h *Harness) MustIP(t testing.TB, svc string) string {
-	t.Helper()
-	ip, err := h.IP(svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ip
-}
-
 // MustQueen is Queen that fails the test on error.
 func (h *Harness) MustQueen(t testing.TB) *rbeeclient.Client {
 	t.Helper()
@@ -162,10 +152,10 @@ func (h *Harness) MustStop(t testing.TB, svc string) {
 	h.must(t, func(ctx context.Context) error { return h.Stop(ctx, svc) })
 }
 
-// MustStart is (Harness).Start that fails the test on error.
-func (h *Harness) MustStart(t testing.TB, svc string) {
+// MustStartService is StartService that fails the test on error.
+func (h *Harness) MustStartService(t testing.TB, svc string) {
 	t.Helper()
-	h.must(t, func(ctx context.Context) error { return h.Start(ctx, svc) })
+	h.must(t, func(ctx context.Context) error { return h.StartService(ctx, svc) })
 }
 
 // MustKill is Kill that fails the test on error.

@@ -9,6 +9,7 @@ package suite
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -62,12 +63,27 @@ func QueenConfig(t testing.TB, topology string, set map[string]string) []byte {
 	return b
 }
 
-// MustDone fails the test unless o ended [DONE].
+// MustDone fails the test unless o ended [DONE]; the failure quotes the
+// job's narration.
 func MustDone(t testing.TB, o client.Outcome) {
 	t.Helper()
 	if o.Kind != sse.Done {
-		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermDone)
+		t.Fatalf("job %s ended %s; want %s%s", o.JobID, o.Terminator(), api.TermDone, NarrationText(o))
 	}
+}
+
+// NarrationText renders o's narration for a failure message, one
+// "[hive/actor] action: message" line each.
+func NarrationText(o client.Outcome) string {
+	ns, err := client.Narrations(o)
+	var b strings.Builder
+	for _, n := range ns {
+		fmt.Fprintf(&b, "\n  [%s/%s] %s: %s", n.Hive, n.Actor, n.Action, n.Message)
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "\n  (%v)", err)
+	}
+	return b.String()
 }
 
 // MustError fails the test unless o ended [ERROR] with every one of parts
@@ -91,11 +107,25 @@ func Try(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.His
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	t0 := time.Now()
 	out, err := hist.Run(ctx, q, req)
 	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
+		t.Fatalf("%s: %v", describe(req), err)
 	}
+	t.Logf("%s: job %s ended %s in %v", describe(req), out.JobID, out.Terminator(), time.Since(t0).Round(time.Millisecond))
 	return out
+}
+
+// describe names a job request by its operation and target, for failure
+// messages.
+func describe(req api.JobRequest) string {
+	s := req.Operation
+	for _, kv := range [][2]string{{"alias", req.Alias}, {"hive_id", req.HiveID}, {"model", req.Model}} {
+		if kv[1] != "" {
+			s += " " + kv[0] + "=" + kv[1]
+		}
+	}
+	return s
 }
 
 // Run is Try for a job that must end [DONE].
@@ -103,7 +133,7 @@ func Run(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.His
 	t.Helper()
 	out := Try(t, timeout, q, hist, req)
 	if out.Kind != sse.Done {
-		t.Fatalf("%s %s: ended %s; want %s", req.Operation, out.JobID, out.Terminator(), api.TermDone)
+		t.Fatalf("%s %s: ended %s; want %s%s", describe(req), out.JobID, out.Terminator(), api.TermDone, NarrationText(out))
 	}
 	return out
 }
@@ -114,6 +144,20 @@ func Result[T any](t testing.TB, timeout time.Duration, q *client.Client, hist *
 	v, err := checks.Result[T](Run(t, timeout, q, hist, req))
 	if err != nil {
 		t.Fatalf("%s: %v", req.Operation, err)
+	}
+	return v
+}
+
+// ResultOf decodes the single result event of o, a job that ended [DONE];
+// anything else fails the test.
+func ResultOf[T any](t testing.TB, o client.Outcome) T {
+	t.Helper()
+	if o.Kind != sse.Done {
+		t.Fatalf("job %s ended %s; want %s%s", o.JobID, o.Terminator(), api.TermDone, NarrationText(o))
+	}
+	v, err := checks.Result[T](o)
+	if err != nil {
+		t.Fatalf("job %s: %v", o.JobID, err)
 	}
 	return v
 }

@@ -266,7 +266,11 @@ func RunAll(ctx context.Context, o Options, specs ...Spec) error {
 	o.fill()
 	var rows []Row
 	var failed []string
+	var split []Spec
 	for _, s := range specs {
+		split = append(split, SplitRace(s)...)
+	}
+	for _, s := range split {
 		if err := Run(ctx, o, s); err != nil {
 			failed = append(failed, err.Error())
 		}

@@ -72,7 +72,9 @@ func TestKeepalivesThroughRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := uint64(3)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
+	// Raw access: the job is read by a raw byte reader and by two clients
+	// with watchdogs of their own, which is what the test compares.
+	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
 	if err != nil {
 		t.Fatal(err)
 	}

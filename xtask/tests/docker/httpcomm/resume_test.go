@@ -171,15 +171,7 @@ func TestResumeFinishedStreamAtTerminator(t *testing.T) {
 		if out.Kind != c.want {
 			t.Fatalf("%s via the queen ended %s; want %s", c.req.Operation, out.Terminator(), c.want)
 		}
-		var hiveJob string
-		for _, n := range narrations(t, out) {
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && n.Hive == localHive {
-				hiveJob = m[1]
-			}
-		}
-		if hiveJob == "" {
-			t.Fatalf("no \"forwarded … to %s as job-…\" narration on queen job %s", localHive, out.JobID)
-		}
+		hiveJob := hiveJobOf(t, out, localHive)
 		checkResume(t, ctx, "queen", q.BaseURL(), out.JobID, c.want)
 		checkResume(t, ctx, "hive", hive.BaseURL(), hiveJob, c.want, sign)
 	}

@@ -50,10 +50,10 @@ func TestJobAPIStatusCodes(t *testing.T) {
 	// 400 on the queen, before a job exists.
 	_, err = q.Submit(ctx, api.JobRequest{Operation: api.OpHiveGet, Alias: "no-such-hive"})
 	wantAPIError(t, "queen: hive_get of an unknown alias", err, http.StatusBadRequest, api.CodeInvalidRequest, "no-such-hive")
-	_, err = q.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: localHive, Model: tinyModel, Device: "tpu:0"})
+	_, err = q.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: localHive, Model: suite.TinyModel, Device: "tpu:0"})
 	wantAPIError(t, "queen: worker_spawn on device tpu:0", err, http.StatusBadRequest, api.CodeInvalidRequest, "tpu:0")
 	// 400 on the hive: a device of the right form that it does not have.
-	_, err = hive.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, Model: tinyModel, Device: "gpu:7"})
+	_, err = hive.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, Model: suite.TinyModel, Device: "gpu:7"})
 	wantAPIError(t, "hive: worker_spawn on gpu:7", err, http.StatusBadRequest, api.CodeInvalidRequest, "gpu:7")
 
 	// Accepted (the negative control of the 400s), run to the end, then

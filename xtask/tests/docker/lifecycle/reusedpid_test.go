@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
@@ -18,6 +19,7 @@ import (
 func TestHiveStopSparesReusedPid(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
+	var hist checks.History
 	ctx := suite.Context(t, 4*time.Minute)
 
 	real := recordedPid(t, h)
@@ -37,7 +39,7 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	}
 	suite.Sh(t, h, hive, fmt.Sprintf("setpriv --reuid=rbee --regid=rbee --init-groups sh -c 'echo %d > %s'", decoy, pidFile))
 
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	suite.MustError(t, o, hive, strconv.Itoa(decoy), "not rbee-hive")
 
 	s, err := procState(ctx, h, decoy)
@@ -55,4 +57,5 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	if got := recordedPid(t, h); got != 0 {
 		t.Errorf("pid file holds %d after the refused hive_stop; want the stale file removed", got)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
