@@ -73,8 +73,10 @@ func TestKeepalivesThroughRelay(t *testing.T) {
 	}
 	seed := uint64(3)
 	// Raw access: the job is read by a raw byte reader and by two clients
-	// with watchdogs of their own, which is what the test compares.
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
+	// with watchdogs of their own, which is what the test compares; the
+	// History reads it once more at the end.
+	var hist checks.History
+	acc, err := hist.Submit(ctx, q, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +167,10 @@ func TestKeepalivesThroughRelay(t *testing.T) {
 		t.Fatalf("the worker's stream was resumed, so the queen's relay went idle:\n%s", grepLines(logs, "stream resumed"))
 	}
 	t.Logf("silence %v: %d keepalives; 5 s watchdog reconnected %d times", silence.Round(time.Millisecond), len(inSilence), eager.Reconnects)
+	if _, err := hist.Adopt(ctx, q, api.OpInfer, acc.JobID, nil); err != nil {
+		t.Fatalf("following queen job %s again: %v", acc.JobID, err)
+	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 func grepLines(s, sub string) string {
