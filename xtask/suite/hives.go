@@ -65,7 +65,7 @@ func SpawnWorker(t testing.TB, q *client.Client, hist *checks.History, hive, mod
 	if wp.WorkerID == "" || wp.PID <= 0 || wp.Model != model {
 		t.Fatalf("worker_spawn on %s: result %+v", hive, wp)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	w, err := checks.AwaitWorker(ctx, q, wp.WorkerID, time.Minute, "fresh and ready", func(w api.WorkerInfo) bool { return !w.Stale && w.State == api.WorkerReady })
 	if err != nil {
@@ -171,7 +171,7 @@ func RestartHiveDaemon(t testing.TB, h *integration.Harness, svc string) int {
 	if err != nil {
 		t.Fatalf("restarting rbee-hive on %s: %q", svc, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	err = checks.Await(ctx, 30*time.Second, "restarted rbee-hive answering on "+svc, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, svc, []string{"curl", "-fsS", "-m", "2", "http://127.0.0.1:9000/health"})

@@ -105,7 +105,7 @@ func MustError(t testing.TB, o client.Outcome, parts ...string) {
 // job ended.
 func Try(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	t0 := time.Now()
 	out, err := hist.Run(ctx, q, req)
@@ -166,7 +166,7 @@ func ResultOf[T any](t testing.TB, o client.Outcome) T {
 // cancelled when the test ends.
 func Context(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -187,7 +187,7 @@ func Sh(t testing.TB, h *integration.Harness, svc, script string, opts ...integr
 // (checks.History.CheckNothingLost), checked within timeout.
 func NothingLost(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.History) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	if err := hist.CheckNothingLost(ctx, q); err != nil {
 		t.Fatal(err)

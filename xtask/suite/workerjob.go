@@ -23,7 +23,7 @@ func WorkerJobOf(t testing.TB, h *integration.Harness, svc string, maxTokens int
 	t.Helper()
 	re := regexp.MustCompile(`inference (job-\S+): accepted max_tokens=` + strconv.Itoa(maxTokens) + ` `)
 	var id string
-	err := checks.Await(context.Background(), 60*time.Second, fmt.Sprintf("%s accepted an inference of %d tokens", svc, maxTokens), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), 60*time.Second, fmt.Sprintf("%s accepted an inference of %d tokens", svc, maxTokens), func(ctx context.Context) (bool, string, error) {
 		logs, err := h.Logs(ctx, svc)
 		if err != nil {
 			return false, "", err

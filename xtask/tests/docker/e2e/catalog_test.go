@@ -114,7 +114,7 @@ func has(ids []string, id string) bool {
 // the sha256 of the bytes it serves.
 func hubBody(t *testing.T, h *integration.Harness, path string) (sha string, size int64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.MustURL(t, "hub", 8080)+path, nil)
 	if err != nil {
@@ -204,7 +204,7 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 
 	// The download has started writing: its partial file has bytes.
 	var size int64
-	if err := checks.Await(context.Background(), stateTimeout, "bytes in "+partial, func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "bytes in "+partial, func(ctx context.Context) (bool, string, error) {
 		n, err := fileSize(ctx, h, "hive-1", partial)
 		size = n
 		return n > 0, fmt.Sprintf("%s is %d bytes (-1: absent)", partial, n), err
@@ -213,7 +213,7 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 	}
 
 	del := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: suite.BigModel})
-	after, err := fileSize(context.Background(), h, "hive-1", partial)
+	after, err := fileSize(t.Context(), h, "hive-1", partial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 	if got := diskSHA256(t, h, "hive-1", m.Path); got != hubSHA {
 		t.Fatalf("%s on hive-1's disk has sha256 %s; the hub's is %s", m.Path, got, hubSHA)
 	}
-	if n, err := fileSize(context.Background(), h, "hive-1", m.Path); err != nil || n != hubSize {
+	if n, err := fileSize(t.Context(), h, "hive-1", m.Path); err != nil || n != hubSize {
 		t.Fatalf("%s on hive-1's disk is %d bytes (%v); want %d", m.Path, n, err, hubSize)
 	}
 	if exists(t, h, "hive-1", partial) {
@@ -320,7 +320,7 @@ func TestModelDownloadResumesAtPartialSize(t *testing.T) {
 
 	first := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.Ngram4Model})
 	suite.MustError(t, first, suite.Ngram4Model, "partial file is kept")
-	k, err := fileSize(context.Background(), h, "hive-1", partial)
+	k, err := fileSize(t.Context(), h, "hive-1", partial)
 	if err != nil {
 		t.Fatal(err)
 	}

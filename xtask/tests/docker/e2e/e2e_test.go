@@ -60,7 +60,7 @@ func TestFreshInstallToInference(t *testing.T) {
 			t.Fatalf("rbee-keeper infer --seed %s: exit %d; want 0\nstdout:\n%s\nstderr:\n%s", seed, kr.code, kr.stdout, kr.stderr)
 		}
 		// The keeper's job goes into the history like any other.
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 		defer cancel()
 		out, err := checks.EndedDone(hist.Adopt(ctx, q, api.OpInfer, kr.jobID(t), nil))
 		if err != nil {
@@ -119,7 +119,7 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 	for i := range n {
 		// Both workers idle first, so the pick is the scheduler's rule and
 		// not a busy state a heartbeat happened to carry.
-		if err := suite.AwaitIdle(context.Background(), q, ids, stateTimeout); err != nil {
+		if err := suite.AwaitIdle(t.Context(), q, ids, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 		seed := uint64(i)
@@ -207,7 +207,7 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 	}
 
 	wp := suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: "hive-1", Model: suite.Ngram4Model, Device: "cpu:0"})
-	if _, err := checks.AwaitWorker(context.Background(), q, wp.WorkerID, stateTimeout, "fresh serving "+suite.Ngram4Model, func(w api.WorkerInfo) bool {
+	if _, err := checks.AwaitWorker(t.Context(), q, wp.WorkerID, stateTimeout, "fresh serving "+suite.Ngram4Model, func(w api.WorkerInfo) bool {
 		return checks.Fresh(w) && w.Model == suite.Ngram4Model && w.HiveID == "hive-1"
 	}); err != nil {
 		t.Fatal(err)
@@ -266,13 +266,13 @@ func TestHiveFailureRecovery(t *testing.T) {
 		err error
 	}
 	long := make(chan result, 1)
-	lctx, lcancel := context.WithTimeout(context.Background(), opTimeout)
+	lctx, lcancel := context.WithTimeout(t.Context(), opTimeout)
 	defer lcancel()
 	go func() {
 		out, err := hist.Run(lctx, q, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: api.MaxMaxTokens})
 		long <- result{out, err}
 	}()
-	if _, err := checks.AwaitWorker(context.Background(), q, w1.WorkerID, stateTimeout, "busy", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy }); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w1.WorkerID, stateTimeout, "busy", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy }); err != nil {
 		t.Fatal(err)
 	}
 	h.MustKill(t, "hive-1")
@@ -295,10 +295,10 @@ func TestHiveFailureRecovery(t *testing.T) {
 	// Within that window the queen may still pick the dead worker and then
 	// try another, since a vanished host never saw the request; this test
 	// asserts on the state after the window, where routing is decided.
-	if _, err := checks.AwaitWorker(context.Background(), q, w1.WorkerID, stateTimeout, "stale", checks.Stale); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w1.WorkerID, stateTimeout, "stale", checks.Stale); err != nil {
 		t.Fatal(err)
 	}
-	if err := checks.AwaitHiveState(context.Background(), q, "hive-1", api.HiveOffline, stateTimeout); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, "hive-1", api.HiveOffline, stateTimeout); err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range inferAll(t, &hist, q, 8, func(i int) api.JobRequest {
@@ -315,7 +315,7 @@ func TestHiveFailureRecovery(t *testing.T) {
 	if code := hiveDaemonExit(t, h, "hive-1"); code != 7 {
 		t.Fatalf("hive port after the machine restarted: curl exit %d; want 7 (refused: nobody started the daemon)", code)
 	}
-	if hv, err := checks.Hive(context.Background(), q, "hive-1"); err != nil || hv.State == api.HiveOnline {
+	if hv, err := checks.Hive(t.Context(), q, "hive-1"); err != nil || hv.State == api.HiveOnline {
 		t.Fatalf("hive-1 before hive_start: %+v, %v; want not online", hv, err)
 	}
 

@@ -39,7 +39,7 @@ const (
 func awaitOnline(t *testing.T, q *client.Client, hives ...string) {
 	t.Helper()
 	for _, hv := range hives {
-		if err := checks.AwaitHiveState(context.Background(), q, hv, api.HiveOnline, stateTimeout); err != nil {
+		if err := checks.AwaitHiveState(t.Context(), q, hv, api.HiveOnline, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +67,7 @@ func inferAll(t *testing.T, hist *checks.History, q *client.Client, n int, mk fu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 			defer cancel()
 			outs[i], errs[i] = hist.Run(ctx, q, mk(i))
 		}()
@@ -95,7 +95,7 @@ type keeperRun struct {
 // runKeeper runs the rbee-keeper built by TestMain on the test host.
 func runKeeper(t *testing.T, args ...string) keeperRun {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), keeperTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), keeperTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keeperBin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"} // no RBEE_QUEEN_URL from the caller's shell
@@ -134,7 +134,7 @@ func hubChecksum(t *testing.T, h *integration.Harness, model string) (sha string
 	org, rest, _ := strings.Cut(model, "/")
 	repo, file, _ := strings.Cut(rest, ":")
 	path = fmt.Sprintf("/%s/%s/resolve/main/%s", org, repo, file)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, h.MustURL(t, "hub", 8080)+path, nil)
 	if err != nil {
@@ -165,7 +165,7 @@ type hubRequest struct {
 // hubRequests is what the hub says it served so far.
 func hubRequests(t *testing.T, h *integration.Harness) []hubRequest {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var reqs []hubRequest
 	if err := client.New(h.MustURL(t, "hub", 8080)).Do(ctx, http.MethodGet, "/_hub/requests", nil, &reqs); err != nil {

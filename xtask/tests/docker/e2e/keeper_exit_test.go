@@ -80,7 +80,7 @@ func TestKeeperExitCodes(t *testing.T) {
 // job id.
 func interruptKeeper(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), keeperTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), keeperTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keeperBin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -50,7 +49,7 @@ func TestMultiHiveSequentialAlternation(t *testing.T) {
 	for i := range n {
 		// Every worker idle first: the pick is then decided by the rule
 		// under test, not by a busy state in a heartbeat still on its way.
-		if err := suite.AwaitIdle(context.Background(), q, ids, stateTimeout); err != nil {
+		if err := suite.AwaitIdle(t.Context(), q, ids, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 		seed := uint64(i)

@@ -39,7 +39,7 @@ import (
 // worker is duplicated.
 func TestNetworkPartitionQueenHive(t *testing.T) {
 	h, q := suite.StartHive(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	var hist checks.History
 
 	suite.Download(t, q, &hist, hive, suite.TinyModel)
@@ -123,7 +123,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 
 	partial := modelsDir + "/rbee--big-ngram--model.bin/model.bin.partial"
 	var size int64
-	if err := checks.Await(context.Background(), stateTimeout, "a half-written "+partial, func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "a half-written "+partial, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, hive, []string{"stat", "-c", "%s", partial})
 		if err != nil {
 			return false, "", err
@@ -147,7 +147,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 		t.Fatal("the queen's download stream did not end after the hive was killed")
 	}
 	suite.MustError(t, out, hive)
-	st, err := q.Job(context.Background(), out.JobID)
+	st, err := q.Job(t.Context(), out.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,10 +210,10 @@ func TestQueenRestart(t *testing.T) {
 	// Back within a couple of intervals plus slack for a loaded machine: a
 	// sender backing off to tens of seconds misses this.
 	back := time.Now()
-	if err := checks.AwaitHiveState(context.Background(), q, hive, api.HiveOnline, comebackBound); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, hive, api.HiveOnline, comebackBound); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := checks.AwaitWorker(context.Background(), q, w.WorkerID, comebackBound, "re-registered by heartbeat", checks.Fresh); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w.WorkerID, comebackBound, "re-registered by heartbeat", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("hive and worker back %v after the queen, down for %v, was healthy again", time.Since(back).Round(time.Millisecond), outage)
@@ -259,7 +259,7 @@ func TestWorkerCrash(t *testing.T) {
 		}
 		awaitWorker(t, q, w.WorkerID, "stale after SIGKILL", checks.Stale)
 		var got api.WorkerProcess
-		if err := checks.Await(context.Background(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
+		if err := checks.Await(t.Context(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
 			got = suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessGet, HiveID: hive, WorkerID: w.WorkerID})
 			return got.State == "exited", fmt.Sprintf("%s is %s", w.WorkerID, got.State), nil
 		}); err != nil {
@@ -317,7 +317,7 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, req := range reqs {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), 2*opTimeout)
 			defer cancel()
 			out, err := hist.Run(ctx, q, req)
 			if err != nil {
@@ -454,7 +454,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 		return n, nil
 	}
 	var part int64
-	if err := checks.Await(context.Background(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
 		var err error
 		part, err = tmpSize(ctx)
 		return part >= blockFrom, fmt.Sprintf("temporary file has %d bytes", part), err
@@ -464,7 +464,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	h.MustInject(t, integration.Block("queen", alias))
 	// The block is in place: the upload must still be short of the whole
 	// binary, or the fault landed too late and this run proves nothing.
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	after, err := tmpSize(ctx)
 	cancel()
 	if err != nil {

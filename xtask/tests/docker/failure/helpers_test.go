@@ -3,7 +3,6 @@
 package failure
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,14 +30,14 @@ const (
 
 func awaitHive(t *testing.T, q *client.Client, alias, state string) {
 	t.Helper()
-	if err := checks.AwaitHiveState(context.Background(), q, alias, state, stateTimeout); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, alias, state, stateTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func awaitWorker(t *testing.T, q *client.Client, id, what string, pred func(api.WorkerInfo) bool) api.WorkerInfo {
 	t.Helper()
-	w, err := checks.AwaitWorker(context.Background(), q, id, stateTimeout, what, pred)
+	w, err := checks.AwaitWorker(t.Context(), q, id, stateTimeout, what, pred)
 	if err != nil {
 		t.Fatal(err)
 	}

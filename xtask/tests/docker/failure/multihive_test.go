@@ -199,7 +199,7 @@ func TestConcurrentOperationsAcrossHives(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 			defer cancel()
 			outs[i], errs[i] = checks.EndedDone(hist.Run(ctx, q, j.req))
 		}()
@@ -275,7 +275,7 @@ func awaitHeartbeating(t *testing.T, q *client.Client, alias, workerID string) {
 		}
 	}
 	t0 := time.Now()
-	err := checks.Await(context.Background(), staleAfter+beat+comebackBound, alias+" heartbeating steadily", func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), staleAfter+beat+comebackBound, alias+" heartbeating steadily", func(ctx context.Context) (bool, string, error) {
 		hv, err := checks.Hive(ctx, q, alias)
 		if err != nil {
 			return false, "", err

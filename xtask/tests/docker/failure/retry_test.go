@@ -71,7 +71,7 @@ func countSpawns(ctx context.Context, h *integration.Harness, hc *client.Client)
 func awaitSpawns(t *testing.T, h *integration.Harness, hc *client.Client, n int) spawnCounts {
 	t.Helper()
 	var c spawnCounts
-	err := checks.Await(context.Background(), stateTimeout+opTimeout, fmt.Sprintf("%d running workers on hive-1", n), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), stateTimeout+opTimeout, fmt.Sprintf("%d running workers on hive-1", n), func(ctx context.Context) (bool, string, error) {
 		var err error
 		c, err = countSpawns(ctx, h, hc)
 		return err == nil && c.running >= n, c.String(), err
@@ -99,7 +99,7 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	suite.Download(t, q, &hist, hive, suite.TinyModel)
-	if c, err := countSpawns(context.Background(), h, hc); err != nil || c != (spawnCounts{}) {
+	if c, err := countSpawns(t.Context(), h, hc); err != nil || c != (spawnCounts{}) {
 		t.Fatalf("before any spawn: %v, %v; want nothing", c, err)
 	}
 

@@ -38,7 +38,7 @@ func twoHives(t *testing.T) (*integration.Harness, *client.Client, map[string]ap
 	var hist checks.History
 	ws := map[string]api.WorkerProcess{}
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		if err := checks.AwaitHiveState(context.Background(), q, hv, api.HiveOnline, 30*time.Second); err != nil {
+		if err := checks.AwaitHiveState(t.Context(), q, hv, api.HiveOnline, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		suite.SeedModel(t, h, q, hv, suite.TinyModel)

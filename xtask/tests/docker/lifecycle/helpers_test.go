@@ -63,7 +63,7 @@ func running(state, want string) bool {
 // awaitGone waits until pid has exited (and been reaped, or is a zombie).
 func awaitGone(t testing.TB, h *integration.Harness, pid int, timeout time.Duration) {
 	t.Helper()
-	err := checks.Await(context.Background(), timeout, fmt.Sprintf("pid %d gone from the hive", pid), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), timeout, fmt.Sprintf("pid %d gone from the hive", pid), func(ctx context.Context) (bool, string, error) {
 		s, err := procState(ctx, h, pid)
 		return s == "gone" || strings.HasPrefix(s, "Z "), fmt.Sprintf("pid %d: %s", pid, s), err
 	})

@@ -53,7 +53,7 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", pid))
 	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	suite.MustError(t, o, hive, "host key mismatch", `"`+hive+`"`)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	s, err := procState(ctx, h, pid)
 	if err != nil {

@@ -32,7 +32,7 @@ func TestHiveStartViaQueen(t *testing.T) {
 	if pid := recordedPid(t, h); pid != 0 {
 		t.Fatalf("pid file holds %d before hive_start", pid)
 	}
-	if row, err := checks.Hive(context.Background(), q, hive); err != nil || len(row.Devices) != 0 {
+	if row, err := checks.Hive(t.Context(), q, hive); err != nil || len(row.Devices) != 0 {
 		t.Fatalf("registry before hive_start: %+v, %v; want no devices yet", row, err)
 	}
 
@@ -42,7 +42,7 @@ func TestHiveStartViaQueen(t *testing.T) {
 	}
 	wantDevices(t, "hive_start result", res.Devices, 1)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if body, err := hc.Health(ctx); err != nil || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("hive /health after hive_start: %q, %v; want ok", body, err)
@@ -94,7 +94,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 	}
 	// This context bounds the checks of the whole test, three hive
 	// operations included: one operation's bound each, not a minute.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*opTimeout)
 	defer cancel()
 	for name, pid := range decoys {
 		if err := checks.Await(ctx, 10*time.Second, "decoy "+name+" running", func(ctx context.Context) (bool, string, error) {
@@ -154,7 +154,7 @@ func TestHiveRestart(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
 	var hist checks.History
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	if err := checks.AwaitHiveState(ctx, q, hive, api.HiveOnline, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2", "RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
 	var hist checks.History
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	refresh := func() api.Capabilities {
 		t.Helper()

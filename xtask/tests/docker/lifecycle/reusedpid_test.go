@@ -3,6 +3,7 @@
 package lifecycle
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,7 +31,7 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	// the pid file over SSH. The decoy starts before the pid file is
 	// rewritten, so only the command-line check can tell it apart.
 	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", real))
-	t.Cleanup(func() { _, _ = h.Exec(t.Context(), hive, []string{"kill", "-CONT", strconv.Itoa(real)}) })
+	t.Cleanup(func() { _, _ = h.Exec(context.Background(), hive, []string{"kill", "-CONT", strconv.Itoa(real)}) })
 	out := suite.Sh(t, h, hive, fmt.Sprintf(
 		`setpriv --reuid=rbee --regid=rbee --init-groups sh -c 'sleep 600 >/dev/null 2>&1 & echo $!' && sleep 1.1`))
 	decoy, err := strconv.Atoi(strings.TrimSpace(strings.Split(strings.TrimSpace(out), "\n")[0]))

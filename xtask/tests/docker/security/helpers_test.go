@@ -109,7 +109,7 @@ func signAt(t *testing.T, keyFile, method, path string, v any, at time.Time) (ht
 	c := &capture{}
 	cl := client.New("http://signer.invalid", client.WithHTTPClient(&http.Client{Transport: c}), opt,
 		client.WithSigningClock(func() time.Time { return at }))
-	if err := cl.Do(context.Background(), method, path, v, nil); err != nil {
+	if err := cl.Do(t.Context(), method, path, v, nil); err != nil {
 		t.Fatalf("signing %s %s: %v", method, path, err)
 	}
 	if c.header.Get("X-Rbee-Signature") == "" {

@@ -30,7 +30,7 @@ import (
 // The test host logs in to the hive's real sshd with the generated key and the pinned host key; a host key that is not the hive's is refused.
 func TestConnectionEstablishment(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithServices(hive), bareHive)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
 	c := h.MustSSH(t, hive) // pins keys/hosts/hive-localhost/ssh_host_ed25519_key.pub
@@ -167,7 +167,7 @@ done >> %s`, binaryPath, watchLog)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
 		_, _ = h.Exec(ctx, hive, []string{"sh", "-c", watch})
 	}()
@@ -215,7 +215,7 @@ func TestAuthenticationFailures(t *testing.T) {
 		t.Errorf("%s was installed although authentication failed", binaryPath)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	c, err := h.SSHWithKey(ctx, hive, filepath.Join(suite.RepoRoot(t), "keys", "wrong_id_rsa"), nil)
 	if err == nil {
@@ -254,7 +254,7 @@ func TestTimeouts(t *testing.T) {
 		})))
 	q := h.MustQueen(t)
 	var hist checks.History
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	defer cancel()
 
 	// Connect: the block drops the queen's SYNs to the hive, so only the
@@ -372,7 +372,7 @@ echo stand-in
 	// loaded machine stretches.
 	barrier := fmt.Sprintf(`d=/tmp/rbee-barrier; mkdir -p $d; touch $d/$$; end=$(( $(date +%%s) + 60 ))
 while [ "$(ls $d | wc -l)" -lt %d ]; do [ "$(date +%%s)" -lt $end ] || exit 9; sleep 0.05; done; echo arrived`, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -455,7 +455,7 @@ func installed(t testing.TB, h *integration.Harness) installedFile {
 // awaitLog waits until the watcher has logged a read of inode.
 func awaitLog(t testing.TB, h *integration.Harness, log, inode string) {
 	t.Helper()
-	err := checks.Await(context.Background(), 30*time.Second, "watcher read inode "+inode, func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), 30*time.Second, "watcher read inode "+inode, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, hive, []string{"sh", "-c", "tail -n 1 " + log})
 		if err != nil {
 			return false, "", err

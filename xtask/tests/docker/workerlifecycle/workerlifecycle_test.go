@@ -26,7 +26,7 @@ import (
 // URL; the worker is healthy from inside the network and registered by heartbeat.
 func TestSpawnViaQueen(t *testing.T) {
 	h, q := suite.StartHive(t, gpus(0))
-	ctx := context.Background()
+	ctx := t.Context()
 	var hist checks.History
 
 	m := suite.Download(t, q, &hist, hive, suite.TinyModel)
@@ -126,7 +126,7 @@ func TestListWorkers(t *testing.T) {
 // set; the other workers are untouched.
 func TestDeleteWorker(t *testing.T) {
 	h, q := suite.StartHive(t, gpus(0))
-	ctx := context.Background()
+	ctx := t.Context()
 	var hist checks.History
 
 	suite.Download(t, q, &hist, hive, suite.TinyModel)
@@ -203,7 +203,7 @@ func TestDeleteWorker(t *testing.T) {
 // honoured (health and heartbeat say gpu:1); gpu:7 is an [ERROR] naming the device.
 func TestSpawnOnDevice(t *testing.T) {
 	h, q := suite.StartHive(t, gpus(2))
-	ctx := context.Background()
+	ctx := t.Context()
 	var hist checks.History
 
 	suite.Download(t, q, &hist, hive, suite.TinyModel)
