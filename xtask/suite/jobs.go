@@ -88,6 +88,23 @@ func Submit(ctx context.Context, t testing.TB, q *client.Client, hist *checks.Hi
 	return acc, done
 }
 
+// Ended waits at most timeout for a job Submit follows in the background
+// to end, and returns what the client saw; a follow error, or no end in
+// time (what names the wait), fails the test.
+func Ended(t testing.TB, done <-chan Followed, timeout time.Duration, what string) client.Outcome {
+	t.Helper()
+	select {
+	case r := <-done:
+		if r.Err != nil {
+			t.Fatalf("%s: following job %s: %v", what, r.Out.JobID, r.Err)
+		}
+		return r.Out
+	case <-time.After(timeout):
+		t.Fatalf("%s: the job did not end within %v", what, timeout)
+	}
+	panic("unreachable")
+}
+
 // RoutedWorkers lists the workers the queen's narration says it routed
 // infer job o to, in order (checks.Routes): one, unless a worker refused
 // and the queen tried another.

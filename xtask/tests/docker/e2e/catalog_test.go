@@ -225,16 +225,7 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 		t.Fatalf("after the refused model_delete %s is %d bytes; want between %d and %d", partial, after, size, hubSize-1)
 	}
 
-	var out client.Outcome
-	select {
-	case r := <-done:
-		if r.Err != nil {
-			t.Fatalf("model_download: %v", r.Err)
-		}
-		out = r.Out
-	case <-dctx.Done():
-		t.Fatal("the download did not end")
-	}
+	out := suite.Ended(t, done, 3*opTimeout, "model_download after the refused delete")
 	if _, err := checks.EndedDone(out, nil); err != nil {
 		t.Fatalf("model_download after the refused delete: %v%s", err, suite.NarrationText(out))
 	}

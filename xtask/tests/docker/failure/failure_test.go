@@ -136,16 +136,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	h.MustKill(t, hive)
 	t.Logf("killed %s with %d bytes of %s downloaded", hive, size, suite.BigModel)
 
-	var out client.Outcome
-	select {
-	case r := <-done:
-		if r.Err != nil {
-			t.Fatalf("model_download: %v", r.Err)
-		}
-		out = r.Out
-	case <-time.After(2 * opTimeout):
-		t.Fatal("the queen's download stream did not end after the hive was killed")
-	}
+	out := suite.Ended(t, done, 2*opTimeout, "model_download after "+hive+" was killed")
 	suite.MustError(t, out, hive)
 	st, err := q.Job(t.Context(), out.JobID)
 	if err != nil {

@@ -142,25 +142,12 @@ func hiveOp(hive string) api.JobRequest {
 // It returns every event in order, terminators included, and calls
 // onEvent (if non-nil) for each as it arrives.
 func rawStream(ctx context.Context, url string, lastID, max int, onEvent func(sse.Event)) ([]sse.Event, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := openStream(ctx, url, lastID)
 	if err != nil {
 		return nil, err
 	}
-	if lastID > 0 {
-		req.Header.Set("Last-Event-ID", strconv.Itoa(lastID))
-	}
-	// A transport of its own: closing the body really closes the connection.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	r := sse.NewReader(resp.Body)
+	defer body.Close()
+	r := sse.NewReader(body)
 	var evs []sse.Event
 	for max <= 0 || len(evs) < max {
 		ev, err := r.Next()
@@ -176,6 +163,30 @@ func rawStream(ctx context.Context, url string, lastID, max int, onEvent func(ss
 		}
 	}
 	return evs, nil
+}
+
+// openStream GETs the stream at url on a connection of its own (closing
+// the body really closes it), sending Last-Event-ID when lastID > 0; an
+// answer other than 200 is an error quoting its start.
+func openStream(ctx context.Context, url string, lastID int) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if lastID > 0 {
+		req.Header.Set("Last-Event-ID", strconv.Itoa(lastID))
+	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return resp.Body, nil
 }
 
 // describeEvents prints events compactly for a failure message.

@@ -5,8 +5,6 @@ package httpcomm
 import (
 	"bufio"
 	"context"
-	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -31,21 +29,13 @@ type rawLine struct {
 
 // rawLines reads the stream at url line by line, comments included, to EOF.
 func rawLines(ctx context.Context, url string) ([]rawLine, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := openStream(ctx, url, 0)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
+	defer body.Close()
 	var ls []rawLine
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		ls = append(ls, rawLine{at: time.Now(), text: sc.Text()})
