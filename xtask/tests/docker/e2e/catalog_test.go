@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -131,18 +130,6 @@ func hubBody(t *testing.T, h *integration.Harness, path string) (sha string, siz
 		t.Fatalf("GET hub %s: %s after %d bytes: %v", path, resp.Status, n, err)
 	}
 	return hex.EncodeToString(hs.Sum(nil)), n
-}
-
-// narrations are a job's narration events.
-func narrations(o client.Outcome) []api.Narration {
-	var ns []api.Narration
-	for _, ev := range o.Events {
-		var n api.Narration
-		if ev.Name == api.EventNarration && json.Unmarshal([]byte(ev.Data), &n) == nil {
-			ns = append(ns, n)
-		}
-	}
-	return ns
 }
 
 // model_delete through the queen removes the model from the catalog and
@@ -342,7 +329,7 @@ func TestModelDownloadResumesAtPartialSize(t *testing.T) {
 	// The catalog resumed at byte k (its Resumed, as the hive narrates it).
 	wantResume := fmt.Sprintf("resuming %s at byte %d", suite.Ngram4Model, k)
 	var resumes []string
-	for _, n := range narrations(second) {
+	for _, n := range suite.Narrations(t, second) {
 		if n.Action == "download_resume" {
 			resumes = append(resumes, n.Message)
 		}

@@ -141,9 +141,9 @@ func TestInferNotRetriedAfterWorkerAccepted(t *testing.T) {
 	if strings.Contains(r.Out.Error, "connection refused") {
 		t.Errorf("error %q says the worker never got the request", r.Out.Error)
 	}
-	for _, ev := range r.Out.Events {
-		if ev.Name == api.EventNarration && strings.Contains(ev.Data, "trying another worker") {
-			t.Errorf("the infer was tried on another worker: %s", ev.Data)
+	for _, n := range suite.Narrations(t, r.Out) {
+		if strings.Contains(n.Message, "trying another worker") {
+			t.Errorf("the infer was tried on another worker: %s", n.Message)
 		}
 	}
 	t.Logf("infer %s ended %s; accepted %v", acc.JobID, r.Out.Terminator(), c)

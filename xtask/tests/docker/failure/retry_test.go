@@ -154,9 +154,9 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 	if strings.Contains(r.Out.Error, "connection refused") {
 		t.Errorf("error %q says the hive never got the request", r.Out.Error)
 	}
-	for _, ev := range r.Out.Events {
-		if ev.Name == api.EventNarration && strings.Contains(ev.Data, "retrying POST") {
-			t.Errorf("the POST was retried: %s", ev.Data)
+	for _, n := range suite.Narrations(t, r.Out) {
+		if strings.Contains(n.Message, "retrying POST") {
+			t.Errorf("the POST was retried: %s", n.Message)
 		}
 	}
 	// The queen's job is over, so no retry can still come: count.
