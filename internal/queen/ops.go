@@ -287,6 +287,10 @@ func (s *Server) forward(ctx context.Context, j *jobs.Job, t hiveTarget, req api
 	if msg == "" {
 		msg = "failed without a message"
 	}
+	// A hive names itself in its own errors; say the alias once.
+	if strings.HasPrefix(msg, t.alias+": ") {
+		return errors.New(msg)
+	}
 	return fmt.Errorf("%s: %s", t.alias, msg)
 }
 

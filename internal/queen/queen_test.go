@@ -343,6 +343,27 @@ func TestForwardHiveError(t *testing.T) {
 	}
 }
 
+// A hive that already names itself in its error is named once, not twice.
+func TestForwardHiveErrorNamesHiveOnce(t *testing.T) {
+	h1 := newFakeHive(t, "hive-1")
+	h1.on(api.OpModelDownload, func(ctx context.Context, j *jobs.Job) error {
+		return errors.New("hive-1: checksum mismatch")
+	})
+	h1.on(api.OpModelDelete, func(ctx context.Context, j *jobs.Job) error {
+		return errors.New("hive-10: not me")
+	})
+	q := newTestQueen(t, []config.Hive{h1.config()}, nil)
+	out := q.run(t, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: "org/repo:file"})
+	if out.Kind != sse.Error || out.Error != "hive-1: checksum mismatch" {
+		t.Fatalf("ended %s %q; want [ERROR] \"hive-1: checksum mismatch\"", out.Terminator(), out.Error)
+	}
+	// Another hive's name is not this hive's: the alias is still prefixed.
+	out = q.run(t, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: "org/repo:file"})
+	if out.Kind != sse.Error || out.Error != "hive-1: hive-10: not me" {
+		t.Fatalf("ended %s %q; want [ERROR] \"hive-1: hive-10: not me\"", out.Terminator(), out.Error)
+	}
+}
+
 // A hive that refuses connections: retried (each retry narrated), then
 // [ERROR] naming hive, URL and cause.
 func TestForwardConnectionRefused(t *testing.T) {
