@@ -27,12 +27,8 @@ const cancelWait = 10 * time.Second
 // job did, and the download behind it did not finish (the model is not in
 // the hive's catalog, its partial file is short of the model's size).
 func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"))
+	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	relayHive = "hive-1"
+	relayHive = "hive-1" // the hive suite.StartHive brings up
 	hivePort  = 9000
 	hiveLog   = "/home/rbee/.local/state/rbee/rbee-hive.log"
 )
@@ -61,12 +61,8 @@ var resumedAfter = regexp.MustCompile(`stream resumed after event (\d+)`)
 // hive logs the resume; the job is not submitted again), and the client sees
 // every hive event exactly once, in order, ids contiguous, one terminator.
 func TestRelayResumesCutHiveStream(t *testing.T) {
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"))
+	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
 
 	// suite.BigModel is 8 MiB on the hub: at 2 mbit/s its download takes

@@ -23,13 +23,8 @@ import (
 func TestStreamTimeoutsNotRetried(t *testing.T) {
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"2s"`, "http.retries": "4"})
 	cfg := queenHTTP(t, toml)
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"),
-		integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
+	h, q := suite.StartHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	// suite.BigModel at 1 mbit/s takes about a minute: the hive job is still
 	// running, and streaming progress, when the fault comes.
 	h.MustInject(t, integration.RateLimit("hub", "1mbit"))
