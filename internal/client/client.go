@@ -451,3 +451,30 @@ func Tokens(o Outcome) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// Narration decodes ev when it is a "narration" event; ok is false for
+// every other event.
+func Narration(ev sse.Event) (n api.Narration, ok bool, err error) {
+	if ev.Name != api.EventNarration {
+		return api.Narration{}, false, nil
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &n); err != nil {
+		return api.Narration{}, true, fmt.Errorf("decoding narration event %d: %w", ev.ID, err)
+	}
+	return n, true, nil
+}
+
+// Narrations decodes every "narration" event of o, in order.
+func Narrations(o Outcome) ([]api.Narration, error) {
+	var out []api.Narration
+	for _, ev := range o.Events {
+		n, ok, err := Narration(ev)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,5 +136,24 @@ func TestTokensAndResults(t *testing.T) {
 	}
 	if (Outcome{Kind: sse.Error, Error: "x"}).Terminator() != "[ERROR] x" {
 		t.Fatal("terminator text")
+	}
+}
+
+func TestNarrations(t *testing.T) {
+	o := Outcome{Events: []sse.Event{
+		{ID: 1, Name: api.EventNarration, Data: `{"actor":"queen","action":"schedule","message":"one"}`},
+		{ID: 2, Name: api.EventToken, Data: `{"t":"he","i":0}`},
+		{ID: 3, Name: api.EventNarration, Data: `{"actor":"hive","action":"spawn","hive":"hive-1","message":"two"}`},
+	}}
+	ns, err := Narrations(o)
+	if err != nil || len(ns) != 2 || ns[0].Message != "one" || ns[1].Actor != "hive" || ns[1].Hive != "hive-1" {
+		t.Fatalf("narrations %+v %v", ns, err)
+	}
+	if _, ok, err := Narration(o.Events[1]); ok || err != nil {
+		t.Fatalf("token event taken for a narration: %v %v", ok, err)
+	}
+	o.Events = append(o.Events, sse.Event{ID: 4, Name: api.EventNarration, Data: "not json"})
+	if _, err := Narrations(o); err == nil || !strings.Contains(err.Error(), "narration event 4") {
+		t.Fatalf("bad narration: %v", err)
 	}
 }

@@ -138,9 +138,9 @@ func Result[T any](o client.Outcome) (T, error) {
 	return rs[0], nil
 }
 
-// MustSucceed turns a non-[DONE] outcome into an error naming the job,
-// its terminator and its narration.
-func MustSucceed(o client.Outcome, err error) (client.Outcome, error) {
+// EndedDone passes on a run's outcome and error, and turns an outcome
+// that did not end [DONE] into an error naming the job and its terminator.
+func EndedDone(o client.Outcome, err error) (client.Outcome, error) {
 	if err != nil {
 		return o, err
 	}

@@ -34,17 +34,46 @@ type Entry struct {
 // Run submits req through q, follows it, records it, and returns what the
 // client saw.
 func (h *History) Run(ctx context.Context, q *client.Client, req api.JobRequest) (client.Outcome, error) {
+	acc, err := h.Submit(ctx, q, req)
+	if err != nil {
+		return client.Outcome{}, err
+	}
+	return h.Adopt(ctx, q, req.Operation, acc.JobID, nil)
+}
+
+// Submit submits req through q without following it; a refused submission
+// is recorded. The caller follows the accepted job with Adopt, which
+// records it, when it wants to act while the job runs.
+func (h *History) Submit(ctx context.Context, q *client.Client, req api.JobRequest) (api.JobAccepted, error) {
 	notify(Event{Kind: KindSubmit, Base: q.BaseURL(), Op: req.Operation})
 	acc, err := q.Submit(ctx, req)
 	if err != nil {
 		h.add(Entry{Op: req.Operation, Err: err})
 		notify(Event{Kind: KindJobEnd, Base: q.BaseURL(), Op: req.Operation, Err: err})
-		return client.Outcome{}, err
+		return acc, err
 	}
 	notify(Event{Kind: KindAccepted, Base: q.BaseURL(), Op: req.Operation, Job: acc.JobID})
-	out, err := q.Follow(ctx, acc.JobID, 0, eventNotifier(q.BaseURL(), req.Operation, acc.JobID))
-	h.add(Entry{Op: req.Operation, JobID: acc.JobID, Outcome: out, Err: err, Accepted: true})
-	notify(Event{Kind: KindJobEnd, Base: q.BaseURL(), Op: req.Operation, Job: acc.JobID, Data: terminatorOf(out, err), Err: err})
+	return acc, nil
+}
+
+// Adopt records a job that Submit or something other than the History
+// submitted (a CLI the test ran, for example): it follows the job's stream
+// from the first event, calling onEvent (if non-nil) for each as Follow
+// does, and records what it saw, so that CheckNothingLost covers it too.
+func (h *History) Adopt(ctx context.Context, q *client.Client, op, jobID string, onEvent func(sse.Event) error) (client.Outcome, error) {
+	follow := onEvent
+	if obs := eventNotifier(q.BaseURL(), op, jobID); obs != nil {
+		follow = func(ev sse.Event) error {
+			_ = obs(ev)
+			if onEvent != nil {
+				return onEvent(ev)
+			}
+			return nil
+		}
+	}
+	out, err := q.Follow(ctx, jobID, 0, follow)
+	h.add(Entry{Op: op, JobID: jobID, Outcome: out, Err: err, Accepted: true})
+	notify(Event{Kind: KindJobEnd, Base: q.BaseURL(), Op: op, Job: jobID, Data: terminatorOf(out, err), Err: err})
 	return out, err
 }
 

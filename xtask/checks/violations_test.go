@@ -60,7 +60,7 @@ func TestViolations(t *testing.T) {
 	ctx := context.Background()
 	var h History
 	for _, id := range []string{"job-ok", "job-double", "job-disagree", "job-lost"} {
-		_, _ = h.Adopt(ctx, q, api.OpInfer, id)
+		_, _ = h.Adopt(ctx, q, api.OpInfer, id, nil)
 	}
 	h.add(Entry{Op: api.OpInfer, JobID: "job-ok", Accepted: true, Outcome: h.Entries()[0].Outcome})
 	// The client saw [DONE], but the server no longer knows the job: lost.
@@ -85,7 +85,7 @@ func TestViolations(t *testing.T) {
 
 	// Negative control: the consistent job alone is no violation.
 	var clean History
-	if _, err := clean.Adopt(ctx, q, api.OpInfer, "job-ok"); err != nil {
+	if _, err := clean.Adopt(ctx, q, api.OpInfer, "job-ok", nil); err != nil {
 		t.Fatal(err)
 	}
 	if vs := clean.Violations(ctx, q); len(vs) != 0 {

@@ -142,7 +142,7 @@ func (h *Harness) HoldReplies(ctx context.Context, svc string, port int, marker 
 // MustCutConnections is CutConnections that fails the test on error.
 func (h *Harness) MustCutConnections(t testing.TB, from, to string, port int) []Connection {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	cs, err := h.CutConnections(ctx, from, to, port)
 	if err != nil {
@@ -154,7 +154,7 @@ func (h *Harness) MustCutConnections(t testing.TB, from, to string, port int) []
 // MustConnections is Connections that fails the test on error.
 func (h *Harness) MustConnections(t testing.TB, from, to string, port int) []Connection {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	cs, err := h.Connections(ctx, from, to, port)
 	if err != nil {

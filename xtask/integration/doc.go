@@ -27,7 +27,7 @@
 // Faults (Block, Reject, Partition, Isolate, Loss, RateLimit, Latency) are
 // values: Inject, Recover, Heal. They are installed from a helper container
 // sharing the target's network namespace, recorded, re-applied after
-// Restart/Start, written to a transcript, and dropped with the stack.
+// Restart/StartService, written to a transcript, and dropped with the stack.
 //
 // The package's own tests: `go test ./xtask/integration/` (no Docker: argument
 // checks, subnet choice, rule rendering) and, with images built by

@@ -111,7 +111,10 @@ func TestLocalhostBasics(t *testing.T) {
 		t.Fatalf("AsUser: %+v", r)
 	}
 
-	ip := h.MustIP(t, "queen")
+	ip, err := h.IP("queen")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.HasPrefix(ip, "172.28.") && !strings.HasPrefix(ip, "172.29.") && !strings.HasPrefix(ip, "172.30.") && !strings.HasPrefix(ip, "172.31.") {
 		t.Fatalf("queen IP %s is outside the harness pool", ip)
 	}
@@ -129,7 +132,7 @@ func TestLocalhostBasics(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "rbee" {
 		t.Fatalf("ssh id -un = %q, %v", out, err)
 	}
-	if _, err := h.SSHWithKey(ctx, "hive-localhost", h.cfg.keysDir+"/wrong_id_rsa"); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+	if _, err := h.SSHWithKey(ctx, "hive-localhost", h.cfg.keysDir+"/wrong_id_rsa", nil); err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("ssh with the wrong key: %v", err)
 	}
 
@@ -266,7 +269,7 @@ func TestFaultSurvivesRestart(t *testing.T) {
 	}
 	// Stop/Start re-applies too.
 	h.MustStop(t, "hive-localhost")
-	h.MustStart(t, "hive-localhost")
+	h.MustStartService(t, "hive-localhost")
 	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
 	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
 		t.Fatal("hive→queen after stop/start: block lost")
@@ -327,7 +330,7 @@ func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
 	if _, err := h.URL("hive-localhost", 9000); err == nil {
 		t.Fatal("URL of a dead container still answers a port")
 	}
-	h.MustStart(t, "hive-localhost")
+	h.MustStartService(t, "hive-localhost")
 	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second)
 	// Graceful stop through a signal: tini forwards SIGTERM.
 	h.MustSignal(t, "queen", syscall.SIGTERM)

@@ -397,9 +397,6 @@ func (h *Harness) serviceNamesLocked() []string {
 // Name is the compose project name: `docker compose -p NAME ps` shows the stack.
 func (h *Harness) Name() string { return h.name }
 
-// Project is the resolved compose project the harness brought up.
-func (h *Harness) Project() *types.Project { return h.project }
-
 func (h *Harness) subnets() string {
 	var s []string
 	for _, n := range h.nets {

@@ -180,7 +180,7 @@ func TestHarnessRejectsBadArguments(t *testing.T) {
 		{"kill unknown", func() error { return h.Kill(ctx, "nope") }, `unknown service "nope"`},
 		{"bad signal", func() error { return h.Signal(ctx, "queen", syscall.Signal(0)) }, "invalid signal"},
 		{"stop unknown", func() error { return h.Stop(ctx, "nope") }, `unknown service "nope"`},
-		{"start unknown", func() error { return h.Start(ctx, "nope") }, `unknown service "nope"`},
+		{"start unknown", func() error { return h.StartService(ctx, "nope") }, `unknown service "nope"`},
 		{"pause unknown", func() error { return h.Pause(ctx, "nope") }, `unknown service "nope"`},
 		{"unpause unknown", func() error { return h.Unpause(ctx, "nope") }, `unknown service "nope"`},
 		{"url unknown", func() error { _, err := h.URL("nope", 8500); return err }, `unknown service "nope"`},

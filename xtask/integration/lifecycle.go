@@ -152,8 +152,9 @@ func (h *Harness) Restart(ctx context.Context, svc string) error {
 	return h.afterStart(ctx, svc)
 }
 
-// Start starts a stopped or killed svc and re-applies its active faults.
-func (h *Harness) Start(ctx context.Context, svc string) error {
+// StartService starts a stopped or killed svc and re-applies its active
+// faults. (integration.Start brings up a whole stack for a test.)
+func (h *Harness) StartService(ctx context.Context, svc string) error {
 	s, err := h.service(svc)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", svc, err)
@@ -176,7 +177,7 @@ func (h *Harness) afterStart(ctx context.Context, svc string) error {
 }
 
 // Stop stops svc gracefully (SIGTERM, SIGKILL after 10 s). Its faults stay
-// recorded and come back with Start.
+// recorded and come back with StartService.
 func (h *Harness) Stop(ctx context.Context, svc string) error {
 	s, err := h.service(svc)
 	if err != nil {

@@ -89,26 +89,6 @@ func Down(ctx context.Context, name string) error {
 	return removeRun(ctx, d, c, name)
 }
 
-// Stacks lists the harness stacks present on the Docker engine (running,
-// kept, or orphaned): compose project name → test name.
-func Stacks(ctx context.Context) (map[string]string, error) {
-	d, _, err := connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res, err := d.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", dockerx.LabelProject+"="+dockerx.ProjectValue)})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, c := range res.Items {
-		if run := c.Labels[dockerx.LabelRun]; run != "" {
-			out[run] = c.Labels[dockerx.LabelTest]
-		}
-	}
-	return out, nil
-}
-
 // Keep marks this harness's stack as kept: the reaper of later runs leaves
 // it alone, and Close is no longer needed (or wanted). It returns the line
 // that says how to remove it. RBEE_KEEP_FAILED=1 makes Start call it for a

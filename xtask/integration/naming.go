@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net/netip"
 	"strings"
 )
@@ -46,6 +47,10 @@ func projectName(testName string) string {
 var subnetPool = netip.MustParsePrefix("172.28.0.0/14")
 
 const subnetBits = 24
+
+// randInt is where pickSubnet starts looking: runs started at the same
+// moment then rarely contend for the same subnet.
+func randInt() int { return mathrand.IntN(1 << 30) }
 
 // pickSubnet returns the first /24 of subnetPool, starting at index start and
 // wrapping around, that overlaps none of used.

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"maps"
 	"strings"
 	"time"
@@ -90,11 +89,6 @@ func WithRepoDir(dir string) Option {
 	return func(c *config) error { c.repoDir = dir; return nil }
 }
 
-// WithKeysDir sets where test_id_rsa and hosts/<hive>/ are (default <repo>/keys).
-func WithKeysDir(dir string) Option {
-	return func(c *config) error { c.keysDir = dir; return nil }
-}
-
 // WithTimeout bounds bring-up: creating, starting and waiting until every
 // service is healthy (default 90 s). It must be positive.
 func WithTimeout(d time.Duration) Option {
@@ -128,11 +122,6 @@ func WithLog(logf func(format string, args ...any)) Option {
 		}
 		return nil
 	}
-}
-
-// WithLogWriter is WithLog for an io.Writer (Mage passes os.Stderr).
-func WithLogWriter(w io.Writer) Option {
-	return WithLog(func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) })
 }
 
 // WithFile mounts content read-only at path inside service, replacing the

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 
 	"github.com/moby/moby/client"
 
 	"github.com/rbee-dev/rbee/xtask/dockerx"
 )
-
-func randInt() int { return rand.IntN(1 << 30) }
 
 // reap removes the resources of runs whose owner process is gone (a test
 // binary killed with SIGKILL never ran its cleanup). Runs marked kept

@@ -143,7 +143,9 @@ func (h *Harness) AddRogue(ctx context.Context, name string, timeout time.Durati
 // MustAddRogue is AddRogue that fails the test on error (within 60 s).
 func (h *Harness) MustAddRogue(t testing.TB, name string) *Rogue {
 	t.Helper()
-	r, err := h.AddRogue(context.Background(), name, 60*time.Second)
+	ctx, cancel := mustCtx(t)
+	defer cancel()
+	r, err := h.AddRogue(ctx, name, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,9 @@ func (r *Rogue) Requests(ctx context.Context) ([]RogueRequest, error) {
 // MustRequests is Requests that fails the test on error.
 func (r *Rogue) MustRequests(t testing.TB) []RogueRequest {
 	t.Helper()
-	out, err := r.Requests(context.Background())
+	ctx, cancel := mustCtx(t)
+	defer cancel()
+	out, err := r.Requests(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +191,9 @@ func (r *Rogue) Send(ctx context.Context, method, url string, header http.Header
 // MustSend is Send that fails the test on error (within 30 s).
 func (r *Rogue) MustSend(t testing.TB, method, url string, header http.Header, body []byte) RogueAnswer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	mctx, mcancel := mustCtx(t)
+	defer mcancel()
+	ctx, cancel := context.WithTimeout(mctx, 30*time.Second)
 	defer cancel()
 	a, err := r.Send(ctx, method, url, header, body)
 	if err != nil {

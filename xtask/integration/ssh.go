@@ -16,12 +16,15 @@ import (
 // pinning the host key to keys/hosts/<svc>/ssh_host_ed25519_key.pub (host
 // keys are never ignored). Close the client when done.
 func (h *Harness) SSH(ctx context.Context, svc string) (*ssh.Client, error) {
-	return h.SSHWithKey(ctx, svc, filepath.Join(h.cfg.keysDir, "test_id_rsa"))
+	return h.SSHWithKey(ctx, svc, filepath.Join(h.cfg.keysDir, "test_id_rsa"), nil)
 }
 
 // SSHWithKey is SSH with another client key (keys/wrong_id_rsa for
-// authentication-failure tests).
-func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string) (*ssh.Client, error) {
+// authentication-failure tests) and, when hostKey is non-nil, another host
+// key check in place of the pin (a known_hosts file, another machine's
+// key). Either way it offers only the pinned key's type, so a check that
+// fails is a mismatch, not a different key of the server.
+func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string, hostKey ssh.HostKeyCallback) (*ssh.Client, error) {
 	hp, err := h.HostPort(svc, 22)
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: %w", svc, err)
@@ -39,9 +42,12 @@ func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string) (*ssh.Cli
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: host key: %w", svc, err)
 	}
-	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(hostKeyLine)
+	pinned, _, _, _, err := ssh.ParseAuthorizedKey(hostKeyLine)
 	if err != nil {
 		return nil, fmt.Errorf("ssh %s: host key %s: %w", svc, hostKeyFile, err)
+	}
+	if hostKey == nil {
+		hostKey = ssh.FixedHostKey(pinned)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(hp))
 	d := net.Dialer{Timeout: 10 * time.Second}
@@ -57,10 +63,10 @@ func (h *Harness) SSHWithKey(ctx context.Context, svc, keyFile string) (*ssh.Cli
 	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{
 		User:            "rbee",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.FixedHostKey(hostKey),
+		HostKeyCallback: hostKey,
 		// Offer only the pinned key's type, so a server with several host
 		// keys shows the pinned one instead of failing as a mismatch.
-		HostKeyAlgorithms: hostKeyAlgorithms(hostKey),
+		HostKeyAlgorithms: hostKeyAlgorithms(pinned),
 		Timeout:           15 * time.Second,
 	})
 	if err != nil {

@@ -67,16 +67,33 @@ func cleanup(t testing.TB, h *Harness) {
 	}
 }
 
-// mustCtx bounds a Must call that is not given a context.
-func mustCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 2*time.Minute)
+// mustCtx is the context of a Must call: the test's own (t.Context,
+// cancelled when the test ends), ending early enough before the test
+// binary's deadline (go test -timeout) that the failure is reported and
+// the cleanup runs. Must calls therefore cannot be made from a t.Cleanup
+// function, whose test context has already ended.
+func mustCtx(t testing.TB) (context.Context, context.CancelFunc) {
+	ctx := t.Context()
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok {
+			if early := dl.Add(-mustMargin); time.Until(early) > 0 {
+				dl = early
+			}
+			return context.WithDeadline(ctx, dl)
+		}
+	}
+	return context.WithCancel(ctx)
 }
+
+// mustMargin is how long before the test binary's deadline a Must call
+// gives up: time to collect artifacts and remove the stack.
+const mustMargin = time.Minute
 
 // MustExec is Exec that fails the test if the command cannot be run (a
 // non-zero exit code is returned, not fatal).
 func (h *Harness) MustExec(t testing.TB, svc string, cmd []string, opts ...ExecOption) CommandResult {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	r, err := h.Exec(ctx, svc, cmd, opts...)
 	if err != nil {
@@ -95,16 +112,6 @@ func (h *Harness) MustURL(t testing.TB, svc string, port int) string {
 	return u
 }
 
-// MustIP is IP that fails the test on error.
-func (h *Harness) MustIP(t testing.TB, svc string) string {
-	t.Helper()
-	ip, err := h.IP(svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ip
-}
-
 // MustQueen is Queen that fails the test on error.
 func (h *Harness) MustQueen(t testing.TB) *rbeeclient.Client {
 	t.Helper()
@@ -118,7 +125,7 @@ func (h *Harness) MustQueen(t testing.TB) *rbeeclient.Client {
 // MustSSH is SSH that fails the test on error and closes the client at cleanup.
 func (h *Harness) MustSSH(t testing.TB, svc string) *ssh.Client {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	c, err := h.SSH(ctx, svc)
 	if err != nil {
@@ -131,7 +138,7 @@ func (h *Harness) MustSSH(t testing.TB, svc string) *ssh.Client {
 // MustLogs is Logs that fails the test on error.
 func (h *Harness) MustLogs(t testing.TB, svc string) string {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	s, err := h.Logs(ctx, svc)
 	if err != nil {
@@ -142,7 +149,7 @@ func (h *Harness) MustLogs(t testing.TB, svc string) string {
 
 func (h *Harness) must(t testing.TB, f func(context.Context) error) {
 	t.Helper()
-	ctx, cancel := mustCtx()
+	ctx, cancel := mustCtx(t)
 	defer cancel()
 	if err := f(ctx); err != nil {
 		h.tl.failure(err)
@@ -162,10 +169,10 @@ func (h *Harness) MustStop(t testing.TB, svc string) {
 	h.must(t, func(ctx context.Context) error { return h.Stop(ctx, svc) })
 }
 
-// MustStart is (Harness).Start that fails the test on error.
-func (h *Harness) MustStart(t testing.TB, svc string) {
+// MustStartService is StartService that fails the test on error.
+func (h *Harness) MustStartService(t testing.TB, svc string) {
 	t.Helper()
-	h.must(t, func(ctx context.Context) error { return h.Start(ctx, svc) })
+	h.must(t, func(ctx context.Context) error { return h.StartService(ctx, svc) })
 }
 
 // MustKill is Kill that fails the test on error.
@@ -213,7 +220,9 @@ func (h *Harness) MustHeal(t testing.TB) {
 // MustWaitForHealthy is WaitForHealthy that fails the test on error.
 func (h *Harness) MustWaitForHealthy(t testing.TB, svc string, timeout time.Duration) {
 	t.Helper()
-	if err := h.WaitForHealthy(context.Background(), svc, timeout); err != nil {
+	ctx, cancel := mustCtx(t)
+	defer cancel()
+	if err := h.WaitForHealthy(ctx, svc, timeout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -221,7 +230,9 @@ func (h *Harness) MustWaitForHealthy(t testing.TB, svc string, timeout time.Dura
 // MustWaitForExit is WaitForExit that fails the test on error.
 func (h *Harness) MustWaitForExit(t testing.TB, svc string, timeout time.Duration) int {
 	t.Helper()
-	code, err := h.WaitForExit(context.Background(), svc, timeout)
+	ctx, cancel := mustCtx(t)
+	defer cancel()
+	code, err := h.WaitForExit(ctx, svc, timeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,10 @@ const execMargin = 2 * time.Minute
 // reader's timeout always ends it first.
 func exchange(t *testing.T, h *Harness, from, to, verb string, n int, limit time.Duration) transfer {
 	t.Helper()
-	ip := h.MustIP(t, to)
+	ip, err := h.IP(to)
+	if err != nil {
+		t.Fatal(err)
+	}
 	secs := int((limit + time.Second - 1) / time.Second)
 	var script string
 	switch verb {
@@ -159,7 +162,10 @@ func TestToxicLatency(t *testing.T) {
 func TestToxicSparesExistingConnections(t *testing.T) {
 	h := Start(t, Localhost)
 	const d = 3 * time.Second
-	ip := h.MustIP(t, "hive-localhost")
+	ip, err := h.IP("hive-localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// One GET /health on fd 3 (keep-alive), printing its time in ms.
 	script := fmt.Sprintf(`set -e
 get() {
@@ -354,7 +360,10 @@ func TestToxicSurvivesRestart(t *testing.T) {
 // works.
 func TestPacketFaultHitsExistingConnections(t *testing.T) {
 	h := Start(t, Localhost)
-	ip := h.MustIP(t, "hive-localhost")
+	ip, err := h.IP("hive-localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The status line of one GET /health on fd 3, then its rest drained.
 	script := fmt.Sprintf(`get() {
   printf 'GET /health HTTP/1.1\r\nHost: hive\r\n\r\n' >&3

@@ -53,7 +53,7 @@ func TestCheck(t *testing.T) {
 	var hist checks.History
 	var jobs []Job
 	adopt := func(id string, acked, ended time.Duration) {
-		out, err := hist.Adopt(ctx, q, api.OpInfer, id)
+		out, err := hist.Adopt(ctx, q, api.OpInfer, id, nil)
 		jobs = append(jobs, Job{Op: api.OpInfer, JobID: id, Acked: acked, Submitted: acked, Ended: ended, Kind: out.Kind, Err: err})
 	}
 	adopt("job-a", 1*time.Second, 2*time.Second)

@@ -115,7 +115,7 @@ var ClassicMenu = []Kind{
 		Name: "kill", On: hiveRole, MinHold: time.Second, MaxHold: 6 * time.Second,
 		Inject: func(ctx context.Context, sys *System, e Event) error { return sys.H.Kill(ctx, e.Target) },
 		Heal: func(ctx context.Context, sys *System, e Event) error {
-			if err := sys.H.Start(ctx, e.Target); err != nil {
+			if err := sys.H.StartService(ctx, e.Target); err != nil {
 				return err
 			}
 			return sys.restoreHive(ctx, e.Target)

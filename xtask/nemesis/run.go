@@ -211,7 +211,7 @@ func (sys *System) seedModel(ctx context.Context, hive string) error {
 	if res.ExitCode != 0 {
 		return fmt.Errorf("seed model on %s: exit %d: %s", hive, res.ExitCode, res.Stderr)
 	}
-	out, err := checks.MustSucceed(sys.Hist.Run(ctx, sys.Q, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: id}))
+	out, err := checks.EndedDone(sys.Hist.Run(ctx, sys.Q, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: id}))
 	if err != nil {
 		return fmt.Errorf("model_get on %s after seeding: %w", hive, err)
 	}
@@ -226,7 +226,7 @@ func (sys *System) seedModel(ctx context.Context, hive string) error {
 func (sys *System) spawn(ctx context.Context, hive string) error {
 	cctx, cancel := context.WithTimeout(ctx, sys.cfg.JobTimeout)
 	defer cancel()
-	out, err := checks.MustSucceed(sys.Hist.Run(cctx, sys.Q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: sys.cfg.Model, Device: "cpu:0"}))
+	out, err := checks.EndedDone(sys.Hist.Run(cctx, sys.Q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: sys.cfg.Model, Device: "cpu:0"}))
 	if err != nil {
 		return fmt.Errorf("worker_spawn on %s: %w", hive, err)
 	}
@@ -424,7 +424,7 @@ func (sys *System) liveness(ctx context.Context, targets Targets) []string {
 	for _, hv := range targets.Hives {
 		cctx, cancel := context.WithTimeout(ctx, sys.cfg.JobTimeout)
 		seed := uint64(1)
-		o, err := checks.MustSucceed(sys.Hist.Run(cctx, sys.Q, api.JobRequest{Operation: api.OpInfer, Model: sys.cfg.Model, HiveID: hv, Prompt: "Alice", MaxTokens: 8, Seed: &seed}))
+		o, err := checks.EndedDone(sys.Hist.Run(cctx, sys.Q, api.JobRequest{Operation: api.OpInfer, Model: sys.cfg.Model, HiveID: hv, Prompt: "Alice", MaxTokens: 8, Seed: &seed}))
 		cancel()
 		if err != nil {
 			out = append(out, fmt.Sprintf("liveness after heal: infer on %s: %v", hv, err))

@@ -120,7 +120,7 @@ func (tr Traffic) one(ctx context.Context, q *client.Client, hist *checks.Histor
 		return j
 	}
 	j.JobID, j.Acked = acc.JobID, time.Since(start)
-	out, err := hist.Adopt(ctx, q, req.Operation, acc.JobID)
+	out, err := hist.Adopt(ctx, q, req.Operation, acc.JobID, nil)
 	j.Ended, j.Kind, j.Err = time.Since(start), out.Kind, err
 	return j
 }

@@ -61,11 +61,11 @@ func SeedModel(t testing.TB, h *integration.Harness, q *client.Client, hive, id 
 // ready, with that hive and model.
 func SpawnWorker(t testing.TB, q *client.Client, hist *checks.History, hive, model string) api.WorkerProcess {
 	t.Helper()
-	wp := Result[api.WorkerProcess](t, 2*time.Minute, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: "cpu:0"})
+	wp := Spawn(t, q, hist, hive, model, "cpu:0")
 	if wp.WorkerID == "" || wp.PID <= 0 || wp.Model != model {
 		t.Fatalf("worker_spawn on %s: result %+v", hive, wp)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	w, err := checks.AwaitWorker(ctx, q, wp.WorkerID, time.Minute, "fresh and ready", func(w api.WorkerInfo) bool { return !w.Stale && w.State == api.WorkerReady })
 	if err != nil {
@@ -131,15 +131,23 @@ func Infer(t testing.TB, q *client.Client, hist *checks.History, req api.JobRequ
 		req.Prompt = "Alice"
 	}
 	out := Run(t, 2*time.Minute, q, hist, req)
-	text, err := client.Tokens(out)
+	return out, Served(t, out)
+}
+
+// Served fails the test unless infer job o ended [DONE] with tokens, and
+// returns where the queen's narration says it ran (checks.RoutedTo).
+func Served(t testing.TB, o client.Outcome) checks.Route {
+	t.Helper()
+	MustDone(t, o)
+	text, err := client.Tokens(o)
 	if err != nil || text == "" {
-		t.Fatalf("infer job %s: tokens %q, %v", out.JobID, text, err)
+		t.Fatalf("infer job %s: tokens %q, %v", o.JobID, text, err)
 	}
-	r, err := checks.RoutedTo(out)
+	r, err := checks.RoutedTo(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out, r
+	return r
 }
 
 // Where the hive container's daemon records its pid and appends its log
@@ -163,7 +171,7 @@ func RestartHiveDaemon(t testing.TB, h *integration.Harness, svc string) int {
 	if err != nil {
 		t.Fatalf("restarting rbee-hive on %s: %q", svc, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	err = checks.Await(ctx, 30*time.Second, "restarted rbee-hive answering on "+svc, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, svc, []string{"curl", "-fsS", "-m", "2", "http://127.0.0.1:9000/health"})
@@ -188,4 +196,19 @@ func HiveCapabilities(t testing.TB, h *integration.Harness, svc string) api.Capa
 		t.Fatalf("GET /capabilities on %s: %q: %v", svc, out, err)
 	}
 	return caps
+}
+
+// StartHive brings up the part of the full stack a worker on a hive
+// needs: the queen, hive-1 and the model hub (localhost and multi-hive
+// have no hub, and worker_spawn needs a downloaded model), with opts
+// added. It returns once the queen has seen hive-1's heartbeat.
+func StartHive(t *testing.T, opts ...integration.Option) (*integration.Harness, *client.Client) {
+	t.Helper()
+	all := append([]integration.Option{integration.WithServices("queen", "hive-1", "hub")}, opts...)
+	h := integration.Start(t, integration.FullStack, all...)
+	q := h.MustQueen(t)
+	if err := checks.AwaitHiveState(t.Context(), q, "hive-1", api.HiveOnline, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return h, q
 }

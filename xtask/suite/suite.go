@@ -9,6 +9,7 @@ package suite
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -69,12 +70,27 @@ func QueenConfig(t testing.TB, topology string, set map[string]string) []byte {
 	return b
 }
 
-// MustDone fails the test unless o ended [DONE].
+// MustDone fails the test unless o ended [DONE]; the failure quotes the
+// job's narration.
 func MustDone(t testing.TB, o client.Outcome) {
 	t.Helper()
 	if o.Kind != sse.Done {
-		t.Fatalf("job %s ended %s; want %s", o.JobID, o.Terminator(), api.TermDone)
+		t.Fatalf("job %s ended %s; want %s%s", o.JobID, o.Terminator(), api.TermDone, NarrationText(o))
 	}
+}
+
+// NarrationText renders o's narration for a failure message, one
+// "[hive/actor] action: message" line each.
+func NarrationText(o client.Outcome) string {
+	ns, err := client.Narrations(o)
+	var b strings.Builder
+	for _, n := range ns {
+		fmt.Fprintf(&b, "\n  [%s/%s] %s: %s", n.Hive, n.Actor, n.Action, n.Message)
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "\n  (%v)", err)
+	}
+	return b.String()
 }
 
 // MustError fails the test unless o ended [ERROR] with every one of parts
@@ -96,13 +112,27 @@ func MustError(t testing.TB, o client.Outcome, parts ...string) {
 // job ended.
 func Try(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.History, req api.JobRequest) client.Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
+	t0 := time.Now()
 	out, err := hist.Run(ctx, q, req)
 	if err != nil {
-		t.Fatalf("%s: %v", req.Operation, err)
+		t.Fatalf("%s: %v", describe(req), err)
 	}
+	t.Logf("%s: job %s ended %s in %v", describe(req), out.JobID, out.Terminator(), time.Since(t0).Round(time.Millisecond))
 	return out
+}
+
+// describe names a job request by its operation and target, for failure
+// messages.
+func describe(req api.JobRequest) string {
+	s := req.Operation
+	for _, kv := range [][2]string{{"alias", req.Alias}, {"hive_id", req.HiveID}, {"model", req.Model}} {
+		if kv[1] != "" {
+			s += " " + kv[0] + "=" + kv[1]
+		}
+	}
+	return s
 }
 
 // Run is Try for a job that must end [DONE].
@@ -110,7 +140,7 @@ func Run(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.His
 	t.Helper()
 	out := Try(t, timeout, q, hist, req)
 	if out.Kind != sse.Done {
-		t.Fatalf("%s %s: ended %s; want %s", req.Operation, out.JobID, out.Terminator(), api.TermDone)
+		t.Fatalf("%s %s: ended %s; want %s%s", describe(req), out.JobID, out.Terminator(), api.TermDone, NarrationText(out))
 	}
 	return out
 }
@@ -125,11 +155,25 @@ func Result[T any](t testing.TB, timeout time.Duration, q *client.Client, hist *
 	return v
 }
 
+// ResultOf decodes the single result event of o, a job that ended [DONE];
+// anything else fails the test.
+func ResultOf[T any](t testing.TB, o client.Outcome) T {
+	t.Helper()
+	if o.Kind != sse.Done {
+		t.Fatalf("job %s ended %s; want %s%s", o.JobID, o.Terminator(), api.TermDone, NarrationText(o))
+	}
+	v, err := checks.Result[T](o)
+	if err != nil {
+		t.Fatalf("job %s: %v", o.JobID, err)
+	}
+	return v
+}
+
 // Context bounds a test's calls so that nothing can hang past d; it is
 // cancelled when the test ends.
 func Context(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -150,7 +194,7 @@ func Sh(t testing.TB, h *integration.Harness, svc, script string, opts ...integr
 // (checks.History.CheckNothingLost), checked within timeout.
 func NothingLost(t testing.TB, timeout time.Duration, q *client.Client, hist *checks.History) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	if err := hist.CheckNothingLost(ctx, q); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ func WorkerJobOf(t testing.TB, h *integration.Harness, svc string, maxTokens int
 	t.Helper()
 	re := regexp.MustCompile(`inference (job-\S+): accepted max_tokens=` + strconv.Itoa(maxTokens) + ` `)
 	var id string
-	err := checks.Await(context.Background(), 60*time.Second, fmt.Sprintf("%s accepted an inference of %d tokens", svc, maxTokens), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), 60*time.Second, fmt.Sprintf("%s accepted an inference of %d tokens", svc, maxTokens), func(ctx context.Context) (bool, string, error) {
 		logs, err := h.Logs(ctx, svc)
 		if err != nil {
 			return false, "", err
@@ -64,4 +64,26 @@ func WorkerJobEnd(ctx context.Context, wc *client.Client, id string) (client.Out
 		}
 	}
 	return out, n, end, nil
+}
+
+// StartWorker brings up the full stack's queen and its standalone
+// worker-1, generating one token per tokenDelay (RBEE_TOKEN_DELAY), and
+// waits until the queen has registered worker-1 as fresh. It returns the
+// harness, the queen's client and a client of worker-1 itself, carrying
+// the token the queen sends it (worker-1 is standalone: its token is the
+// one derived for the pseudo-hive "standalone"), so a test can watch the
+// worker's own job while the queen relays it.
+func StartWorker(t *testing.T, tokenDelay time.Duration) (*integration.Harness, *client.Client, *client.Client) {
+	t.Helper()
+	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"),
+		integration.WithEnv(map[string]string{"RBEE_TOKEN_DELAY": tokenDelay.String()}))
+	q := h.MustQueen(t)
+	if _, err := checks.AwaitWorker(t.Context(), q, "worker-1", 30*time.Second, "fresh", checks.Fresh); err != nil {
+		t.Fatal(err)
+	}
+	token, err := client.WithWorkerTokenFrom(h.ClusterKeyFile(), "standalone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, q, client.New(h.MustURL(t, "worker-1", 9100), token)
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,15 +17,13 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/modelhub"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
-// bigModel is the hub's 8 MiB model: slow enough, with RBEE_HUB_RATE, to
-// act on while it downloads.
-const (
-	bigModel = "rbee/big-ngram:model.bin"
-	bigSize  = 8 << 20
-)
+// bigSize is the size of the hub's suite.BigModel: slow enough, with
+// RBEE_HUB_RATE, to act on while it downloads.
+const bigSize = modelhub.BigSize
 
 // startCatalog brings up the queen, hive-1 and the model hub with the
 // hub's environment (RBEE_HUB_*), and waits until hive-1 is online.
@@ -47,7 +44,7 @@ func startCatalog(t *testing.T, hubEnv map[string]string) (*integration.Harness,
 func modelDir(id string) string {
 	org, rest, _ := strings.Cut(id, "/")
 	repo, file, _ := strings.Cut(rest, ":")
-	return hiveDataDir + "/models/" + org + "--" + repo + "--" + file
+	return suite.HiveDataDir + "/models/" + org + "--" + repo + "--" + file
 }
 
 // exists reports whether path exists on svc's disk (test -e, as the rbee
@@ -95,7 +92,7 @@ func diskSHA256(t *testing.T, h *integration.Harness, svc, path string) string {
 // catalogIDs is hive-1's model_list, as ids.
 func catalogIDs(t *testing.T, hist *checks.History, q *client.Client) []string {
 	t.Helper()
-	l := mustResult[api.ModelList](t, mustRun(t, hist, q, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"}))
+	l := suite.Result[api.ModelList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"})
 	ids := []string{}
 	for _, m := range l.Models {
 		ids = append(ids, m.ID)
@@ -116,7 +113,7 @@ func has(ids []string, id string) bool {
 // the sha256 of the bytes it serves.
 func hubBody(t *testing.T, h *integration.Harness, path string) (sha string, size int64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.MustURL(t, "hub", 8080)+path, nil)
 	if err != nil {
@@ -135,52 +132,40 @@ func hubBody(t *testing.T, h *integration.Harness, path string) (sha string, siz
 	return hex.EncodeToString(hs.Sum(nil)), n
 }
 
-// narrations are a job's narration events.
-func narrations(o client.Outcome) []api.Narration {
-	var ns []api.Narration
-	for _, ev := range o.Events {
-		var n api.Narration
-		if ev.Name == api.EventNarration && json.Unmarshal([]byte(ev.Data), &n) == nil {
-			ns = append(ns, n)
-		}
-	}
-	return ns
-}
-
 // model_delete through the queen removes the model from the catalog and
 // its directory (model.bin, metadata.json) from the hive's disk.
 func TestModelDeleteRemovesFiles(t *testing.T) {
 	h, q := startCatalog(t, nil)
 	var hist checks.History
-	dir := modelDir(tinyModel)
+	dir := modelDir(suite.TinyModel)
 
-	m := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: tinyModel}))
+	m := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.TinyModel})
 	// Negative control: the disk check below looks where the catalog
 	// really keeps the model.
 	if m.Path != dir+"/model.bin" {
-		t.Fatalf("model_download put %s at %q; want %s/model.bin", tinyModel, m.Path, dir)
+		t.Fatalf("model_download put %s at %q; want %s/model.bin", suite.TinyModel, m.Path, dir)
 	}
 	if !exists(t, h, "hive-1", dir+"/model.bin") || !exists(t, h, "hive-1", dir+"/metadata.json") {
 		t.Fatalf("after model_download, %s has no model.bin or metadata.json", dir)
 	}
-	if ids := catalogIDs(t, &hist, q); !has(ids, tinyModel) {
-		t.Fatalf("model_list after the download: %v; want %s in it", ids, tinyModel)
+	if ids := catalogIDs(t, &hist, q); !has(ids, suite.TinyModel) {
+		t.Fatalf("model_list after the download: %v; want %s in it", ids, suite.TinyModel)
 	}
 
-	del := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: tinyModel}))
-	if del.ID != tinyModel || del.Size != m.Size || del.SHA256 != m.SHA256 {
+	del := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: suite.TinyModel})
+	if del.ID != suite.TinyModel || del.Size != m.Size || del.SHA256 != m.SHA256 {
 		t.Fatalf("model_delete result %+v; want the downloaded entry %+v", del, m)
 	}
-	if ids := catalogIDs(t, &hist, q); has(ids, tinyModel) {
-		t.Fatalf("model_list after model_delete: %v; %s is still in it", ids, tinyModel)
+	if ids := catalogIDs(t, &hist, q); has(ids, suite.TinyModel) {
+		t.Fatalf("model_list after model_delete: %v; %s is still in it", ids, suite.TinyModel)
 	}
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: tinyModel}), tinyModel, "is not on hive-1")
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: suite.TinyModel}), suite.TinyModel, "is not on hive-1")
 	if exists(t, h, "hive-1", dir) {
 		r := h.MustExec(t, "hive-1", []string{"ls", "-la", dir}, integration.AsUser("rbee"))
 		t.Fatalf("after model_delete, %s is still on hive-1's disk:\n%s", dir, r.Stdout)
 	}
 	// Nothing left to delete a second time.
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: tinyModel}), tinyModel, "is not on hive-1")
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: suite.TinyModel}), suite.TinyModel, "is not on hive-1")
 
 	suite.NothingLost(t, opTimeout, q, &hist)
 }
@@ -194,29 +179,19 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 	const rate = 512 << 10
 	h, q := startCatalog(t, map[string]string{"RBEE_HUB_RATE": strconv.Itoa(rate)})
 	var hist checks.History
-	hubSHA, hubSize, _ := hubChecksum(t, h, bigModel)
+	hubSHA, hubSize, _ := hubChecksum(t, h, suite.BigModel)
 	if hubSize != bigSize {
-		t.Fatalf("the hub announces %d bytes for %s; want %d", hubSize, bigModel, bigSize)
+		t.Fatalf("the hub announces %d bytes for %s; want %d", hubSize, suite.BigModel, bigSize)
 	}
-	partial := modelDir(bigModel) + "/model.bin.partial"
+	partial := modelDir(suite.BigModel) + "/model.bin.partial"
 
-	type result struct {
-		out client.Outcome
-		err error
-	}
-	// The goroutine reports through the channel only: it may outlive a
-	// failed test.
-	done := make(chan result, 1)
-	dctx, dcancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	dctx, dcancel := context.WithTimeout(t.Context(), 3*opTimeout)
 	defer dcancel()
-	go func() {
-		out, err := hist.Run(dctx, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: bigModel})
-		done <- result{out, err}
-	}()
+	_, done := suite.Submit(dctx, t, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.BigModel}, nil)
 
 	// The download has started writing: its partial file has bytes.
 	var size int64
-	if err := checks.Await(context.Background(), stateTimeout, "bytes in "+partial, func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "bytes in "+partial, func(ctx context.Context) (bool, string, error) {
 		n, err := fileSize(ctx, h, "hive-1", partial)
 		size = n
 		return n > 0, fmt.Sprintf("%s is %d bytes (-1: absent)", partial, n), err
@@ -224,43 +199,34 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	del := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: bigModel})
-	after, err := fileSize(context.Background(), h, "hive-1", partial)
+	del := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDelete, HiveID: "hive-1", Model: suite.BigModel})
+	after, err := fileSize(t.Context(), h, "hive-1", partial)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("model_delete at %d bytes of %d ended %s; the partial file then had %d bytes", size, hubSize, del.Terminator(), after)
-	suite.MustError(t, del, bigModel, "being downloaded")
+	suite.MustError(t, del, suite.BigModel, "being downloaded")
 	// The refusal changed nothing on disk: the partial file is still there
 	// and still short of the whole (so the download was running all along).
 	if after < size || after >= hubSize {
 		t.Fatalf("after the refused model_delete %s is %d bytes; want between %d and %d", partial, after, size, hubSize-1)
 	}
 
-	var out client.Outcome
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.Fatalf("model_download: %v", r.err)
-		}
-		out = r.out
-	case <-dctx.Done():
-		t.Fatal("the download did not end")
+	out := suite.Ended(t, done, 3*opTimeout, "model_download after the refused delete")
+	if _, err := checks.EndedDone(out, nil); err != nil {
+		t.Fatalf("model_download after the refused delete: %v%s", err, suite.NarrationText(out))
 	}
-	if _, err := checks.MustSucceed(out, nil); err != nil {
-		t.Fatalf("model_download after the refused delete: %v%s", err, narrationOf(out))
-	}
-	m := mustResult[api.Model](t, out)
-	if m.ID != bigModel || m.Size != hubSize || m.SHA256 != hubSHA {
+	m := suite.ResultOf[api.Model](t, out)
+	if m.ID != suite.BigModel || m.Size != hubSize || m.SHA256 != hubSHA {
 		t.Fatalf("model_download result %+v; the hub announces sha256 %s, %d bytes", m, hubSHA, hubSize)
 	}
-	if ids := catalogIDs(t, &hist, q); !has(ids, bigModel) {
-		t.Fatalf("model_list after the download: %v; want %s", ids, bigModel)
+	if ids := catalogIDs(t, &hist, q); !has(ids, suite.BigModel) {
+		t.Fatalf("model_list after the download: %v; want %s", ids, suite.BigModel)
 	}
 	if got := diskSHA256(t, h, "hive-1", m.Path); got != hubSHA {
 		t.Fatalf("%s on hive-1's disk has sha256 %s; the hub's is %s", m.Path, got, hubSHA)
 	}
-	if n, err := fileSize(context.Background(), h, "hive-1", m.Path); err != nil || n != hubSize {
+	if n, err := fileSize(t.Context(), h, "hive-1", m.Path); err != nil || n != hubSize {
 		t.Fatalf("%s on hive-1's disk is %d bytes (%v); want %d", m.Path, n, err, hubSize)
 	}
 	if exists(t, h, "hive-1", partial) {
@@ -275,40 +241,40 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 // not in model_list, no model.bin or partial file on the hive's disk. A
 // model the same hub announces correctly downloads (the control).
 func TestModelDownloadChecksumMismatch(t *testing.T) {
-	h, q := startCatalog(t, map[string]string{"RBEE_HUB_WRONG_SHA256": ngram4Model})
+	h, q := startCatalog(t, map[string]string{"RBEE_HUB_WRONG_SHA256": suite.Ngram4Model})
 	var hist checks.History
 
 	// The hub's announcement is wrong: its header is not the sha256 of the
 	// bytes it serves.
-	announced, size, path := hubChecksum(t, h, ngram4Model)
+	announced, size, path := hubChecksum(t, h, suite.Ngram4Model)
 	served, n := hubBody(t, h, path)
 	if n != size || served == announced {
-		t.Fatalf("hub serves %d bytes with sha256 %s for %s and announces %s, %d bytes; want the same size and another sha256", n, served, ngram4Model, announced, size)
+		t.Fatalf("hub serves %d bytes with sha256 %s for %s and announces %s, %d bytes; want the same size and another sha256", n, served, suite.Ngram4Model, announced, size)
 	}
 
-	out := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
-	suite.MustError(t, out, ngram4Model, "checksum mismatch", served, announced)
-	if ids := catalogIDs(t, &hist, q); has(ids, ngram4Model) {
-		t.Fatalf("model_list after the checksum mismatch: %v; %s is in it", ids, ngram4Model)
+	out := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.Ngram4Model})
+	suite.MustError(t, out, suite.Ngram4Model, "checksum mismatch", served, announced)
+	if ids := catalogIDs(t, &hist, q); has(ids, suite.Ngram4Model) {
+		t.Fatalf("model_list after the checksum mismatch: %v; %s is in it", ids, suite.Ngram4Model)
 	}
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: ngram4Model}), ngram4Model, "is not on hive-1")
-	dir := modelDir(ngram4Model)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: suite.Ngram4Model}), suite.Ngram4Model, "is not on hive-1")
+	dir := modelDir(suite.Ngram4Model)
 	for _, p := range []string{dir + "/model.bin", dir + "/model.bin.partial", dir + "/metadata.json", dir} {
 		if exists(t, h, "hive-1", p) {
-			r := h.MustExec(t, "hive-1", []string{"ls", "-laR", hiveDataDir + "/models"}, integration.AsUser("rbee"))
+			r := h.MustExec(t, "hive-1", []string{"ls", "-laR", suite.HiveDataDir + "/models"}, integration.AsUser("rbee"))
 			t.Fatalf("after the checksum mismatch %s is on hive-1's disk:\n%s", p, r.Stdout)
 		}
 	}
 
 	// Control: a correctly announced model from the same hub is accepted,
 	// and lands where the checks above looked.
-	tinySHA, tinySize, tinyPath := hubChecksum(t, h, tinyModel)
+	tinySHA, tinySize, tinyPath := hubChecksum(t, h, suite.TinyModel)
 	if s, _ := hubBody(t, h, tinyPath); s != tinySHA {
-		t.Fatalf("the hub announces %s for %s but serves %s", tinySHA, tinyModel, s)
+		t.Fatalf("the hub announces %s for %s but serves %s", tinySHA, suite.TinyModel, s)
 	}
-	m := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: tinyModel}))
-	if m.SHA256 != tinySHA || m.Size != tinySize || m.Path != modelDir(tinyModel)+"/model.bin" {
-		t.Fatalf("model_download %s: %+v; want sha256 %s, %d bytes at %s/model.bin", tinyModel, m, tinySHA, tinySize, modelDir(tinyModel))
+	m := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.TinyModel})
+	if m.SHA256 != tinySHA || m.Size != tinySize || m.Path != modelDir(suite.TinyModel)+"/model.bin" {
+		t.Fatalf("model_download %s: %+v; want sha256 %s, %d bytes at %s/model.bin", suite.TinyModel, m, tinySHA, tinySize, modelDir(suite.TinyModel))
 	}
 	if got := diskSHA256(t, h, "hive-1", m.Path); got != tinySHA {
 		t.Fatalf("%s on hive-1's disk has sha256 %s; want %s", m.Path, got, tinySHA)
@@ -327,12 +293,12 @@ func TestModelDownloadResumesAtPartialSize(t *testing.T) {
 	// third of ngram-4; a Range request is never cut.
 	h, q := startCatalog(t, map[string]string{"RBEE_HUB_CUT_AFTER": "16k"})
 	var hist checks.History
-	hubSHA, hubSize, hubPath := hubChecksum(t, h, ngram4Model)
-	partial := modelDir(ngram4Model) + "/model.bin.partial"
+	hubSHA, hubSize, hubPath := hubChecksum(t, h, suite.Ngram4Model)
+	partial := modelDir(suite.Ngram4Model) + "/model.bin.partial"
 
-	first := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
-	suite.MustError(t, first, ngram4Model, "partial file is kept")
-	k, err := fileSize(context.Background(), h, "hive-1", partial)
+	first := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.Ngram4Model})
+	suite.MustError(t, first, suite.Ngram4Model, "partial file is kept")
+	k, err := fileSize(t.Context(), h, "hive-1", partial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,8 +317,8 @@ func TestModelDownloadResumesAtPartialSize(t *testing.T) {
 	}
 	t.Logf("first download cut by the hub after %d bytes; hive-1 kept %d of %d", cut[0].Bytes, k, hubSize)
 
-	second := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model})
-	m := mustResult[api.Model](t, second)
+	second := suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.Ngram4Model})
+	m := suite.ResultOf[api.Model](t, second)
 	if m.SHA256 != hubSHA || m.Size != hubSize {
 		t.Fatalf("resumed download: %+v; the hub announces sha256 %s, %d bytes", m, hubSHA, hubSize)
 	}
@@ -361,15 +327,15 @@ func TestModelDownloadResumesAtPartialSize(t *testing.T) {
 	}
 
 	// The catalog resumed at byte k (its Resumed, as the hive narrates it).
-	wantResume := fmt.Sprintf("resuming %s at byte %d", ngram4Model, k)
+	wantResume := fmt.Sprintf("resuming %s at byte %d", suite.Ngram4Model, k)
 	var resumes []string
-	for _, n := range narrations(second) {
+	for _, n := range suite.Narrations(t, second) {
 		if n.Action == "download_resume" {
 			resumes = append(resumes, n.Message)
 		}
 	}
 	if len(resumes) != 1 || resumes[0] != wantResume {
-		t.Fatalf("download_resume narration %q; want exactly %q%s", resumes, wantResume, narrationOf(second))
+		t.Fatalf("download_resume narration %q; want exactly %q%s", resumes, wantResume, suite.NarrationText(second))
 	}
 
 	// The hub saw exactly one more GET: Range bytes=k-, answered 206 with

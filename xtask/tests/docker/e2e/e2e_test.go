@@ -35,7 +35,7 @@ func TestFreshInstallToInference(t *testing.T) {
 		t.Fatalf("hive port on a bare machine: curl exit %d; want 7 (connection refused)", code)
 	}
 
-	inst := mustResult[api.HiveInstallResult](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1"}))
+	inst := suite.Result[api.HiveInstallResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: "hive-1"})
 	if inst.Version == "" || inst.Size <= 0 {
 		t.Fatalf("hive_install result %+v", inst)
 	}
@@ -44,29 +44,29 @@ func TestFreshInstallToInference(t *testing.T) {
 		t.Fatalf("installed binary: stat %q (exit %d); want %q", strings.TrimSpace(r.Stdout), r.ExitCode, want)
 	}
 
-	st := mustResult[api.HiveStartResult](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
+	st := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"})
 	if st.State != api.HiveOnline || st.PID <= 0 {
 		t.Fatalf("hive_start result %+v; want online with a pid", st)
 	}
 	awaitOnline(t, q, "hive-1") // its own heartbeat, not just the start probe
 
-	wp := spawnWorker(t, &hist, q, "hive-1", tinyModel)
+	wp := spawnWorker(t, &hist, q, "hive-1", suite.TinyModel)
 
 	infer := func(seed string) (keeperRun, client.Outcome) {
 		t.Helper()
-		kr := runKeeper(t, "--queen", q.BaseURL(), "infer", "--model", tinyModel,
+		kr := runKeeper(t, "--queen", q.BaseURL(), "infer", "--model", suite.TinyModel,
 			"--max-tokens", "48", "--temperature", "0.9", "--seed", seed, "Alice was beginning to get very tired")
 		if kr.code != 0 {
 			t.Fatalf("rbee-keeper infer --seed %s: exit %d; want 0\nstdout:\n%s\nstderr:\n%s", seed, kr.code, kr.stdout, kr.stderr)
 		}
 		// The keeper's job goes into the history like any other.
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 		defer cancel()
-		out, err := checks.MustSucceed(hist.Adopt(ctx, q, api.OpInfer, kr.jobID(t)))
+		out, err := checks.EndedDone(hist.Adopt(ctx, q, api.OpInfer, kr.jobID(t), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rt := mustServe(t, out); rt.WorkerID != wp.WorkerID {
+		if rt := suite.Served(t, out); rt.WorkerID != wp.WorkerID {
 			t.Fatalf("keeper's job ran on %+v; want worker %s", rt, wp.WorkerID)
 		}
 		// What the keeper printed is exactly what the queen streamed.
@@ -107,7 +107,7 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 	hiveOf := map[string]string{}
 	var ids []string
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		w := spawnWorker(t, &hist, q, hv, tinyModel)
+		w := spawnWorker(t, &hist, q, hv, suite.TinyModel)
 		hiveOf[w.WorkerID] = hv
 		ids = append(ids, w.WorkerID)
 	}
@@ -119,12 +119,12 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 	for i := range n {
 		// Both workers idle first, so the pick is the scheduler's rule and
 		// not a busy state a heartbeat happened to carry.
-		if err := suite.AwaitIdle(context.Background(), q, ids, stateTimeout); err != nil {
+		if err := suite.AwaitIdle(t.Context(), q, ids, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 		seed := uint64(i)
-		o := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "The rabbit", MaxTokens: 32, Seed: &seed})
-		rt := mustServe(t, o)
+		o := suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "The rabbit", MaxTokens: 32, Seed: &seed})
+		rt := suite.Served(t, o)
 		if hiveOf[rt.WorkerID] != rt.Hive {
 			t.Fatalf("job %s routed to %+v; the workers are %v", o.JobID, rt, hiveOf)
 		}
@@ -146,7 +146,7 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 	// The workers' own records agree with where the queen says it sent
 	// each job.
 	for w, hv := range hiveOf {
-		if got := workerInferences(t, h, hv, w); got != perWorker[w] {
+		if got := suite.WorkerInferences(t, h, hv, w); got != perWorker[w] {
 			t.Errorf("worker %s on %s accepted %d inferences; the queen routed %d to it", w, hv, got, perWorker[w])
 		}
 	}
@@ -163,20 +163,20 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 	var hist checks.History
 	awaitOnline(t, q, "hive-1")
 
-	hubSHA, hubSize, hubPath := hubChecksum(t, h, ngram4Model)
+	hubSHA, hubSize, hubPath := hubChecksum(t, h, suite.Ngram4Model)
 
-	before := mustResult[api.ModelList](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"}))
+	before := suite.Result[api.ModelList](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelList, HiveID: "hive-1"})
 	for _, m := range before.Models {
-		if m.ID == ngram4Model {
-			t.Fatalf("%s is in the catalog before the download: %+v", ngram4Model, m)
+		if m.ID == suite.Ngram4Model {
+			t.Fatalf("%s is in the catalog before the download: %+v", suite.Ngram4Model, m)
 		}
 	}
 
-	got := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: ngram4Model}))
-	if got.ID != ngram4Model || got.SHA256 != hubSHA || got.Size != hubSize {
+	got := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: "hive-1", Model: suite.Ngram4Model})
+	if got.ID != suite.Ngram4Model || got.SHA256 != hubSHA || got.Size != hubSize {
 		t.Fatalf("model_download result %+v; the hub announces sha256 %s, %d bytes", got, hubSHA, hubSize)
 	}
-	entry := mustResult[api.Model](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: ngram4Model}))
+	entry := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: "hive-1", Model: suite.Ngram4Model})
 	if entry.SHA256 != hubSHA || entry.Size != hubSize || entry.Path == "" {
 		t.Fatalf("catalog entry %+v; the hub announces sha256 %s, %d bytes", entry, hubSHA, hubSize)
 	}
@@ -187,7 +187,7 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 	if f := strings.Fields(r.Stdout); r.ExitCode != 0 || len(f) == 0 || f[0] != hubSHA {
 		t.Fatalf("sha256sum %s: %q (exit %d); want %s", entry.Path, r.Stdout, r.ExitCode, hubSHA)
 	}
-	r = h.MustExec(t, "hive-1", []string{"find", hiveDataDir + "/models", "-name", "*.partial"}, integration.AsUser("rbee"))
+	r = h.MustExec(t, "hive-1", []string{"find", suite.HiveDataDir + "/models", "-name", "*.partial"}, integration.AsUser("rbee"))
 	if r.ExitCode != 0 || strings.TrimSpace(r.Stdout) != "" {
 		t.Fatalf("partial files left in the catalog: %q (exit %d)", r.Stdout, r.ExitCode)
 	}
@@ -206,14 +206,14 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 		t.Fatalf("the hub served %d bytes of %s; want at least its %d", served, hubPath, hubSize)
 	}
 
-	wp := mustResult[api.WorkerProcess](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: "hive-1", Model: ngram4Model, Device: "cpu:0"}))
-	if _, err := checks.AwaitWorker(context.Background(), q, wp.WorkerID, stateTimeout, "fresh serving "+ngram4Model, func(w api.WorkerInfo) bool {
-		return checks.Fresh(w) && w.Model == ngram4Model && w.HiveID == "hive-1"
+	wp := suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: "hive-1", Model: suite.Ngram4Model, Device: "cpu:0"})
+	if _, err := checks.AwaitWorker(t.Context(), q, wp.WorkerID, stateTimeout, "fresh serving "+suite.Ngram4Model, func(w api.WorkerInfo) bool {
+		return checks.Fresh(w) && w.Model == suite.Ngram4Model && w.HiveID == "hive-1"
 	}); err != nil {
 		t.Fatal(err)
 	}
-	out := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpInfer, Model: ngram4Model, HiveID: "hive-1", Prompt: "Down the rabbit-hole", MaxTokens: 32})
-	if rt := mustServe(t, out); rt.WorkerID != wp.WorkerID {
+	out := suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.Ngram4Model, HiveID: "hive-1", Prompt: "Down the rabbit-hole", MaxTokens: 32})
+	if rt := suite.Served(t, out); rt.WorkerID != wp.WorkerID {
 		t.Fatalf("infer ran on %+v; want the new worker %s", rt, wp.WorkerID)
 	}
 
@@ -240,18 +240,18 @@ func TestHiveFailureRecovery(t *testing.T) {
 	var hist checks.History
 
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		mustRun(t, &hist, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hv})
+		suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hv})
 	}
 	awaitOnline(t, q, "hive-1", "hive-2")
-	w1 := spawnWorker(t, &hist, q, "hive-1", tinyModel)
-	w2 := spawnWorker(t, &hist, q, "hive-2", tinyModel)
+	w1 := spawnWorker(t, &hist, q, "hive-1", suite.TinyModel)
+	w2 := spawnWorker(t, &hist, q, "hive-2", suite.TinyModel)
 
 	// Both hives serve.
 	served := map[string]int{}
 	for _, o := range inferAll(t, &hist, q, 4, func(i int) api.JobRequest {
-		return api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 16}
+		return api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 16}
 	}) {
-		served[mustServe(t, o).Hive]++
+		served[suite.Served(t, o).Hive]++
 	}
 	if served["hive-1"] == 0 || served["hive-2"] == 0 {
 		t.Fatalf("before the crash, jobs per hive %v; want both serving", served)
@@ -266,13 +266,13 @@ func TestHiveFailureRecovery(t *testing.T) {
 		err error
 	}
 	long := make(chan result, 1)
-	lctx, lcancel := context.WithTimeout(context.Background(), opTimeout)
+	lctx, lcancel := context.WithTimeout(t.Context(), opTimeout)
 	defer lcancel()
 	go func() {
-		out, err := hist.Run(lctx, q, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: api.MaxMaxTokens})
+		out, err := hist.Run(lctx, q, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: api.MaxMaxTokens})
 		long <- result{out, err}
 	}()
-	if _, err := checks.AwaitWorker(context.Background(), q, w1.WorkerID, stateTimeout, "busy", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy }); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w1.WorkerID, stateTimeout, "busy", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy }); err != nil {
 		t.Fatal(err)
 	}
 	h.MustKill(t, "hive-1")
@@ -295,32 +295,32 @@ func TestHiveFailureRecovery(t *testing.T) {
 	// Within that window the queen may still pick the dead worker and then
 	// try another, since a vanished host never saw the request; this test
 	// asserts on the state after the window, where routing is decided.
-	if _, err := checks.AwaitWorker(context.Background(), q, w1.WorkerID, stateTimeout, "stale", checks.Stale); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w1.WorkerID, stateTimeout, "stale", checks.Stale); err != nil {
 		t.Fatal(err)
 	}
-	if err := checks.AwaitHiveState(context.Background(), q, "hive-1", api.HiveOffline, stateTimeout); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, "hive-1", api.HiveOffline, stateTimeout); err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range inferAll(t, &hist, q, 8, func(i int) api.JobRequest {
-		return api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 16}
+		return api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 16}
 	}) {
-		if rt := mustServe(t, o); rt.WorkerID != w2.WorkerID {
+		if rt := suite.Served(t, o); rt.WorkerID != w2.WorkerID {
 			t.Fatalf("with hive-1 down, job %s ran on %+v; want worker %s on hive-2", o.JobID, rt, w2.WorkerID)
 		}
 	}
 
 	// The machine comes back: sshd only, no hive daemon, still offline.
-	h.MustStart(t, "hive-1")
+	h.MustStartService(t, "hive-1")
 	h.MustWaitForHealthy(t, "hive-1", healthTimeout)
 	if code := hiveDaemonExit(t, h, "hive-1"); code != 7 {
 		t.Fatalf("hive port after the machine restarted: curl exit %d; want 7 (refused: nobody started the daemon)", code)
 	}
-	if hv, err := checks.Hive(context.Background(), q, "hive-1"); err != nil || hv.State == api.HiveOnline {
+	if hv, err := checks.Hive(t.Context(), q, "hive-1"); err != nil || hv.State == api.HiveOnline {
 		t.Fatalf("hive-1 before hive_start: %+v, %v; want not online", hv, err)
 	}
 
 	// The queen starts it over SSH; it heartbeats and is online again.
-	st := mustResult[api.HiveStartResult](t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"}))
+	st := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-1"})
 	if st.State != api.HiveOnline || st.PID <= 0 {
 		t.Fatalf("hive_start result %+v; want online with a pid", st)
 	}
@@ -330,18 +330,18 @@ func TestHiveFailureRecovery(t *testing.T) {
 	awaitOnline(t, q, "hive-1")
 
 	// It serves again: a new worker, and a job pinned to hive-1 runs there.
-	w1b := spawnWorker(t, &hist, q, "hive-1", tinyModel)
+	w1b := spawnWorker(t, &hist, q, "hive-1", suite.TinyModel)
 	if w1b.WorkerID == w1.WorkerID {
 		t.Fatalf("the new worker has the dead one's id %s", w1.WorkerID)
 	}
-	out := mustRun(t, &hist, q, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: 16})
-	if rt := mustServe(t, out); rt.WorkerID != w1b.WorkerID {
+	out := suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: 16})
+	if rt := suite.Served(t, out); rt.WorkerID != w1b.WorkerID {
 		t.Fatalf("job pinned to hive-1 ran on %+v; want the new worker %s", rt, w1b.WorkerID)
 	}
 	// And unpinned load spreads over both hives again.
 	served = map[string]int{}
 	for range 4 {
-		served[mustServe(t, mustRun(t, &hist, q, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 16})).Hive]++
+		served[suite.Served(t, suite.Run(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 16})).Hive]++
 	}
 	if served["hive-1"] == 0 || served["hive-2"] == 0 {
 		t.Fatalf("after the recovery, jobs per hive %v; want both serving", served)

@@ -5,13 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,19 +19,12 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
-// Models the full-stack hub serves (xtask/modelhub).
-const (
-	tinyModel   = "rbee/tiny-ngram:model.bin"
-	ngram4Model = "rbee/ngram-4:model.bin"
-)
-
-// Paths on a hive machine (docs/PROTOCOL.md, the hive container's layout).
-const (
-	hiveBinary  = "/home/rbee/.local/bin/rbee-hive"
-	hiveDataDir = "/home/rbee/.local/share/rbee"
-)
+// hiveBinary is where hive_install puts rbee-hive on a hive machine
+// (docs/PROTOCOL.md, the hive container's layout).
+const hiveBinary = "/home/rbee/.local/bin/rbee-hive"
 
 // Deadlines: generous, because the machine has two cores and other suites
 // may run at the same time; none of them is an assertion about speed.
@@ -44,59 +35,11 @@ const (
 	keeperTimeout = 90 * time.Second // one rbee-keeper run
 )
 
-// mustRun submits req through the history and fails the test unless the
-// job ends [DONE].
-func mustRun(t *testing.T, hist *checks.History, q *client.Client, req api.JobRequest) client.Outcome {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	out, err := checks.MustSucceed(hist.Run(ctx, q, req))
-	if err != nil {
-		t.Fatalf("%s: %v%s", describe(req), err, narrationOf(out))
-	}
-	return out
-}
-
-// mustResult decodes the job's single result event.
-func mustResult[T any](t *testing.T, o client.Outcome) T {
-	t.Helper()
-	v, err := checks.Result[T](o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func describe(req api.JobRequest) string {
-	s := req.Operation
-	for _, kv := range [][2]string{{"alias", req.Alias}, {"hive_id", req.HiveID}, {"model", req.Model}} {
-		if kv[1] != "" {
-			s += " " + kv[0] + "=" + kv[1]
-		}
-	}
-	return s
-}
-
-// narrationOf renders a job's narration for a failure message.
-func narrationOf(o client.Outcome) string {
-	var b strings.Builder
-	for _, ev := range o.Events {
-		if ev.Name != api.EventNarration {
-			continue
-		}
-		var n api.Narration
-		if json.Unmarshal([]byte(ev.Data), &n) == nil {
-			fmt.Fprintf(&b, "\n  [%s/%s] %s: %s", n.Hive, n.Actor, n.Action, n.Message)
-		}
-	}
-	return b.String()
-}
-
 // awaitOnline waits until the queen has a heartbeat from each hive.
 func awaitOnline(t *testing.T, q *client.Client, hives ...string) {
 	t.Helper()
 	for _, hv := range hives {
-		if err := checks.AwaitHiveState(context.Background(), q, hv, api.HiveOnline, stateTimeout); err != nil {
+		if err := checks.AwaitHiveState(t.Context(), q, hv, api.HiveOnline, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,22 +47,12 @@ func awaitOnline(t *testing.T, q *client.Client, hives ...string) {
 
 // spawnWorker puts model into hive's catalog (model_download, a no-op when
 // it is there) and starts a worker for it on cpu:0 through the queen; it
-// returns once the worker's own heartbeat has registered it as fresh.
+// returns once the worker's own heartbeat has registered it, fresh and
+// ready, with that hive and model (suite.SpawnWorker).
 func spawnWorker(t *testing.T, hist *checks.History, q *client.Client, hive, model string) api.WorkerProcess {
 	t.Helper()
-	mustRun(t, hist, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
-	wp := mustResult[api.WorkerProcess](t, mustRun(t, hist, q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: "cpu:0"}))
-	if wp.WorkerID == "" || wp.Model != model {
-		t.Fatalf("worker_spawn on %s: result %+v", hive, wp)
-	}
-	w, err := checks.AwaitWorker(context.Background(), q, wp.WorkerID, stateTimeout, "fresh", checks.Fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.HiveID != hive || w.Model != model {
-		t.Fatalf("worker %s registered as %s/%s; want %s/%s", wp.WorkerID, w.HiveID, w.Model, hive, model)
-	}
-	return wp
+	suite.Download(t, q, hist, hive, model)
+	return suite.SpawnWorker(t, q, hist, hive, model)
 }
 
 // inferAll runs n infer jobs at once (request i from mk(i)) and returns
@@ -134,7 +67,7 @@ func inferAll(t *testing.T, hist *checks.History, q *client.Client, n int, mk fu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 			defer cancel()
 			outs[i], errs[i] = hist.Run(ctx, q, mk(i))
 		}()
@@ -144,42 +77,6 @@ func inferAll(t *testing.T, hist *checks.History, q *client.Client, n int, mk fu
 		t.Fatalf("infer jobs not followed to their end: %v", err)
 	}
 	return outs
-}
-
-// mustServe checks that an infer job ended [DONE] with tokens, and returns
-// where the queen says it ran.
-func mustServe(t *testing.T, o client.Outcome) checks.Route {
-	t.Helper()
-	if _, err := checks.MustSucceed(o, nil); err != nil {
-		t.Fatalf("infer: %v%s", err, narrationOf(o))
-	}
-	text, err := client.Tokens(o)
-	if err != nil || text == "" {
-		t.Fatalf("infer job %s: tokens %q, %v", o.JobID, text, err)
-	}
-	r, err := checks.RoutedTo(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-// workerInferences counts the inference requests a worker itself accepted,
-// from its own log on its hive (the hive writes each child's output to
-// <data-dir>/logs/<worker-id>.log). The worker exposes no count over HTTP;
-// this is the worker's side of the story, to hold the queen's narration
-// against.
-func workerInferences(t *testing.T, h *integration.Harness, hive, workerID string) int {
-	t.Helper()
-	r := h.MustExec(t, hive, []string{"grep", "-c", `^.*inference [^ ]*: accepted `, hiveDataDir + "/logs/" + workerID + ".log"}, integration.AsUser("rbee"))
-	if r.ExitCode > 1 { // 1: no match, which is a count of 0
-		t.Fatalf("counting inferences of %s on %s: exit %d: %s", workerID, hive, r.ExitCode, r.Stderr)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(r.Stdout))
-	if err != nil {
-		t.Fatalf("counting inferences of %s on %s: %q", workerID, hive, r.Stdout)
-	}
-	return n
 }
 
 // hiveDaemonExit asks, from inside hive's container, for the hive daemon's
@@ -198,7 +95,7 @@ type keeperRun struct {
 // runKeeper runs the rbee-keeper built by TestMain on the test host.
 func runKeeper(t *testing.T, args ...string) keeperRun {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), keeperTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), keeperTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keeperBin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"} // no RBEE_QUEEN_URL from the caller's shell
@@ -237,7 +134,7 @@ func hubChecksum(t *testing.T, h *integration.Harness, model string) (sha string
 	org, rest, _ := strings.Cut(model, "/")
 	repo, file, _ := strings.Cut(rest, ":")
 	path = fmt.Sprintf("/%s/%s/resolve/main/%s", org, repo, file)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, h.MustURL(t, "hub", 8080)+path, nil)
 	if err != nil {
@@ -268,7 +165,7 @@ type hubRequest struct {
 // hubRequests is what the hub says it served so far.
 func hubRequests(t *testing.T, h *integration.Harness) []hubRequest {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var reqs []hubRequest
 	if err := client.New(h.MustURL(t, "hub", 8080)).Do(ctx, http.MethodGet, "/_hub/requests", nil, &reqs); err != nil {

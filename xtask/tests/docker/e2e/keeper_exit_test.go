@@ -34,7 +34,7 @@ func TestKeeperExitCodes(t *testing.T) {
 	queen := q.BaseURL()
 
 	// 0: a job that ends [DONE] (the negative control of the cases below).
-	ok := runKeeper(t, "--queen", queen, "infer", "--model", tinyModel, "--max-tokens", "5", "--seed", "1", "Alice")
+	ok := runKeeper(t, "--queen", queen, "infer", "--model", suite.TinyModel, "--max-tokens", "5", "--seed", "1", "Alice")
 	if ok.code != 0 {
 		t.Fatalf("rbee-keeper infer: exit %d; want 0\nstderr:\n%s", ok.code, ok.stderr)
 	}
@@ -66,7 +66,7 @@ func TestKeeperExitCodes(t *testing.T) {
 	// 130: Ctrl-C while a long generation runs (2000 tokens at the
 	// worker's 5 ms token delay: at least 10 s, and the interrupt is sent
 	// as soon as the keeper says the job was accepted).
-	code, stderr, jobID := interruptKeeper(t, "--queen", queen, "infer", "--model", tinyModel, "--max-tokens", "2000", "--seed", "2", "Alice")
+	code, stderr, jobID := interruptKeeper(t, "--queen", queen, "infer", "--model", suite.TinyModel, "--max-tokens", "2000", "--seed", "2", "Alice")
 	if code != 130 {
 		t.Errorf("rbee-keeper infer interrupted: exit %d; want 130\nstderr:\n%s", code, stderr)
 	}
@@ -80,7 +80,7 @@ func TestKeeperExitCodes(t *testing.T) {
 // job id.
 func interruptKeeper(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), keeperTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), keeperTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keeperBin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 // cutProxy is an HTTP proxy on 127.0.0.1 in front of the queen that breaks
@@ -141,7 +142,7 @@ func TestKeeperResumesCutStream(t *testing.T) {
 	if _, err := checks.AwaitWorker(t.Context(), q, "worker-1", stateTimeout, "fresh", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"infer", "--model", tinyModel, "--max-tokens", "300", "--temperature", "0.9", "--seed", "11", "Alice was beginning"}
+	args := []string{"infer", "--model", suite.TinyModel, "--max-tokens", "300", "--temperature", "0.9", "--seed", "11", "Alice was beginning"}
 
 	whole := runKeeper(t, append([]string{"--queen", q.BaseURL()}, args...)...)
 	if whole.code != 0 || len(strings.TrimSpace(whole.stdout)) < 100 {

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -15,7 +14,7 @@ import (
 )
 
 // startMultiHive brings up the multi-hive topology (queen, hive-1, hive-2,
-// no hub), waits for both hives' heartbeats and seeds tinyModel into both
+// no hub), waits for both hives' heartbeats and seeds suite.TinyModel into both
 // catalogs.
 func startMultiHive(t *testing.T) (*integration.Harness, *client.Client) {
 	t.Helper()
@@ -23,7 +22,7 @@ func startMultiHive(t *testing.T) (*integration.Harness, *client.Client) {
 	q := h.MustQueen(t)
 	awaitOnline(t, q, "hive-1", "hive-2")
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		suite.SeedModel(t, h, q, hv, tinyModel)
+		suite.SeedModel(t, h, q, hv, suite.TinyModel)
 	}
 	return h, q
 }
@@ -39,7 +38,7 @@ func TestMultiHiveSequentialAlternation(t *testing.T) {
 	hiveOf := map[string]string{}
 	var ids []string
 	for _, hv := range []string{"hive-1", "hive-1", "hive-2"} {
-		w := suite.SpawnWorker(t, q, &hist, hv, tinyModel)
+		w := suite.SpawnWorker(t, q, &hist, hv, suite.TinyModel)
 		hiveOf[w.WorkerID] = hv
 		ids = append(ids, w.WorkerID)
 	}
@@ -50,11 +49,11 @@ func TestMultiHiveSequentialAlternation(t *testing.T) {
 	for i := range n {
 		// Every worker idle first: the pick is then decided by the rule
 		// under test, not by a busy state in a heartbeat still on its way.
-		if err := suite.AwaitIdle(context.Background(), q, ids, stateTimeout); err != nil {
+		if err := suite.AwaitIdle(t.Context(), q, ids, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
 		seed := uint64(i)
-		_, rt := suite.Infer(t, q, &hist, api.JobRequest{Model: tinyModel, Seed: &seed})
+		_, rt := suite.Infer(t, q, &hist, api.JobRequest{Model: suite.TinyModel, Seed: &seed})
 		if hiveOf[rt.WorkerID] != rt.Hive {
 			t.Fatalf("job %d routed to %+v; the workers are %v", i, rt, hiveOf)
 		}
@@ -82,21 +81,13 @@ func TestMultiHiveSequentialAlternation(t *testing.T) {
 func TestMultiHiveLeastInFlightFirst(t *testing.T) {
 	h, q := startMultiHive(t)
 	var hist checks.History
-	w1 := suite.SpawnWorker(t, q, &hist, "hive-1", tinyModel)
-	w2 := suite.SpawnWorker(t, q, &hist, "hive-2", tinyModel)
+	w1 := suite.SpawnWorker(t, q, &hist, "hive-1", suite.TinyModel)
+	w2 := suite.SpawnWorker(t, q, &hist, "hive-2", suite.TinyModel)
 
 	// The long job, pinned to hive-1: 2048 tokens at the worker's token
 	// delay is about ten seconds, far longer than the short jobs below.
 	ctx := suite.Context(t, opTimeout)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: api.MaxMaxTokens})
-	if err != nil {
-		t.Fatal(err)
-	}
-	long := make(chan client.Outcome, 1)
-	go func() {
-		out, _ := hist.Adopt(ctx, q, api.OpInfer, acc.JobID)
-		long <- out
-	}()
+	acc, long := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, HiveID: "hive-1", Prompt: "Alice", MaxTokens: api.MaxMaxTokens}, nil)
 	if _, err := checks.AwaitWorker(ctx, q, w1.WorkerID, stateTimeout, "busy", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy }); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +97,7 @@ func TestMultiHiveLeastInFlightFirst(t *testing.T) {
 		if err := suite.AwaitIdle(ctx, q, []string{w2.WorkerID}, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
-		_, rt := suite.Infer(t, q, &hist, api.JobRequest{Model: tinyModel})
+		_, rt := suite.Infer(t, q, &hist, api.JobRequest{Model: suite.TinyModel})
 		if rt.WorkerID != w2.WorkerID {
 			t.Fatalf("job %d, with %s busy on the long job, went to %+v; want %s on hive-2 (fewest in flight)", i, w1.WorkerID, rt, w2.WorkerID)
 		}
@@ -129,7 +120,7 @@ func TestMultiHiveLeastInFlightFirst(t *testing.T) {
 	if _, err := q.Cancel(ctx, acc.JobID); err != nil {
 		t.Fatal(err)
 	}
-	if out := <-long; out.Terminator() != api.TermCancelled {
+	if out := (<-long).Out; out.Terminator() != api.TermCancelled {
 		t.Fatalf("long job ended %s after DELETE; want %s", out.Terminator(), api.TermCancelled)
 	}
 	suite.NothingLost(t, opTimeout, q, &hist)

@@ -25,14 +25,14 @@ func TestInferTemperatureReachesWorker(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	awaitOnline(t, q, hv)
-	suite.SeedModel(t, h, q, hv, tinyModel)
+	suite.SeedModel(t, h, q, hv, suite.TinyModel)
 	var hist checks.History
-	w := suite.SpawnWorker(t, q, &hist, hv, tinyModel)
+	w := suite.SpawnWorker(t, q, &hist, hv, suite.TinyModel)
 
 	const maxTokens = 64
 	infer := func(temp float64, seed uint64) string {
 		t.Helper()
-		out, _ := suite.Infer(t, q, &hist, api.JobRequest{Model: tinyModel, Prompt: "Alice was beginning", MaxTokens: maxTokens, Temperature: &temp, Seed: &seed})
+		out, _ := suite.Infer(t, q, &hist, api.JobRequest{Model: suite.TinyModel, Prompt: "Alice was beginning", MaxTokens: maxTokens, Temperature: &temp, Seed: &seed})
 		text, err := client.Tokens(out)
 		if err != nil {
 			t.Fatal(err)

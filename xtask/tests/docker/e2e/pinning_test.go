@@ -18,13 +18,13 @@ import (
 // ignored. Counted at the workers' own logs, not only the queen's narration.
 func TestInferStaysOnItsModelAndHive(t *testing.T) {
 	h, q := startMultiHive(t)
-	suite.SeedModel(t, h, q, "hive-2", ngram4Model)
+	suite.SeedModel(t, h, q, "hive-2", suite.Ngram4Model)
 	var hist checks.History
-	a := suite.SpawnWorker(t, q, &hist, "hive-1", tinyModel)
-	b := suite.SpawnWorker(t, q, &hist, "hive-2", tinyModel)
-	c := suite.SpawnWorker(t, q, &hist, "hive-2", ngram4Model)
+	a := suite.SpawnWorker(t, q, &hist, "hive-1", suite.TinyModel)
+	b := suite.SpawnWorker(t, q, &hist, "hive-2", suite.TinyModel)
+	c := suite.SpawnWorker(t, q, &hist, "hive-2", suite.Ngram4Model)
 	name := map[string]string{a.WorkerID: "A (hive-1, tiny)", b.WorkerID: "B (hive-2, tiny)", c.WorkerID: "C (hive-2, ngram-4)"}
-	model := map[string]string{a.WorkerID: tinyModel, b.WorkerID: tinyModel, c.WorkerID: ngram4Model}
+	model := map[string]string{a.WorkerID: suite.TinyModel, b.WorkerID: suite.TinyModel, c.WorkerID: suite.Ngram4Model}
 	ids := []string{a.WorkerID, b.WorkerID, c.WorkerID}
 	ctx := suite.Context(t, 10*opTimeout)
 	served := map[string]int{}
@@ -46,7 +46,7 @@ func TestInferStaysOnItsModelAndHive(t *testing.T) {
 	// Negative control: unpinned, the two tiny workers take turns by hive.
 	got := map[string]bool{}
 	for range 2 {
-		got[run(api.JobRequest{Model: tinyModel})] = true
+		got[run(api.JobRequest{Model: suite.TinyModel})] = true
 	}
 	if !got[a.WorkerID] || !got[b.WorkerID] {
 		t.Fatalf("two unpinned tiny infers ran on %v; want one on %s and one on %s", got, name[a.WorkerID], name[b.WorkerID])
@@ -57,9 +57,9 @@ func TestInferStaysOnItsModelAndHive(t *testing.T) {
 		req  api.JobRequest
 		want api.WorkerProcess
 	}{
-		{api.JobRequest{Model: tinyModel, HiveID: "hive-1"}, a},
-		{api.JobRequest{Model: tinyModel, HiveID: "hive-2"}, b},
-		{api.JobRequest{Model: ngram4Model}, c},
+		{api.JobRequest{Model: suite.TinyModel, HiveID: "hive-1"}, a},
+		{api.JobRequest{Model: suite.TinyModel, HiveID: "hive-2"}, b},
+		{api.JobRequest{Model: suite.Ngram4Model}, c},
 	} {
 		for i := range n {
 			if w := run(tc.req); w != tc.want.WorkerID {

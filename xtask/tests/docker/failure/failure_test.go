@@ -38,14 +38,14 @@ import (
 // within the timeout; after restore it is online again, jobs succeed, and no
 // worker is duplicated.
 func TestNetworkPartitionQueenHive(t *testing.T) {
-	h, q := startHive(t)
-	ctx := context.Background()
+	h, q := suite.StartHive(t)
+	ctx := t.Context()
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
-	w := spawn(t, q, &hist, tinyModel, "cpu:0")
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
+	w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	awaitWorker(t, q, w.WorkerID, "registered", checks.Fresh)
-	suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
+	suite.Run(t, opTimeout, q, &hist, inferReq(suite.TinyModel))
 
 	h.MustInject(t, integration.Partition("queen", hive))
 	awaitHive(t, q, hive, api.HiveOffline)
@@ -66,7 +66,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 			t.Errorf("%s took %v to fail; want within %v", op, took, forwardBound)
 		}
 	}
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(suite.TinyModel)), "no ready worker for model "+suite.TinyModel)
 
 	h.MustRecover(t, integration.Block("queen", hive))
 	h.MustRecover(t, integration.Block(hive, "queen"))
@@ -77,11 +77,11 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	// stale_after and the hive never drops out of online meanwhile.
 	awaitHeartbeating(t, q, hive, w.WorkerID)
 
-	if ms := modelList(t, q, &hist); len(ms) != 1 || ms[0].ID != tinyModel {
+	if ms := modelList(t, q, &hist); len(ms) != 1 || ms[0].ID != suite.TinyModel {
 		t.Fatalf("model_list after restore: %+v", ms)
 	}
-	out := suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
-	if got := servedBy(out); !slices.Equal(got, []string{w.WorkerID}) {
+	out := suite.Run(t, opTimeout, q, &hist, inferReq(suite.TinyModel))
+	if got := suite.RoutedWorkers(t, out); !slices.Equal(got, []string{w.WorkerID}) {
 		t.Errorf("infer after restore went to %v; want [%s]", got, w.WorkerID)
 	}
 	// No duplicates: the queen knows the one worker once, the hive still has
@@ -93,7 +93,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 	if len(ws) != 1 || ws[0].WorkerID != w.WorkerID {
 		t.Errorf("queen's workers after restore: %+v; want only %s", ws, w.WorkerID)
 	}
-	if ps := processList(t, q, &hist); len(ps) != 1 || ps[0].WorkerID != w.WorkerID || ps[0].PID != w.PID || ps[0].State != "running" {
+	if ps := suite.ProcessList(t, q, &hist, hive); len(ps) != 1 || ps[0].WorkerID != w.WorkerID || ps[0].PID != w.PID || ps[0].State != "running" {
 		t.Errorf("hive's workers after restore: %+v; want only %s (pid %d) running", ps, w.WorkerID, w.PID)
 	}
 	hs, err := q.Hives(ctx)
@@ -109,7 +109,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 // Hive crash during a download: the queen's stream ends [ERROR] naming the
 // hive, the job is failed; after restart no half-written model is in the catalog.
 func TestHiveCrashDuringDownload(t *testing.T) {
-	h, q := startHive(t)
+	h, q := suite.StartHive(t)
 	var hist checks.History
 
 	// The download is slowed on the wire (the hub's own RBEE_HUB_RATE
@@ -117,17 +117,13 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
 	// The goroutine reports through the channel only: it may outlive a
 	// failed test, and a t.Errorf after the test returned would panic.
-	done := make(chan runResult, 1)
-	dctx, dcancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	dctx, dcancel := context.WithTimeout(t.Context(), 3*opTimeout)
 	defer dcancel()
-	go func() {
-		out, err := hist.Run(dctx, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: bigModel})
-		done <- runResult{out, err}
-	}()
+	_, done := suite.Submit(dctx, t, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: suite.BigModel}, nil)
 
 	partial := modelsDir + "/rbee--big-ngram--model.bin/model.bin.partial"
 	var size int64
-	if err := checks.Await(context.Background(), stateTimeout, "a half-written "+partial, func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "a half-written "+partial, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, hive, []string{"stat", "-c", "%s", partial})
 		if err != nil {
 			return false, "", err
@@ -138,20 +134,11 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.MustKill(t, hive)
-	t.Logf("killed %s with %d bytes of %s downloaded", hive, size, bigModel)
+	t.Logf("killed %s with %d bytes of %s downloaded", hive, size, suite.BigModel)
 
-	var out client.Outcome
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.Fatalf("model_download: %v", r.err)
-		}
-		out = r.out
-	case <-time.After(2 * opTimeout):
-		t.Fatal("the queen's download stream did not end after the hive was killed")
-	}
+	out := suite.Ended(t, done, 2*opTimeout, "model_download after "+hive+" was killed")
 	suite.MustError(t, out, hive)
-	st, err := q.Job(context.Background(), out.JobID)
+	st, err := q.Job(t.Context(), out.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,19 +148,19 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	t.Logf("download ended %s", out.Terminator())
 
 	h.MustHeal(t)
-	h.MustStart(t, hive)
+	h.MustStartService(t, hive)
 	h.MustWaitForHealthy(t, hive, 60*time.Second)
 	awaitHive(t, q, hive, api.HiveOnline)
 	for _, m := range modelList(t, q, &hist) {
-		if m.ID == bigModel {
-			t.Fatalf("the half-written %s is in the catalog after the restart: %+v", bigModel, m)
+		if m.ID == suite.BigModel {
+			t.Fatalf("the half-written %s is in the catalog after the restart: %+v", suite.BigModel, m)
 		}
 	}
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: bigModel}), bigModel, "is not on "+hive)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: suite.BigModel}), suite.BigModel, "is not on "+hive)
 	// The catalog still works: the model downloads in full and is listed once.
-	m := download(t, q, &hist, bigModel)
+	m := suite.Download(t, q, &hist, hive, suite.BigModel)
 	if m.Size != 8<<20 {
-		t.Errorf("re-downloaded %s is %d bytes; want %d", bigModel, m.Size, 8<<20)
+		t.Errorf("re-downloaded %s is %d bytes; want %d", suite.BigModel, m.Size, 8<<20)
 	}
 	if got := sha256In(t, h, hive, m.Path); got != m.SHA256 {
 		t.Errorf("catalog says sha256 %s, the file on disk has %s", m.SHA256, got)
@@ -185,13 +172,13 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 // workers keep running (same pids), re-register once it is back, infer works
 // again; no hive is restarted.
 func TestQueenRestart(t *testing.T) {
-	h, q := startHive(t)
+	h, q := suite.StartHive(t)
 	var before checks.History
 
-	download(t, q, &before, tinyModel)
-	w := spawn(t, q, &before, tinyModel, "cpu:0")
+	suite.Download(t, q, &before, hive, suite.TinyModel)
+	w := suite.Spawn(t, q, &before, hive, suite.TinyModel, "cpu:0")
 	awaitWorker(t, q, w.WorkerID, "registered", checks.Fresh)
-	suite.Run(t, opTimeout, q, &before, inferReq(tinyModel))
+	suite.Run(t, opTimeout, q, &before, inferReq(suite.TinyModel))
 	hpid := hivePID(t, h, hive)
 	// The old queen's jobs live in its memory: check them before it goes.
 	suite.NothingLost(t, 60*time.Second, q, &before)
@@ -206,7 +193,7 @@ func TestQueenRestart(t *testing.T) {
 			t.Fatalf("with the queen down, hive pid %d alive %v, worker pid %d alive %v; want both running", hpid, alive(t, h, hive, hpid), w.PID, alive(t, h, hive, w.PID))
 		}
 	}
-	h.MustStart(t, "queen")
+	h.MustStartService(t, "queen")
 	h.MustWaitForHealthy(t, "queen", 60*time.Second)
 	q = h.MustQueen(t) // the published port changed
 	var after checks.History
@@ -214,16 +201,16 @@ func TestQueenRestart(t *testing.T) {
 	// Back within a couple of intervals plus slack for a loaded machine: a
 	// sender backing off to tens of seconds misses this.
 	back := time.Now()
-	if err := checks.AwaitHiveState(context.Background(), q, hive, api.HiveOnline, comebackBound); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, hive, api.HiveOnline, comebackBound); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := checks.AwaitWorker(context.Background(), q, w.WorkerID, comebackBound, "re-registered by heartbeat", checks.Fresh); err != nil {
+	if _, err := checks.AwaitWorker(t.Context(), q, w.WorkerID, comebackBound, "re-registered by heartbeat", checks.Fresh); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("hive and worker back %v after the queen, down for %v, was healthy again", time.Since(back).Round(time.Millisecond), outage)
 	awaitHeartbeating(t, q, hive, w.WorkerID)
-	out := suite.Run(t, opTimeout, q, &after, inferReq(tinyModel))
-	if got := servedBy(out); !slices.Equal(got, []string{w.WorkerID}) {
+	out := suite.Run(t, opTimeout, q, &after, inferReq(suite.TinyModel))
+	if got := suite.RoutedWorkers(t, out); !slices.Equal(got, []string{w.WorkerID}) {
 		t.Errorf("infer after the restart went to %v; want [%s]", got, w.WorkerID)
 	}
 
@@ -236,7 +223,7 @@ func TestQueenRestart(t *testing.T) {
 	if !alive(t, h, hive, w.PID) {
 		t.Errorf("worker %s pid %d is not running", w.WorkerID, w.PID)
 	}
-	ps := processList(t, q, &after)
+	ps := suite.ProcessList(t, q, &after, hive)
 	if len(ps) != 1 || ps[0].WorkerID != w.WorkerID || ps[0].PID != w.PID || ps[0].State != "running" {
 		t.Errorf("hive's workers after the queen restart: %+v; want only %s (pid %d) running", ps, w.WorkerID, w.PID)
 	}
@@ -247,12 +234,12 @@ func TestQueenRestart(t *testing.T) {
 // goes to another worker, or, with none left, ends [ERROR] no ready worker;
 // the hive lists the killed worker as exited.
 func TestWorkerCrash(t *testing.T) {
-	h, q := startHive(t)
+	h, q := suite.StartHive(t)
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
-	a := spawn(t, q, &hist, tinyModel, "cpu:0")
-	b := spawn(t, q, &hist, tinyModel, "cpu:0")
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
+	a := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
+	b := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	awaitWorker(t, q, a.WorkerID, "registered", checks.Fresh)
 	awaitWorker(t, q, b.WorkerID, "registered", checks.Fresh)
 
@@ -263,7 +250,7 @@ func TestWorkerCrash(t *testing.T) {
 		}
 		awaitWorker(t, q, w.WorkerID, "stale after SIGKILL", checks.Stale)
 		var got api.WorkerProcess
-		if err := checks.Await(context.Background(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
+		if err := checks.Await(t.Context(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
 			got = suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessGet, HiveID: hive, WorkerID: w.WorkerID})
 			return got.State == "exited", fmt.Sprintf("%s is %s", w.WorkerID, got.State), nil
 		}); err != nil {
@@ -276,16 +263,16 @@ func TestWorkerCrash(t *testing.T) {
 
 	kill9(a)
 	for i := range 3 {
-		out := suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
-		if got := servedBy(out); !slices.Equal(got, []string{b.WorkerID}) {
+		out := suite.Run(t, opTimeout, q, &hist, inferReq(suite.TinyModel))
+		if got := suite.RoutedWorkers(t, out); !slices.Equal(got, []string{b.WorkerID}) {
 			t.Errorf("infer %d after %s died went to %v; want [%s]", i, a.WorkerID, got, b.WorkerID)
 		}
 	}
 
 	kill9(b)
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel)), "no ready worker for model "+tinyModel)
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, inferReq(suite.TinyModel)), "no ready worker for model "+suite.TinyModel)
 
-	ps := processList(t, q, &hist)
+	ps := suite.ProcessList(t, q, &hist, hive)
 	if len(ps) != 2 {
 		t.Fatalf("hive lists %d workers; want the 2 killed ones: %+v", len(ps), ps)
 	}
@@ -300,28 +287,28 @@ func TestWorkerCrash(t *testing.T) {
 // Concurrent operations on one hive: 10 spawns and model operations at once;
 // every job terminal, distinct ports, a consistent catalog, nothing lost.
 func TestConcurrentOperationsOnOneHive(t *testing.T) {
-	h, q := startHive(t)
+	h, q := suite.StartHive(t)
 	var hist checks.History
-	tiny := download(t, q, &hist, tinyModel)
+	tiny := suite.Download(t, q, &hist, hive, suite.TinyModel)
 
 	const spawns = 10
 	reqs := make([]api.JobRequest, 0, spawns+7)
 	for range spawns {
-		reqs = append(reqs, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: tinyModel, Device: "cpu:0"})
+		reqs = append(reqs, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: suite.TinyModel, Device: "cpu:0"})
 	}
 	for range 3 {
-		reqs = append(reqs, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: ngram4})
+		reqs = append(reqs, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: suite.Ngram4Model})
 	}
 	for range 2 {
 		reqs = append(reqs,
 			api.JobRequest{Operation: api.OpModelList, HiveID: hive},
-			api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: tinyModel})
+			api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: suite.TinyModel})
 	}
 	outs := make([]client.Outcome, len(reqs))
 	var wg sync.WaitGroup
 	for i, req := range reqs {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), 2*opTimeout)
 			defer cancel()
 			out, err := hist.Run(ctx, q, req)
 			if err != nil {
@@ -362,7 +349,7 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 				t.Fatal(err)
 			}
 			if ngram.ID != "" && (m.SHA256 != ngram.SHA256 || m.Size != ngram.Size || m.Path != ngram.Path) {
-				t.Errorf("concurrent downloads of %s disagree: %+v vs %+v", ngram4, m, ngram)
+				t.Errorf("concurrent downloads of %s disagree: %+v vs %+v", suite.Ngram4Model, m, ngram)
 			}
 			ngram = m
 		}
@@ -372,7 +359,7 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 	}
 
 	// The hive's table and the queen's registry agree with the spawn results.
-	ps := processList(t, q, &hist)
+	ps := suite.ProcessList(t, q, &hist, hive)
 	if len(ps) != spawns {
 		t.Errorf("hive lists %d workers; want %d", len(ps), spawns)
 	}
@@ -388,11 +375,11 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 	// The catalog: both models exactly once, as downloaded, intact on disk,
 	// and no partial file left behind.
 	ms := modelList(t, q, &hist)
-	if len(ms) != 2 || ms[0].ID != ngram4 || ms[1].ID != tinyModel {
-		t.Fatalf("model_list after the concurrent operations: %+v; want %s and %s", ms, ngram4, tinyModel)
+	if len(ms) != 2 || ms[0].ID != suite.Ngram4Model || ms[1].ID != suite.TinyModel {
+		t.Fatalf("model_list after the concurrent operations: %+v; want %s and %s", ms, suite.Ngram4Model, suite.TinyModel)
 	}
 	for _, m := range ms {
-		want := map[string]api.Model{ngram4: ngram, tinyModel: tiny}[m.ID]
+		want := map[string]api.Model{suite.Ngram4Model: ngram, suite.TinyModel: tiny}[m.ID]
 		if m.SHA256 != want.SHA256 || m.Size != want.Size {
 			t.Errorf("catalog entry %+v; the download said %+v", m, want)
 		}
@@ -442,13 +429,9 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	// The job's own bound: the upload's command_timeout after the block,
 	// plus a single operation's worth for connecting and cleaning up.
 	jobTimeout := commandTimeout + opTimeout
-	done := make(chan runResult, 1) // reported by the test goroutine only
-	ictx, icancel := context.WithTimeout(context.Background(), jobTimeout)
+	ictx, icancel := context.WithTimeout(t.Context(), jobTimeout)
 	defer icancel()
-	go func() {
-		out, err := hist.Run(ictx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
-		done <- runResult{out, err}
-	}()
+	_, done := suite.Submit(ictx, t, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias}, nil) // reported by the test goroutine only
 
 	// Cut the connection once a part of the binary has arrived in the
 	// upload's temporary file next to the final path.
@@ -462,7 +445,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 		return n, nil
 	}
 	var part int64
-	if err := checks.Await(context.Background(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "the upload under way", func(ctx context.Context) (bool, string, error) {
 		var err error
 		part, err = tmpSize(ctx)
 		return part >= blockFrom, fmt.Sprintf("temporary file has %d bytes", part), err
@@ -472,7 +455,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	h.MustInject(t, integration.Block("queen", alias))
 	// The block is in place: the upload must still be short of the whole
 	// binary, or the fault landed too late and this run proves nothing.
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	after, err := tmpSize(ctx)
 	cancel()
 	if err != nil {
@@ -486,10 +469,10 @@ func TestSSHLostDuringInstall(t *testing.T) {
 	var out client.Outcome
 	select {
 	case r := <-done:
-		if r.err != nil {
-			t.Fatalf("hive_install: %v", r.err)
+		if r.Err != nil {
+			t.Fatalf("hive_install: %v", r.Err)
 		}
-		out = r.out
+		out = r.Out
 	case <-time.After(jobTimeout):
 		t.Fatal("hive_install did not end after the connection was blocked")
 	}
@@ -527,10 +510,4 @@ func countHives(hs []api.HiveInfo, alias string) int {
 		}
 	}
 	return n
-}
-
-// runResult is what a job run in a goroutine saw.
-type runResult struct {
-	out client.Outcome
-	err error
 }

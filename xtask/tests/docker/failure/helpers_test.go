@@ -3,10 +3,7 @@
 package failure
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,13 +17,9 @@ import (
 )
 
 const (
-	hive        = "hive-1"
-	hivePort    = 9000
-	tinyModel   = "rbee/tiny-ngram:model.bin"
-	ngram4      = "rbee/ngram-4:model.bin"
-	bigModel    = "rbee/big-ngram:model.bin" // 8 MiB: long enough to crash a hive in the middle
-	modelsDir   = "/home/rbee/.local/share/rbee/models"
-	hivePIDFile = "/home/rbee/.local/state/rbee/rbee-hive.pid"
+	hive      = "hive-1"
+	hivePort  = 9000
+	modelsDir = "/home/rbee/.local/share/rbee/models"
 	// opTimeout bounds one job through the queen; generous because other
 	// suites may share the two cores.
 	opTimeout = 90 * time.Second
@@ -35,47 +28,20 @@ const (
 	stateTimeout = 30 * time.Second
 )
 
-// startHive brings up the part of the full stack these tests need: the
-// queen, hive-1 and the model hub (localhost and multi-hive have no hub,
-// and workers need a downloaded model). It waits until hive-1 is online.
-func startHive(t *testing.T, opts ...integration.Option) (*integration.Harness, *client.Client) {
-	t.Helper()
-	all := append([]integration.Option{integration.WithServices("queen", hive, "hub")}, opts...)
-	h := integration.Start(t, integration.FullStack, all...)
-	q := h.MustQueen(t)
-	awaitHive(t, q, hive, api.HiveOnline)
-	return h, q
-}
-
 func awaitHive(t *testing.T, q *client.Client, alias, state string) {
 	t.Helper()
-	if err := checks.AwaitHiveState(context.Background(), q, alias, state, stateTimeout); err != nil {
+	if err := checks.AwaitHiveState(t.Context(), q, alias, state, stateTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func awaitWorker(t *testing.T, q *client.Client, id, what string, pred func(api.WorkerInfo) bool) api.WorkerInfo {
 	t.Helper()
-	w, err := checks.AwaitWorker(context.Background(), q, id, stateTimeout, what, pred)
+	w, err := checks.AwaitWorker(t.Context(), q, id, stateTimeout, what, pred)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return w
-}
-
-func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
-	t.Helper()
-	return suite.Result[api.Model](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
-}
-
-func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
-	t.Helper()
-	return suite.Result[api.WorkerProcess](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
-}
-
-func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
-	t.Helper()
-	return suite.Result[api.WorkerList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
 }
 
 func modelList(t *testing.T, q *client.Client, hist *checks.History) []api.Model {
@@ -87,27 +53,6 @@ func modelList(t *testing.T, q *client.Client, hist *checks.History) []api.Model
 func inferReq(model string) api.JobRequest {
 	seed := uint64(7)
 	return api.JobRequest{Operation: api.OpInfer, Model: model, Prompt: "Alice was", MaxTokens: 8, Seed: &seed}
-}
-
-var routedRE = regexp.MustCompile(`routing inference for \S+ to worker (\S+) on `)
-
-// servedBy returns the workers the queen routed an infer job to, from its
-// schedule narration (PROTOCOL.md: "routing inference for M to worker W on H").
-func servedBy(o client.Outcome) []string {
-	var ids []string
-	for _, ev := range o.Events {
-		if ev.Name != api.EventNarration {
-			continue
-		}
-		var n api.Narration
-		if json.Unmarshal([]byte(ev.Data), &n) != nil {
-			continue
-		}
-		if m := routedRE.FindStringSubmatch(n.Message); m != nil {
-			ids = append(ids, m[1])
-		}
-	}
-	return ids
 }
 
 // procState is pid's state letters in svc ("S", "Z" …), "" if there is none.
@@ -131,10 +76,10 @@ func alive(t *testing.T, h *integration.Harness, svc string, pid int) bool {
 // entrypoint or hive_start), checked to be a live rbee-hive.
 func hivePID(t *testing.T, h *integration.Harness, svc string) int {
 	t.Helper()
-	r := h.MustExec(t, svc, []string{"cat", hivePIDFile})
+	r := h.MustExec(t, svc, []string{"cat", suite.HivePIDFile})
 	pid, err := strconv.Atoi(strings.TrimSpace(r.Stdout))
 	if err != nil || pid <= 0 {
-		t.Fatalf("%s: pid file %s holds %q (exit %d)", svc, hivePIDFile, r.Stdout, r.ExitCode)
+		t.Fatalf("%s: pid file %s holds %q (exit %d)", svc, suite.HivePIDFile, r.Stdout, r.ExitCode)
 	}
 	cmd := h.MustExec(t, svc, []string{"cat", fmt.Sprintf("/proc/%d/comm", pid)})
 	if strings.TrimSpace(cmd.Stdout) != "rbee-hive" {

@@ -65,7 +65,7 @@ func TestInferNotRetriedAfterWorkerAccepted(t *testing.T) {
 	}
 	seed := uint64(3)
 	infer := func(maxTokens int) api.JobRequest {
-		return api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: maxTokens, Seed: &seed}
+		return api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: maxTokens, Seed: &seed}
 	}
 
 	// Negative control: a normal infer is counted, at one worker.
@@ -88,17 +88,9 @@ func TestInferNotRetriedAfterWorkerAccepted(t *testing.T) {
 		releases[w] = rel
 	}
 	const maxTokens = 37
-	acc, err := q.Submit(ctx, infer(maxTokens))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan runResult, 1)
-	go func() {
-		out, err := q.Follow(ctx, acc.JobID, 0, nil)
-		done <- runResult{out, err}
-	}()
+	acc, done := suite.Submit(ctx, t, q, &hist, infer(maxTokens), nil)
 	var first string
-	err = checks.Await(ctx, stateTimeout, "a worker accepted the inference", func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(ctx, stateTimeout, "a worker accepted the inference", func(ctx context.Context) (bool, string, error) {
 		c := count(maxTokens)
 		for _, w := range workers {
 			if c[w] > 0 {
@@ -130,29 +122,30 @@ func TestInferNotRetriedAfterWorkerAccepted(t *testing.T) {
 	}
 	t.Logf("%s accepted the inference; cut %v", first, cut)
 
-	var r runResult
+	var r suite.Followed
 	select {
 	case r = <-done:
 	case <-ctx.Done():
 		t.Fatal("the infer's stream did not end after its connection was cut")
 	}
-	if r.err != nil {
-		t.Fatalf("following the infer: %v", r.err)
+	if r.Err != nil {
+		t.Fatalf("following the infer: %v", r.Err)
 	}
 	// The queen's job is over, so no retry can still come: count.
 	c := count(maxTokens)
 	if c[first] != 1 || c[other] != 0 {
 		t.Fatalf("inference of %d tokens accepted %v; want once on %s, never on %s (the queen tried it again after %s had accepted it); the job ended %s",
-			maxTokens, c, first, other, first, r.out.Terminator())
+			maxTokens, c, first, other, first, r.Out.Terminator())
 	}
-	suite.MustError(t, r.out, first, "may have been accepted")
-	if strings.Contains(r.out.Error, "connection refused") {
-		t.Errorf("error %q says the worker never got the request", r.out.Error)
+	suite.MustError(t, r.Out, first, "may have been accepted")
+	if strings.Contains(r.Out.Error, "connection refused") {
+		t.Errorf("error %q says the worker never got the request", r.Out.Error)
 	}
-	for _, ev := range r.out.Events {
-		if ev.Name == api.EventNarration && strings.Contains(ev.Data, "trying another worker") {
-			t.Errorf("the infer was tried on another worker: %s", ev.Data)
+	for _, n := range suite.Narrations(t, r.Out) {
+		if strings.Contains(n.Message, "trying another worker") {
+			t.Errorf("the infer was tried on another worker: %s", n.Message)
 		}
 	}
-	t.Logf("infer %s ended %s; accepted %v", acc.JobID, r.out.Terminator(), c)
+	t.Logf("infer %s ended %s; accepted %v", acc.JobID, r.Out.Terminator(), c)
+	suite.NothingLost(t, opTimeout, q, &hist)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
-// startTwoHives brings up the multi-hive topology (no hub), seeds tinyModel
+// startTwoHives brings up the multi-hive topology (no hub), seeds suite.TinyModel
 // into both catalogs and spawns one worker on each hive; it returns the
 // workers by hive.
 func startTwoHives(t *testing.T, hist *checks.History) (*integration.Harness, *client.Client, map[string]api.WorkerProcess) {
@@ -28,8 +28,8 @@ func startTwoHives(t *testing.T, hist *checks.History) (*integration.Harness, *c
 	ws := map[string]api.WorkerProcess{}
 	for _, hv := range []string{"hive-1", "hive-2"} {
 		awaitHive(t, q, hv, api.HiveOnline)
-		suite.SeedModel(t, h, q, hv, tinyModel)
-		ws[hv] = suite.SpawnWorker(t, q, hist, hv, tinyModel)
+		suite.SeedModel(t, h, q, hv, suite.TinyModel)
+		ws[hv] = suite.SpawnWorker(t, q, hist, hv, suite.TinyModel)
 	}
 	return h, q, ws
 }
@@ -56,15 +56,7 @@ func TestPartitionedHiveOtherServes(t *testing.T) {
 
 	// In flight on hive-2 across the partition: about ten seconds of tokens.
 	ctx := suite.Context(t, 3*time.Minute)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, HiveID: "hive-2", Prompt: "Alice", MaxTokens: api.MaxMaxTokens})
-	if err != nil {
-		t.Fatal(err)
-	}
-	long := make(chan client.Outcome, 1)
-	go func() {
-		out, _ := hist.Adopt(ctx, q, api.OpInfer, acc.JobID)
-		long <- out
-	}()
+	_, long := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, HiveID: "hive-2", Prompt: "Alice", MaxTokens: api.MaxMaxTokens}, nil)
 	awaitWorker(t, q, w2.WorkerID, "busy with the long job", func(w api.WorkerInfo) bool { return w.State == api.WorkerBusy })
 
 	h.MustInject(t, integration.Partition("queen", "hive-1"))
@@ -77,21 +69,22 @@ func TestPartitionedHiveOtherServes(t *testing.T) {
 	before := accepted(t, h, ws)
 	const n = 6
 	for i := range n {
-		_, rt := suite.Infer(t, q, &hist, inferReq(tinyModel))
+		_, rt := suite.Infer(t, q, &hist, inferReq(suite.TinyModel))
 		if rt.WorkerID != w2.WorkerID {
 			t.Fatalf("job %d with hive-1 partitioned went to %+v; want %s on hive-2", i, rt, w2.WorkerID)
 		}
 	}
-	pinned := inferReq(tinyModel)
+	pinned := inferReq(suite.TinyModel)
 	pinned.HiveID = "hive-1"
-	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, pinned), "no ready worker for model "+tinyModel+" on hive hive-1")
+	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, pinned), "no ready worker for model "+suite.TinyModel+" on hive hive-1")
 	after := accepted(t, h, ws)
 	if after["hive-1"] != before["hive-1"] || after["hive-2"] != before["hive-2"]+n {
 		t.Fatalf("workers accepted %v before and %v after %d jobs; want hive-1 unchanged and hive-2 +%d", before, after, n, n)
 	}
 
 	select {
-	case out := <-long:
+	case f := <-long:
+		out := f.Out
 		if out.Terminator() != api.TermDone {
 			t.Fatalf("the long job on hive-2 ended %s while hive-1 was partitioned; want %s", out.Terminator(), api.TermDone)
 		}
@@ -109,7 +102,7 @@ func TestPartitionedHiveOtherServes(t *testing.T) {
 		if err := suite.AwaitIdle(ctx, q, []string{w1.WorkerID, w2.WorkerID}, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
-		_, rt := suite.Infer(t, q, &hist, inferReq(tinyModel))
+		_, rt := suite.Infer(t, q, &hist, inferReq(suite.TinyModel))
 		served[rt.Hive]++
 	}
 	if served["hive-1"] != 2 || served["hive-2"] != 2 {
@@ -133,16 +126,16 @@ func TestHiveCrashRecoveryWithTwoHives(t *testing.T) {
 	awaitHive(t, q, "hive-1", api.HiveOffline)
 	awaitWorker(t, q, w1.WorkerID, "stale after the crash", checks.Stale)
 	for i := range 4 {
-		if _, rt := suite.Infer(t, q, &hist, inferReq(tinyModel)); rt.WorkerID != w2.WorkerID {
+		if _, rt := suite.Infer(t, q, &hist, inferReq(suite.TinyModel)); rt.WorkerID != w2.WorkerID {
 			t.Fatalf("job %d with hive-1 down ran on %+v; want %s", i, rt, w2.WorkerID)
 		}
 	}
 
-	h.MustStart(t, "hive-1")
+	h.MustStartService(t, "hive-1")
 	h.MustWaitForHealthy(t, "hive-1", 60*time.Second)
 	awaitHive(t, q, "hive-1", api.HiveOnline)
 	// The machine's disk survived: its catalog still has the model.
-	nw := suite.SpawnWorker(t, q, &hist, "hive-1", tinyModel)
+	nw := suite.SpawnWorker(t, q, &hist, "hive-1", suite.TinyModel)
 	if nw.WorkerID == w1.WorkerID {
 		t.Fatalf("the new worker on hive-1 reuses the dead one's id %s", w1.WorkerID)
 	}
@@ -154,7 +147,7 @@ func TestHiveCrashRecoveryWithTwoHives(t *testing.T) {
 		if err := suite.AwaitIdle(ctx, q, []string{nw.WorkerID, w2.WorkerID}, stateTimeout); err != nil {
 			t.Fatal(err)
 		}
-		_, rt := suite.Infer(t, q, &hist, inferReq(tinyModel))
+		_, rt := suite.Infer(t, q, &hist, inferReq(suite.TinyModel))
 		if rt.WorkerID == w1.WorkerID {
 			t.Fatalf("job %d after the recovery went to the crashed worker %s", i, w1.WorkerID)
 		}
@@ -178,8 +171,8 @@ func TestConcurrentOperationsAcrossHives(t *testing.T) {
 	var hist checks.History
 	h, q, ws := startTwoHives(t, &hist)
 	// A second model on hive-2 only, so the two catalogs differ.
-	suite.SeedModel(t, h, q, "hive-2", ngram4)
-	catalog := map[string][]string{"hive-1": {tinyModel}, "hive-2": {ngram4, tinyModel}}
+	suite.SeedModel(t, h, q, "hive-2", suite.Ngram4Model)
+	catalog := map[string][]string{"hive-1": {suite.TinyModel}, "hive-2": {suite.Ngram4Model, suite.TinyModel}}
 	before := accepted(t, h, ws)
 
 	type job struct {
@@ -190,7 +183,7 @@ func TestConcurrentOperationsAcrossHives(t *testing.T) {
 	const perHive = 4
 	for _, hv := range []string{"hive-1", "hive-2"} {
 		for range perHive {
-			r := inferReq(tinyModel)
+			r := inferReq(suite.TinyModel)
 			r.HiveID = hv
 			jobs = append(jobs, job{hv, r})
 		}
@@ -206,9 +199,9 @@ func TestConcurrentOperationsAcrossHives(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 			defer cancel()
-			outs[i], errs[i] = checks.MustSucceed(hist.Run(ctx, q, j.req))
+			outs[i], errs[i] = checks.EndedDone(hist.Run(ctx, q, j.req))
 		}()
 	}
 	wg.Wait()
@@ -282,7 +275,7 @@ func awaitHeartbeating(t *testing.T, q *client.Client, alias, workerID string) {
 		}
 	}
 	t0 := time.Now()
-	err := checks.Await(context.Background(), staleAfter+beat+comebackBound, alias+" heartbeating steadily", func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), staleAfter+beat+comebackBound, alias+" heartbeating steadily", func(ctx context.Context) (bool, string, error) {
 		hv, err := checks.Hive(ctx, q, alias)
 		if err != nil {
 			return false, "", err

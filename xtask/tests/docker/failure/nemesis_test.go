@@ -67,7 +67,7 @@ func TestNemesis(t *testing.T) {
 			// Negative control against the same queen: a job it never had,
 			// recorded as acknowledged, is reported lost.
 			var bogus checks.History
-			_, _ = bogus.Adopt(ctx, sys.Q, "infer", "job-00000000-0000-4000-8000-000000000000")
+			_, _ = bogus.Adopt(ctx, sys.Q, "infer", "job-00000000-0000-4000-8000-000000000000", nil)
 			if vs := nemesis.Check(ctx, sys.Q, &bogus, []nemesis.Job{{Op: "infer", JobID: "job-00000000-0000-4000-8000-000000000000"}}, res.Schedule); len(vs) != 1 {
 				t.Fatalf("a job the queen never had: %d violations %v; want it reported lost", len(vs), vs)
 			}

@@ -32,7 +32,7 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 	var hist checks.History
 	seed := uint64(9)
 	infer := func(maxTokens int) api.JobRequest {
-		return api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: maxTokens, Seed: &seed}
+		return api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: maxTokens, Seed: &seed}
 	}
 	count := func(maxTokens int) map[string]int {
 		t.Helper()
@@ -131,7 +131,7 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 	if strings.Join(ids, ",") != "worker-1,worker-2" && strings.Join(ids, ",") != "worker-2,worker-1" {
 		t.Fatalf("infer with both workers refused: attempts %v, ended %s; want each worker tried once", ids, out.Terminator())
 	}
-	suite.MustError(t, out, "no other ready worker for model "+tinyModel)
+	suite.MustError(t, out, "no other ready worker for model "+suite.TinyModel)
 	if c := count(allRefusedTokens); c["worker-1"]+c["worker-2"] != 0 {
 		t.Errorf("the infer with both workers refused was accepted %v; want nowhere", c)
 	}

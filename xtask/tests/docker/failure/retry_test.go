@@ -44,6 +44,8 @@ func countSpawns(ctx context.Context, h *integration.Harness, hc *client.Client)
 	}
 	c.started, _ = strconv.Atoi(f[0])
 	c.processes, _ = strconv.Atoi(f[1])
+	// Raw access: a job on the hive itself, which the queen's History
+	// cannot re-read.
 	out, err := hc.Run(ctx, api.JobRequest{Operation: api.OpWorkerProcessList}, nil)
 	if err != nil {
 		return c, err
@@ -69,7 +71,7 @@ func countSpawns(ctx context.Context, h *integration.Harness, hc *client.Client)
 func awaitSpawns(t *testing.T, h *integration.Harness, hc *client.Client, n int) spawnCounts {
 	t.Helper()
 	var c spawnCounts
-	err := checks.Await(context.Background(), stateTimeout+opTimeout, fmt.Sprintf("%d running workers on hive-1", n), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), stateTimeout+opTimeout, fmt.Sprintf("%d running workers on hive-1", n), func(ctx context.Context) (bool, string, error) {
 		var err error
 		c, err = countSpawns(ctx, h, hc)
 		return err == nil && c.running >= n, c.String(), err
@@ -90,20 +92,20 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 	// The queen's [http] timeout must outlast holding the hive's answer
 	// and cutting the connection, whatever the load: a minute.
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"60s"`})
-	h, q := startHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
+	h, q := suite.StartHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
 	var hist checks.History
 	hc, err := h.Hive(hive)
 	if err != nil {
 		t.Fatal(err)
 	}
-	download(t, q, &hist, tinyModel)
-	if c, err := countSpawns(context.Background(), h, hc); err != nil || c != (spawnCounts{}) {
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
+	if c, err := countSpawns(t.Context(), h, hc); err != nil || c != (spawnCounts{}) {
 		t.Fatalf("before any spawn: %v, %v; want nothing", c, err)
 	}
 
 	// A forwarded job leaves the queen an idle keep-alive connection to
 	// the hive; the spawn's POST must go on it.
-	processList(t, q, &hist)
+	suite.ProcessList(t, q, &hist, hive)
 	idle := integration.Locals(h.MustConnections(t, "queen", "hive-1", hivePort))
 	if len(idle) == 0 {
 		t.Fatal("no idle queen→hive-1 connection after a forwarded job: nothing to reuse")
@@ -116,19 +118,7 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: tinyModel, Device: "cpu:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type res struct {
-		out client.Outcome
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		out, err := q.Follow(ctx, acc.JobID, 0, nil)
-		done <- res{out, err}
-	}()
+	acc, done := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: suite.TinyModel, Device: "cpu:0"}, nil)
 	err = checks.Await(ctx, stateTimeout, "hive-1 started the spawn", func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, "hive-1", []string{"grep", "-c", ": " + api.OpWorkerSpawn + " started", hiveLogFile})
 		if err != nil {
@@ -151,22 +141,22 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var r res
+	var r suite.Followed
 	select {
 	case r = <-done:
 	case <-ctx.Done():
 		t.Fatal("the spawn's stream did not end after its connection was cut")
 	}
-	if r.err != nil {
-		t.Fatalf("following the spawn: %v", r.err)
+	if r.Err != nil {
+		t.Fatalf("following the spawn: %v", r.Err)
 	}
-	suite.MustError(t, r.out, "hive-1", "may have been accepted")
-	if strings.Contains(r.out.Error, "connection refused") {
-		t.Errorf("error %q says the hive never got the request", r.out.Error)
+	suite.MustError(t, r.Out, "hive-1", "may have been accepted")
+	if strings.Contains(r.Out.Error, "connection refused") {
+		t.Errorf("error %q says the hive never got the request", r.Out.Error)
 	}
-	for _, ev := range r.out.Events {
-		if ev.Name == api.EventNarration && strings.Contains(ev.Data, "retrying POST") {
-			t.Errorf("the POST was retried: %s", ev.Data)
+	for _, n := range suite.Narrations(t, r.Out) {
+		if strings.Contains(n.Message, "retrying POST") {
+			t.Errorf("the POST was retried: %s", n.Message)
 		}
 	}
 	// The queen's job is over, so no retry can still come: count.
@@ -174,10 +164,10 @@ func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
 	if c != (spawnCounts{started: 1, listed: 1, running: 1, processes: 1}) {
 		t.Fatalf("after one spawn whose answer was lost: %v; want exactly one of each", c)
 	}
-	t.Logf("spawn %s ended %s; hive: %v", acc.JobID, r.out.Terminator(), c)
+	t.Logf("spawn %s ended %s; hive: %v", acc.JobID, r.Out.Terminator(), c)
 
 	// Negative control: a spawn that works is counted.
-	spawn(t, q, &hist, tinyModel, "cpu:0")
+	suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	if c := awaitSpawns(t, h, hc, 2); c != (spawnCounts{started: 2, listed: 2, running: 2, processes: 2}) {
 		t.Fatalf("after a second, normal spawn: %v; want exactly two of each", c)
 	}

@@ -26,19 +26,19 @@ func TestStoppingWorkerNotScheduled(t *testing.T) {
 	// its stopping heartbeat) for far longer than the few seconds the infer
 	// below takes: only its state can keep it from being scheduled.
 	const staleAfter = time.Minute
-	h, q := startHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml",
+	h, q := suite.StartHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml",
 		suite.QueenConfig(t, "full-stack", map[string]string{"heartbeat.stale_after": strconv.Quote(staleAfter.String())})))
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
-	w := spawn(t, q, &hist, tinyModel, "cpu:0")
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
+	w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	awaitWorker(t, q, w.WorkerID, "registered ready", func(wi api.WorkerInfo) bool {
 		return !wi.Stale && wi.State == api.WorkerReady
 	})
 
 	// Negative control: before the stop, the same infer runs on w.
-	out := suite.Run(t, opTimeout, q, &hist, inferReq(tinyModel))
-	if got := servedBy(out); len(got) != 1 || got[0] != w.WorkerID {
+	out := suite.Run(t, opTimeout, q, &hist, inferReq(suite.TinyModel))
+	if got := suite.RoutedWorkers(t, out); len(got) != 1 || got[0] != w.WorkerID {
 		t.Fatalf("infer before the stop was routed to %v; want [%s]", got, w.WorkerID)
 	}
 	// suite.Run returns when the queen's stream ended; the worker turns
@@ -60,26 +60,26 @@ func TestStoppingWorkerNotScheduled(t *testing.T) {
 	})
 	// And the process is really gone: the hive's own table says exited, so
 	// an attempt on it could only be refused.
-	if err := checks.Await(context.Background(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
+	if err := checks.Await(t.Context(), stateTimeout, "worker "+w.WorkerID+" exited on "+hive, func(ctx context.Context) (bool, string, error) {
 		got := suite.Result[api.WorkerProcess](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerProcessGet, HiveID: hive, WorkerID: w.WorkerID})
 		return got.State == "exited", fmt.Sprintf("%s is %s", w.WorkerID, got.State), nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 
-	out = suite.Try(t, opTimeout, q, &hist, inferReq(tinyModel))
+	out = suite.Try(t, opTimeout, q, &hist, inferReq(suite.TinyModel))
 	// No attempt on the stopping worker: the queen narrates every worker it
 	// routes to (PROTOCOL.md, departure 11), and there must be none.
-	if got := servedBy(out); len(got) != 0 {
+	if got := suite.RoutedWorkers(t, out); len(got) != 0 {
 		t.Fatalf("infer after %s announced stopping was routed to %v; want no worker (%s)", w.WorkerID, got, out.Terminator())
 	}
-	want := "no ready worker for model " + tinyModel
+	want := "no ready worker for model " + suite.TinyModel
 	if out.Kind != sse.Error || out.Error != want {
 		t.Fatalf("infer after %s announced stopping ended %s; want %s %s", w.WorkerID, out.Terminator(), api.TermError, want)
 	}
 	// The window held: the worker was still fresh, and still stopping,
 	// after the infer was refused.
-	wi, ok, err := checks.Worker(context.Background(), q, w.WorkerID)
+	wi, ok, err := checks.Worker(t.Context(), q, w.WorkerID)
 	if err != nil {
 		t.Fatal(err)
 	}

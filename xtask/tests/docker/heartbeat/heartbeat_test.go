@@ -24,16 +24,17 @@ func TestRegistration(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub"), withInterval)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
+	var hist checks.History
 
-	w := spawnWorker(ctx, t, q, "hive-1")
+	w := spawnWorker(t, q, &hist, "hive-1")
 	t0 := time.Now()
 	row, err := checks.AwaitWorker(ctx, q, w.WorkerID, interval+arrivalSlack, "registered", checks.Fresh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("worker %s registered %v after worker_spawn returned", w.WorkerID, time.Since(t0).Round(time.Millisecond))
-	if row.HiveID != "hive-1" || row.Model != tinyModel || row.Device != "cpu:0" || row.URL != w.URL || row.State != api.WorkerReady {
-		t.Fatalf("registry row %+v; want hive hive-1, model %s, device cpu:0, url %s, state ready", row, tinyModel, w.URL)
+	if row.HiveID != "hive-1" || row.Model != suite.TinyModel || row.Device != "cpu:0" || row.URL != w.URL || row.State != api.WorkerReady {
+		t.Fatalf("registry row %+v; want hive hive-1, model %s, device cpu:0, url %s, state ready", row, suite.TinyModel, w.URL)
 	}
 	// Advertised, not loopback: the queen must reach it over the network.
 	if u, err := url.Parse(row.URL); err != nil || u.Hostname() == "localhost" || strings.HasPrefix(u.Hostname(), "127.") {
@@ -44,6 +45,7 @@ func TestRegistration(t *testing.T) {
 	if r.ExitCode != 0 || json.Unmarshal([]byte(r.Stdout), &health) != nil || health.WorkerID != w.WorkerID {
 		t.Fatalf("from the queen, GET %s/health: exit %d, %q %s", row.URL, r.ExitCode, r.Stdout, r.Stderr)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // 2. A worker's and a hive's last_seen advance over at least three intervals and never go backwards.
@@ -157,9 +159,10 @@ func TestStaleness(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub", "worker-1"), withInterval)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
+	var hist checks.History
 
 	// Two workers serve the model: the hive's (to be killed) and standalone worker-1.
-	w := spawnWorker(ctx, t, q, "hive-1")
+	w := spawnWorker(t, q, &hist, "hive-1")
 	if err := awaitAllFresh(ctx, q, []string{w.WorkerID, "worker-1"}, nil, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -179,17 +182,15 @@ func TestStaleness(t *testing.T) {
 	// still a candidate one of these would be routed to it.
 	seed := uint64(1)
 	for i := range 3 {
-		out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 8, Seed: &seed}, nil))
-		if err != nil {
-			t.Fatalf("infer %d: %v", i, err)
-		}
-		if got := routedTo(t, out); !slices.Equal(got, []string{"worker-1"}) {
+		out := suite.Run(t, time.Minute, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 8, Seed: &seed})
+		if got := suite.RoutedWorkers(t, out); !slices.Equal(got, []string{"worker-1"}) {
 			t.Fatalf("infer %d routed to %v; want only worker-1 (killed: %s)", i, got, w.WorkerID)
 		}
 	}
 	if row, ok, err := checks.Worker(ctx, q, w.WorkerID); err != nil || !ok || !row.Stale {
 		t.Fatalf("killed worker %s: registered %v, row %+v, err %v; want still listed as stale", w.WorkerID, ok, row, err)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // 4. After a queen restart and an outage of many intervals in which no heartbeat gets through, the registry stays empty, every hive and worker is back within one interval (plus slack) once they can reach it, and no worker process restarted.
@@ -197,14 +198,17 @@ func TestAfterQueenRestart(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, withInterval)
 	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)
+	// The restarted queen forgets the jobs in hist (they live in its
+	// memory), so this test cannot ask CheckNothingLost about them.
+	var hist checks.History
 
-	w := spawnWorker(ctx, t, q, "hive-1")
+	w := spawnWorker(t, q, &hist, "hive-1")
 	workers := []string{w.WorkerID, "worker-1", "worker-2"}
 	hives := []string{"hive-1", "hive-2"}
 	if err := awaitAllFresh(ctx, q, workers, hives, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	before := hivePIDs(ctx, t, q, "hive-1")
+	before := hivePIDs(t, q, &hist, "hive-1")
 	standalone := map[string]int{"worker-1": containerWorkerPID(t, h, "worker-1"), "worker-2": containerWorkerPID(t, h, "worker-2")}
 
 	// Hold every heartbeat back (refused, so senders fail fast) while the
@@ -250,7 +254,7 @@ func TestAfterQueenRestart(t *testing.T) {
 	}
 	t.Logf("all %d workers and %d hives back %v after an outage of %v", len(workers), len(hives), time.Since(t0).Round(time.Millisecond), outage)
 
-	if after := hivePIDs(ctx, t, q, "hive-1"); !maps.Equal(after, before) {
+	if after := hivePIDs(t, q, &hist, "hive-1"); !maps.Equal(after, before) {
 		t.Errorf("hive-1 worker pids before %v, after %v: a worker restarted", before, after)
 	}
 	for svc, pid := range standalone {
@@ -265,6 +269,7 @@ func TestManyWorkers(t *testing.T) {
 	h := integration.Start(t, integration.FullStack, withInterval)
 	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)
+	var hist checks.History
 
 	standalone := []string{"worker-1", "worker-2", "worker-3", "worker-4", "worker-5"}
 	for _, name := range standalone[2:] {
@@ -272,7 +277,7 @@ func TestManyWorkers(t *testing.T) {
 	}
 	all := slices.Clone(standalone)
 	for _, hive := range []string{"hive-1", "hive-2"} {
-		all = append(all, spawnWorker(ctx, t, q, hive).WorkerID)
+		all = append(all, spawnWorker(t, q, &hist, hive).WorkerID)
 	}
 	if err := awaitAllFresh(ctx, q, all, []string{"hive-1", "hive-2"}, 20*time.Second); err != nil {
 		t.Fatal(err)
@@ -307,6 +312,7 @@ func TestManyWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 func staleIDs(ws []api.WorkerInfo) []string {

@@ -4,7 +4,6 @@ package heartbeat
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
+	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
 const (
@@ -27,28 +27,19 @@ const (
 	// margin is added to every timing bound the issue states: the machine
 	// has two cores shared with other suites, and polling adds up to
 	// checks.PollInterval. Measured times are logged.
-	margin    = 3 * time.Second
-	tinyModel = "rbee/tiny-ngram:model.bin" // served by the full stack's hub
+	margin = 3 * time.Second
 )
 
 // withInterval pins the heartbeat interval the timing bounds are based on.
 var withInterval = integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()})
 
-// spawnWorker downloads tinyModel onto hive (through the queen, from the
-// hub) and spawns a worker for it on cpu:0; it returns the hive's result.
-func spawnWorker(ctx context.Context, t *testing.T, q *client.Client, hive string) api.WorkerProcess {
+// spawnWorker downloads suite.TinyModel onto hive (through the queen, from
+// the hub) and spawns a worker for it on cpu:0, both through hist; it
+// returns the hive's result.
+func spawnWorker(t *testing.T, q *client.Client, hist *checks.History, hive string) api.WorkerProcess {
 	t.Helper()
-	if _, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: tinyModel}, nil)); err != nil {
-		t.Fatalf("model_download on %s: %v", hive, err)
-	}
-	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: tinyModel, Device: "cpu:0"}, nil))
-	if err != nil {
-		t.Fatalf("worker_spawn on %s: %v", hive, err)
-	}
-	w, err := checks.Result[api.WorkerProcess](out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	suite.Download(t, q, hist, hive, suite.TinyModel)
+	w := suite.Spawn(t, q, hist, hive, suite.TinyModel, "cpu:0")
 	if w.WorkerID == "" || w.PID <= 0 {
 		t.Fatalf("worker_spawn on %s returned %+v", hive, w)
 	}
@@ -56,19 +47,12 @@ func spawnWorker(ctx context.Context, t *testing.T, q *client.Client, hive strin
 }
 
 // hivePIDs maps worker id → pid from hive's own process table
-// (worker_process_list through the queen), for running workers.
-func hivePIDs(ctx context.Context, t *testing.T, q *client.Client, hive string) map[string]int {
+// (worker_process_list through the queen, recorded in hist), for running
+// workers.
+func hivePIDs(t *testing.T, q *client.Client, hist *checks.History, hive string) map[string]int {
 	t.Helper()
-	out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}, nil))
-	if err != nil {
-		t.Fatalf("worker_process_list on %s: %v", hive, err)
-	}
-	l, err := checks.Result[api.WorkerList](out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pids := map[string]int{}
-	for _, w := range l.Workers {
+	for _, w := range suite.ProcessList(t, q, hist, hive) {
 		if w.State == "running" {
 			pids[w.WorkerID] = w.PID
 		}
@@ -112,23 +96,4 @@ func awaitAllFresh(ctx context.Context, q *client.Client, ids, hives []string, t
 		}
 		return len(missing) == 0, "not yet back: " + strings.Join(missing, ", "), nil
 	})
-}
-
-// routedTo lists the worker ids the queen's narration says an infer was routed to.
-func routedTo(t *testing.T, o client.Outcome) []string {
-	t.Helper()
-	var ids []string
-	for _, ev := range o.Events {
-		var n api.Narration
-		if ev.Name != api.EventNarration || json.Unmarshal([]byte(ev.Data), &n) != nil {
-			continue
-		}
-		// "routing inference for M to worker W on H (N in flight)"
-		if rest, ok := strings.CutPrefix(n.Message, "routing inference for "); ok {
-			if _, after, ok := strings.Cut(rest, " to worker "); ok {
-				ids = append(ids, strings.Fields(after)[0])
-			}
-		}
-	}
-	return ids
 }

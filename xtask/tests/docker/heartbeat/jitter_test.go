@@ -122,7 +122,10 @@ func TestHeartbeatsOverJitteryLink(t *testing.T) {
 	h.MustInject(t, integration.Latency("hive-1", "queen", delay, jitter).Upstream())
 	// The toxic catches new connections: drop the hive's keep-alive one.
 	dropConnections(t, ctx, h, "hive-1", "queen", queenPort)
-	ip := h.MustIP(t, "queen")
+	ip, err := h.IP("queen")
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := h.MustExec(t, "hive-1", []string{"curl", "-sS", "-o", "/dev/null", "-m", "30", "-w", "%{time_total}", fmt.Sprintf("http://%s:%d/health", ip, queenPort)})
 	var took float64
 	if _, err := fmt.Sscan(r.Stdout, &took); r.ExitCode != 0 || err != nil {

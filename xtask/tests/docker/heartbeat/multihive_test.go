@@ -29,7 +29,7 @@ const readTolerance = time.Second
 const arrivalSlack = 10 * time.Second
 
 // twoHives brings up the multi-hive topology with the pinned interval and
-// one worker of tinyModel on each hive (seeded: there is no hub); it returns
+// one worker of suite.TinyModel on each hive (seeded: there is no hub); it returns
 // the workers by hive.
 func twoHives(t *testing.T) (*integration.Harness, *client.Client, map[string]api.WorkerProcess) {
 	t.Helper()
@@ -38,11 +38,11 @@ func twoHives(t *testing.T) (*integration.Harness, *client.Client, map[string]ap
 	var hist checks.History
 	ws := map[string]api.WorkerProcess{}
 	for _, hv := range []string{"hive-1", "hive-2"} {
-		if err := checks.AwaitHiveState(context.Background(), q, hv, api.HiveOnline, 30*time.Second); err != nil {
+		if err := checks.AwaitHiveState(t.Context(), q, hv, api.HiveOnline, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		suite.SeedModel(t, h, q, hv, tinyModel)
-		ws[hv] = suite.SpawnWorker(t, q, &hist, hv, tinyModel)
+		suite.SeedModel(t, h, q, hv, suite.TinyModel)
+		ws[hv] = suite.SpawnWorker(t, q, &hist, hv, suite.TinyModel)
 	}
 	return h, q, ws
 }

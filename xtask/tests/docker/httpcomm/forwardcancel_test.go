@@ -4,7 +4,6 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
-	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
@@ -29,12 +27,8 @@ const cancelWait = 10 * time.Second
 // job did, and the download behind it did not finish (the model is not in
 // the hive's catalog, its partial file is short of the model's size).
 func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"))
+	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)
@@ -45,54 +39,10 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 	// the deadline below.
 	h.MustInject(t, integration.RateLimit("hub", "1mbit"))
 
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: bigModel})
-	if err != nil {
-		t.Fatalf("submit model_download: %v", err)
-	}
-	hiveJobC := make(chan string, 1)
-	progressC := make(chan struct{}, 1)
-	type result struct {
-		out client.Outcome
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		sentJob, sentProgress := false, false
-		out, err := q.Follow(ctx, acc.JobID, 0, func(ev sse.Event) error {
-			if ev.Name != api.EventNarration {
-				return nil
-			}
-			var n api.Narration
-			if json.Unmarshal([]byte(ev.Data), &n) != nil {
-				return nil
-			}
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !sentJob {
-				sentJob = true
-				hiveJobC <- m[1]
-			}
-			if n.Action == "download_progress" && !sentProgress {
-				sentProgress = true
-				progressC <- struct{}{}
-			}
-			return nil
-		})
-		done <- result{out, err}
-	}()
-	var hiveJob string
-	select {
-	case hiveJob = <-hiveJobC:
-	case r := <-done:
-		t.Fatalf("queen stream ended %s (%v) before the job was forwarded", r.out.Terminator(), r.err)
-	case <-ctx.Done():
-		t.Fatal("no \"forwarded … as job-…\" narration")
-	}
-	select {
-	case <-progressC:
-	case r := <-done:
-		t.Fatalf("queen stream ended %s (%v) before the first progress event", r.out.Terminator(), r.err)
-	case <-ctx.Done():
-		t.Fatal("no download_progress narration")
-	}
+	var hist checks.History
+	w := newForwardWatch()
+	acc, done := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: suite.BigModel}, w.event)
+	hiveJob := awaitProgress(t, ctx, w, done, followed)
 
 	// The window: the hive's job runs when the queen's is cancelled.
 	st, err := hive.Job(ctx, hiveJob)
@@ -111,8 +61,8 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 		t.Fatalf("DELETE at the queen answered %+v; want cancelled", ans)
 	}
 	r := <-done
-	if r.err != nil || r.out.Kind != sse.Cancelled {
-		t.Fatalf("queen stream ended %s, %v; want %s", r.out.Terminator(), r.err, api.TermCancelled)
+	if r.Err != nil || r.Out.Kind != sse.Cancelled {
+		t.Fatalf("queen stream ended %s, %v; want %s", r.Out.Terminator(), r.Err, api.TermCancelled)
 	}
 
 	// At the hive: its job ends cancelled. The queen's DELETE to the hive
@@ -136,7 +86,7 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 
 	// The control: the download stopped short. The model is not in the
 	// hive's catalog and its partial file is short of 8 MiB.
-	ml, err := checks.MustSucceed(hive.Run(ctx, api.JobRequest{Operation: api.OpModelList}, nil))
+	ml, err := checks.EndedDone(hive.Run(ctx, api.JobRequest{Operation: api.OpModelList}, nil))
 	if err != nil {
 		t.Fatalf("hive model_list: %v", err)
 	}
@@ -145,8 +95,8 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range models.Models {
-		if m.ID == bigModel {
-			t.Fatalf("%s is in the hive's catalog after its download was cancelled: %+v", bigModel, m)
+		if m.ID == suite.BigModel {
+			t.Fatalf("%s is in the hive's catalog after its download was cancelled: %+v", suite.BigModel, m)
 		}
 	}
 	partial := "/home/rbee/.local/share/rbee/models/rbee--big-ngram--model.bin/model.bin.partial"
@@ -156,5 +106,6 @@ func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
 		t.Fatalf("%s on the hive: %q (%v); want a partial file short of %d bytes", partial, out, err, 8<<20)
 	}
 	t.Logf("queen job %s cancelled; hive job %s %s %s later with %s of %s downloaded",
-		acc.JobID, hiveJob, st.State, time.Since(cancelled).Round(time.Millisecond), fmt.Sprintf("%d bytes", size), bigModel)
+		acc.JobID, hiveJob, st.State, time.Since(cancelled).Round(time.Millisecond), fmt.Sprintf("%d bytes", size), suite.BigModel)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

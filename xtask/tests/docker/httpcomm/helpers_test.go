@@ -4,11 +4,11 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +23,6 @@ import (
 // Names from tests/docker/ and configs/ that the tests rely on.
 const (
 	localHive = "hive-localhost"
-	tinyModel = "rbee/tiny-ngram:model.bin" // what the full stack's standalone workers serve
 	// httpTimeout is [http] timeout in configs/*/queen.toml.
 	httpTimeout = 3 * time.Second
 )
@@ -43,33 +42,94 @@ func queenToml(t *testing.T, topology string, oldNew ...string) []byte {
 	return []byte(s)
 }
 
-// narrations decodes the narration events of o.
-func narrations(t *testing.T, o client.Outcome) []api.Narration {
-	t.Helper()
-	var ns []api.Narration
-	for _, ev := range o.Events {
-		if ev.Name != api.EventNarration {
-			continue
-		}
-		var n api.Narration
-		if err := json.Unmarshal([]byte(ev.Data), &n); err != nil {
-			t.Fatalf("job %s: narration event %d is not JSON: %v (%q)", o.JobID, ev.ID, err, ev.Data)
-		}
-		ns = append(ns, n)
-	}
-	return ns
-}
-
 // retryNarrations are the queen's "retrying …" narration messages.
 func retryNarrations(t *testing.T, o client.Outcome) []api.Narration {
 	var rs []api.Narration
-	for _, n := range narrations(t, o) {
+	for _, n := range suite.Narrations(t, o) {
 		if strings.HasPrefix(n.Message, "retrying ") {
 			rs = append(rs, n)
 		}
 	}
 	return rs
 }
+
+// forwardedAs matches the queen's narration of a job it forwarded to a
+// hive: the hive's own job id.
+var forwardedAs = regexp.MustCompile(`forwarded \S+ to \S+ as (job-[0-9a-f-]+)`)
+
+// hiveJobOf is the id of the job that queen job o was forwarded as on
+// hive, from the queen's "forwarded … to hive as job-…" narration; none
+// fails the test.
+func hiveJobOf(t *testing.T, o client.Outcome, hive string) string {
+	t.Helper()
+	var hiveJob string
+	for _, n := range suite.Narrations(t, o) {
+		if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && n.Hive == hive {
+			hiveJob = m[1]
+		}
+	}
+	if hiveJob == "" {
+		t.Fatalf("no \"forwarded … to %s as job-…\" narration on queen job %s", hive, o.JobID)
+	}
+	return hiveJob
+}
+
+// forwardWatch spots, in a queen job's events as they arrive, the hive job
+// it was forwarded as and its first download_progress narration.
+type forwardWatch struct {
+	hiveJob      chan string   // gets the hive's job id, once
+	progress     chan struct{} // closed at the first progress event
+	sentJob      bool
+	sentProgress bool
+}
+
+func newForwardWatch() *forwardWatch {
+	return &forwardWatch{hiveJob: make(chan string, 1), progress: make(chan struct{})}
+}
+
+// event is a Follow onEvent; an event that is not narration, or not
+// JSON, is passed over (the client's stream is checked elsewhere).
+func (w *forwardWatch) event(ev sse.Event) error {
+	n, ok, err := client.Narration(ev)
+	if !ok || err != nil {
+		return nil
+	}
+	if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !w.sentJob {
+		w.sentJob = true
+		w.hiveJob <- m[1]
+	}
+	if n.Action == "download_progress" && !w.sentProgress {
+		w.sentProgress = true
+		close(w.progress)
+	}
+	return nil
+}
+
+// awaitProgress waits for the forwarded job's id and then its first
+// progress event, and returns the hive's job id. A stream that ends first
+// (a value on ended, described by how) or ctx ending fails the test.
+func awaitProgress[R any](t *testing.T, ctx context.Context, w *forwardWatch, ended <-chan R, how func(R) string) string {
+	t.Helper()
+	var hiveJob string
+	select {
+	case hiveJob = <-w.hiveJob:
+	case r := <-ended:
+		t.Fatalf("the queen's stream ended before the job was forwarded: %s", how(r))
+	case <-ctx.Done():
+		t.Fatal("no \"forwarded … as job-…\" narration")
+	}
+	select {
+	case <-w.progress:
+	case r := <-ended:
+		t.Fatalf("the queen's stream ended before the first progress event: %s", how(r))
+	case <-ctx.Done():
+		t.Fatal("no download_progress narration")
+	}
+	return hiveJob
+}
+
+// followed describes how a queen job's follow ended, for awaitProgress.
+func followed(r suite.Followed) string { return fmt.Sprintf("%s (%v)", r.Out.Terminator(), r.Err) }
 
 // hiveOp is a cheap operation the queen forwards to a hive.
 func hiveOp(hive string) api.JobRequest {
@@ -82,25 +142,12 @@ func hiveOp(hive string) api.JobRequest {
 // It returns every event in order, terminators included, and calls
 // onEvent (if non-nil) for each as it arrives.
 func rawStream(ctx context.Context, url string, lastID, max int, onEvent func(sse.Event)) ([]sse.Event, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := openStream(ctx, url, lastID)
 	if err != nil {
 		return nil, err
 	}
-	if lastID > 0 {
-		req.Header.Set("Last-Event-ID", strconv.Itoa(lastID))
-	}
-	// A transport of its own: closing the body really closes the connection.
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	r := sse.NewReader(resp.Body)
+	defer body.Close()
+	r := sse.NewReader(body)
 	var evs []sse.Event
 	for max <= 0 || len(evs) < max {
 		ev, err := r.Next()
@@ -116,6 +163,30 @@ func rawStream(ctx context.Context, url string, lastID, max int, onEvent func(ss
 		}
 	}
 	return evs, nil
+}
+
+// openStream GETs the stream at url on a connection of its own (closing
+// the body really closes it), sending Last-Event-ID when lastID > 0; an
+// answer other than 200 is an error quoting its start.
+func openStream(ctx context.Context, url string, lastID int) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if lastID > 0 {
+		req.Header.Set("Last-Event-ID", strconv.Itoa(lastID))
+	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return resp.Body, nil
 }
 
 // describeEvents prints events compactly for a failure message.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -26,16 +25,10 @@ func TestHealthChecks(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
+	var hist checks.History
 	status := func() api.HiveStatus {
 		t.Helper()
-		out, err := checks.MustSucceed(q.Run(ctx, api.JobRequest{Operation: api.OpHiveStatus, Alias: localHive}, nil))
-		if err != nil {
-			t.Fatalf("hive_status: %v", err)
-		}
-		st, err := checks.Result[api.HiveStatus](out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := suite.Result[api.HiveStatus](t, time.Minute, q, &hist, api.JobRequest{Operation: api.OpHiveStatus, Alias: localHive})
 		if st.Alias != localHive {
 			t.Fatalf("hive_status alias %q; want %s", st.Alias, localHive)
 		}
@@ -85,6 +78,7 @@ func TestHealthChecks(t *testing.T) {
 	if st := status(); st.State != api.HiveOnline || st.Probe != "ok" {
 		t.Fatalf("hive_status after the heal = state %q probe %q; want online ok", st.State, st.Probe)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // 2. hive_refresh_capabilities asks the hive itself (GET /capabilities) and is not answered from the devices heartbeats carry: with the hive's heartbeats cut and its daemon restarted out of band with other GPUs, the refresh returns what the hive now answers; with the queen's connections to the hive refused, it ends [ERROR] naming the hive.
@@ -92,13 +86,10 @@ func TestCapabilitiesDiscovery(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2"}))
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
+	var hist checks.History
 	refresh := func() client.Outcome {
 		t.Helper()
-		out, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: localHive}, nil)
-		if err != nil {
-			t.Fatalf("hive_refresh_capabilities: %v", err)
-		}
-		return out
+		return suite.Try(t, time.Minute, q, &hist, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: localHive})
 	}
 	caps, err := checks.Result[api.Capabilities](refresh())
 	if err != nil {
@@ -147,6 +138,7 @@ func TestCapabilitiesDiscovery(t *testing.T) {
 	h.MustHeal(t)
 	h.MustInject(t, integration.Reject("queen", localHive))
 	suite.MustError(t, refresh(), localHive, "GET /capabilities", "connection refused")
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 func deviceIDs(ds []api.Device) []string {
@@ -158,33 +150,21 @@ func deviceIDs(ds []api.Device) []string {
 	return ids
 }
 
-var forwardedAs = regexp.MustCompile(`forwarded \S+ to \S+ as (job-[0-9a-f-]+)`)
-
 // 3. A forwarded hive operation's result arrives on the queen's stream, ends [DONE], and the hive ran it (its log and job API show the job id).
 func TestJobSubmission(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
 
-	out, err := checks.MustSucceed(q.Run(ctx, hiveOp(localHive), nil))
-	if err != nil {
-		t.Fatalf("worker_process_list via the queen: %v", err)
-	}
+	var hist checks.History
+	out := suite.Run(t, time.Minute, q, &hist, hiveOp(localHive))
 	if out.Terminator() != api.TermDone {
 		t.Fatalf("terminator %q, want [DONE]", out.Terminator())
 	}
 	if _, err := checks.Result[api.WorkerList](out); err != nil {
 		t.Fatalf("result on the queen's stream: %v", err)
 	}
-	var hiveJob string
-	for _, n := range narrations(t, out) {
-		if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && n.Hive == localHive {
-			hiveJob = m[1]
-		}
-	}
-	if hiveJob == "" {
-		t.Fatalf("no \"forwarded … to %s as job-…\" narration on queen job %s", localHive, out.JobID)
-	}
+	hiveJob := hiveJobOf(t, out, localHive)
 
 	// The hive's own record of the job: its job API and its log file.
 	hive, err := h.Hive(localHive)
@@ -208,6 +188,7 @@ func TestJobSubmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // 4. A long infer (hundreds of events) streams complete, in order, with one terminator; a second reader sees the same events; a reader cut mid-stream resumes with Last-Event-ID and loses nothing.
@@ -224,7 +205,8 @@ func TestSSEStreaming(t *testing.T) {
 	// cut below happens while the job runs.
 	const tokens, cutAfter = 600, 100
 	seed := uint64(7)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice was beginning", MaxTokens: tokens, Seed: &seed})
+	var hist checks.History
+	acc, err := hist.Submit(ctx, q, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice was beginning", MaxTokens: tokens, Seed: &seed})
 	if err != nil {
 		t.Fatalf("submit infer: %v", err)
 	}
@@ -236,7 +218,7 @@ func TestSSEStreaming(t *testing.T) {
 	var second client.Outcome // reader B: the typed client, concurrently
 	var secondErr error
 	wg.Go(func() { full, fullErr = rawStream(ctx, url, 0, 0, nil) })
-	wg.Go(func() { second, secondErr = q.Follow(ctx, acc.JobID, 0, nil) })
+	wg.Go(func() { second, secondErr = hist.Adopt(ctx, q, api.OpInfer, acc.JobID, nil) })
 
 	// Reader C: goes away after cutAfter events, then comes back.
 	head, err := rawStream(ctx, url, 0, cutAfter, nil)
@@ -314,6 +296,7 @@ func TestSSEStreaming(t *testing.T) {
 			len(head), len(rest), head[len(head)-1].ID, len(resumed), len(full), describeEvents(resumed))
 	}
 	t.Logf("job %s: %d events, %d tokens; cut after %d, resumed %d", acc.JobID, len(full), len(got), len(head), len(rest))
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 func sameEvents(a, b []sse.Event) bool {
@@ -362,7 +345,7 @@ func TestTimeoutHandling(t *testing.T) {
 	}
 
 	h.MustUnpause(t, localHive)
-	if _, err := checks.MustSucceed(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
+	if _, err := checks.EndedDone(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
 		t.Fatalf("after unpause: %v", err)
 	}
 	if err := hist.CheckNothingLost(ctx, q); err != nil {
@@ -435,7 +418,8 @@ func TestRetryOnFailure(t *testing.T) {
 	fault := integration.Reject("queen", localHive)
 	h.MustInject(t, fault)
 
-	acc, err := q.Submit(ctx, hiveOp(localHive))
+	var hist checks.History
+	acc, err := hist.Submit(ctx, q, hiveOp(localHive))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,9 +428,9 @@ func TestRetryOnFailure(t *testing.T) {
 	var seen []string
 	var recoverErr error
 	recovered := false
-	out, err := q.Follow(ctx, acc.JobID, 0, func(ev sse.Event) error {
-		var n api.Narration
-		if ev.Name != api.EventNarration || json.Unmarshal([]byte(ev.Data), &n) != nil || !strings.HasPrefix(n.Message, "retrying ") {
+	out, err := hist.Adopt(ctx, q, api.OpWorkerProcessList, acc.JobID, func(ev sse.Event) error {
+		n, ok, err := client.Narration(ev)
+		if !ok || err != nil || !strings.HasPrefix(n.Message, "retrying ") {
 			return nil
 		}
 		seen = append(seen, n.Message)
@@ -478,4 +462,5 @@ func TestRetryOnFailure(t *testing.T) {
 		}
 	}
 	t.Logf("succeeded after %d retries: %q", len(rs), seen)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

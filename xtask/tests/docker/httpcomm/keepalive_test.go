@@ -5,8 +5,6 @@ package httpcomm
 import (
 	"bufio"
 	"context"
-	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -31,21 +29,13 @@ type rawLine struct {
 
 // rawLines reads the stream at url line by line, comments included, to EOF.
 func rawLines(ctx context.Context, url string) ([]rawLine, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	body, err := openStream(ctx, url, 0)
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
+	defer body.Close()
 	var ls []rawLine
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		ls = append(ls, rawLine{at: time.Now(), text: sc.Text()})
@@ -72,7 +62,11 @@ func TestKeepalivesThroughRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := uint64(3)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
+	// Raw access: the job is read by a raw byte reader and by two clients
+	// with watchdogs of their own, which is what the test compares; the
+	// History reads it once more at the end.
+	var hist checks.History
+	acc, err := hist.Submit(ctx, q, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 2, Seed: &seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +157,10 @@ func TestKeepalivesThroughRelay(t *testing.T) {
 		t.Fatalf("the worker's stream was resumed, so the queen's relay went idle:\n%s", grepLines(logs, "stream resumed"))
 	}
 	t.Logf("silence %v: %d keepalives; 5 s watchdog reconnected %d times", silence.Round(time.Millisecond), len(inSilence), eager.Reconnects)
+	if _, err := hist.Adopt(ctx, q, api.OpInfer, acc.JobID, nil); err != nil {
+		t.Fatalf("following queen job %s again: %v", acc.JobID, err)
+	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 func grepLines(s, sub string) string {

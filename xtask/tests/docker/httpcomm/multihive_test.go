@@ -27,9 +27,9 @@ func TestForwardingToNamedHive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	suite.SeedModel(t, h, q, "hive-1", tinyModel)
+	suite.SeedModel(t, h, q, "hive-1", suite.TinyModel)
 	suite.SeedModel(t, h, q, "hive-2", "rbee/ngram-4:model.bin")
-	want := map[string][]string{"hive-1": {tinyModel}, "hive-2": {"rbee/ngram-4:model.bin"}}
+	want := map[string][]string{"hive-1": {suite.TinyModel}, "hive-2": {"rbee/ngram-4:model.bin"}}
 
 	var hist checks.History
 	// Interleaved, so a queen that reused the previous job's hive fails too.
@@ -46,7 +46,7 @@ func TestForwardingToNamedHive(t *testing.T) {
 		if !slices.Equal(ids, want[hv]) {
 			t.Fatalf("model_list for %s answered %v; want %s's catalog %v", hv, ids, hv, want[hv])
 		}
-		for _, n := range narrations(t, out) {
+		for _, n := range suite.Narrations(t, out) {
 			if n.Actor != "queen" && n.Hive != hv {
 				t.Errorf("model_list for %s: relayed narration %+v names hive %q", hv, n, n.Hive)
 			}

@@ -3,7 +3,6 @@
 package httpcomm
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
@@ -18,12 +18,9 @@ import (
 )
 
 const (
-	relayHive = "hive-1"
+	relayHive = "hive-1" // the hive suite.StartHive brings up
 	hivePort  = 9000
-	// bigModel is 8 MiB on the hub: at 2 mbit/s its download takes ~30 s
-	// and reports progress every 10 %, a slow hive job with steady events.
-	bigModel = "rbee/big-ngram:model.bin"
-	hiveLog  = "/home/rbee/.local/state/rbee/rbee-hive.log"
+	hiveLog   = "/home/rbee/.local/state/rbee/rbee-hive.log"
 )
 
 // hiveLogLines returns the lines of svc's hive log that contain every part.
@@ -47,12 +44,12 @@ func hiveLogLines(t *testing.T, h *integration.Harness, svc string, parts ...str
 // the name, and for narration the actor, action and message.
 func relayed(t *testing.T, ev sse.Event) string {
 	t.Helper()
-	if ev.Name != api.EventNarration {
-		return ev.Name + " " + ev.Data
+	n, ok, err := client.Narration(ev)
+	if err != nil {
+		t.Fatalf("%v (%q)", err, ev.Data)
 	}
-	var n api.Narration
-	if err := json.Unmarshal([]byte(ev.Data), &n); err != nil {
-		t.Fatalf("narration event %d is not JSON: %v (%q)", ev.ID, err, ev.Data)
+	if !ok {
+		return ev.Name + " " + ev.Data
 	}
 	return fmt.Sprintf("narration %s/%s %s", n.Actor, n.Action, n.Message)
 }
@@ -64,64 +61,32 @@ var resumedAfter = regexp.MustCompile(`stream resumed after event (\d+)`)
 // hive logs the resume; the job is not submitted again), and the client sees
 // every hive event exactly once, in order, ids contiguous, one terminator.
 func TestRelayResumesCutHiveStream(t *testing.T) {
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"))
+	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))
 
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: bigModel})
+	// suite.BigModel is 8 MiB on the hub: at 2 mbit/s its download takes
+	// ~30 s and reports progress every 10 %, a slow hive job with steady
+	// events. Raw access: the queen's stream is read byte-exact by
+	// rawStream below, and the hive's record by the hive's own client.
+	var hist checks.History
+	acc, err := hist.Submit(ctx, q, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: suite.BigModel})
 	if err != nil {
 		t.Fatalf("submit model_download: %v", err)
 	}
 	// The reader reports the hive's job id and its first progress event;
 	// the test cuts the connection then, with most of the download to go.
-	hiveJobC := make(chan string, 1)
-	progressC := make(chan struct{}, 1)
+	w := newForwardWatch()
 	type result struct {
 		evs []sse.Event
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		sentJob, sentProgress := false, false
-		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) {
-			if ev.Name != api.EventNarration {
-				return
-			}
-			var n api.Narration
-			if json.Unmarshal([]byte(ev.Data), &n) != nil {
-				return
-			}
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !sentJob {
-				sentJob = true
-				hiveJobC <- m[1]
-			}
-			if n.Action == "download_progress" && !sentProgress {
-				sentProgress = true
-				progressC <- struct{}{}
-			}
-		})
+		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) { _ = w.event(ev) })
 		done <- result{evs, err}
 	}()
-
-	var hiveJob string
-	select {
-	case hiveJob = <-hiveJobC:
-	case r := <-done:
-		t.Fatalf("stream ended before the job was forwarded: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no \"forwarded … as job-…\" narration")
-	}
-	select {
-	case <-progressC:
-	case r := <-done:
-		t.Fatalf("stream ended before the first progress event: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no download_progress narration")
-	}
+	hiveJob := awaitProgress(t, ctx, w, done, func(r result) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)
@@ -213,4 +178,10 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 		t.Fatalf("queen job %s: %+v, %v; want completed", acc.JobID, qst, err)
 	}
 	t.Logf("queen job %s: %d events; hive job %s: %d events, resumed after event %s", acc.JobID, len(evs), hiveJob, len(hiveEvs), m[1])
+	// The History reads the finished job again from its first event, so
+	// that CheckNothingLost covers it as well.
+	if _, err := hist.Adopt(ctx, q, api.OpModelDownload, acc.JobID, nil); err != nil {
+		t.Fatalf("following queen job %s again: %v", acc.JobID, err)
+	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

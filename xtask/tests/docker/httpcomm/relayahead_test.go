@@ -61,7 +61,7 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: bigModel})
+	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: suite.BigModel})
 	if err != nil {
 		t.Fatalf("submit model_download: %v", err)
 	}

@@ -155,6 +155,7 @@ func TestResumeFinishedStreamAtTerminator(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	var hist checks.History
 	for _, c := range []struct {
 		req  api.JobRequest
 		want sse.TermKind
@@ -164,23 +165,13 @@ func TestResumeFinishedStreamAtTerminator(t *testing.T) {
 		// and so does the queen's.
 		{api.JobRequest{Operation: api.OpModelGet, HiveID: localHive, Model: "rbee/absent:model.bin"}, sse.Error},
 	} {
-		out, err := q.Run(ctx, c.req, nil)
-		if err != nil {
-			t.Fatalf("%s via the queen: %v", c.req.Operation, err)
-		}
+		out := suite.Try(t, time.Minute, q, &hist, c.req)
 		if out.Kind != c.want {
 			t.Fatalf("%s via the queen ended %s; want %s", c.req.Operation, out.Terminator(), c.want)
 		}
-		var hiveJob string
-		for _, n := range narrations(t, out) {
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && n.Hive == localHive {
-				hiveJob = m[1]
-			}
-		}
-		if hiveJob == "" {
-			t.Fatalf("no \"forwarded … to %s as job-…\" narration on queen job %s", localHive, out.JobID)
-		}
+		hiveJob := hiveJobOf(t, out, localHive)
 		checkResume(t, ctx, "queen", q.BaseURL(), out.JobID, c.want)
 		checkResume(t, ctx, "hive", hive.BaseURL(), hiveJob, c.want, sign)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

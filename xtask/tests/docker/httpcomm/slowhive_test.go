@@ -63,7 +63,7 @@ func TestTimeoutAgainstSlowHive(t *testing.T) {
 	below := timeout / 3
 	h.MustInject(t, integration.Latency("queen", localHive, below, 0))
 	t0 = time.Now()
-	if _, err := checks.MustSucceed(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
+	if _, err := checks.EndedDone(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
 		t.Fatalf("op with %v latency against a %v timeout: %v", below, timeout, err)
 	}
 	took = time.Since(t0)
@@ -75,7 +75,7 @@ func TestTimeoutAgainstSlowHive(t *testing.T) {
 	// Recovered: the same connections, no delay.
 	h.MustRecover(t, integration.Latency("queen", localHive, 0, 0))
 	t0 = time.Now()
-	if _, err := checks.MustSucceed(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
+	if _, err := checks.EndedDone(hist.Run(ctx, q, hiveOp(localHive))); err != nil {
 		t.Fatalf("after recover: %v", err)
 	}
 	if took = time.Since(t0); took >= below {

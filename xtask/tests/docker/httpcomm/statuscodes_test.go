@@ -11,6 +11,7 @@ import (
 
 	"github.com/rbee-dev/rbee/internal/api"
 	"github.com/rbee-dev/rbee/internal/client"
+	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
@@ -48,16 +49,19 @@ func TestJobAPIStatusCodes(t *testing.T) {
 	}
 
 	// 400 on the queen, before a job exists.
-	_, err = q.Submit(ctx, api.JobRequest{Operation: api.OpHiveGet, Alias: "no-such-hive"})
+	var hist checks.History
+	_, err = hist.Submit(ctx, q, api.JobRequest{Operation: api.OpHiveGet, Alias: "no-such-hive"})
 	wantAPIError(t, "queen: hive_get of an unknown alias", err, http.StatusBadRequest, api.CodeInvalidRequest, "no-such-hive")
-	_, err = q.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: localHive, Model: tinyModel, Device: "tpu:0"})
+	_, err = hist.Submit(ctx, q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: localHive, Model: suite.TinyModel, Device: "tpu:0"})
 	wantAPIError(t, "queen: worker_spawn on device tpu:0", err, http.StatusBadRequest, api.CodeInvalidRequest, "tpu:0")
 	// 400 on the hive: a device of the right form that it does not have.
-	_, err = hive.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, Model: tinyModel, Device: "gpu:7"})
+	_, err = hive.Submit(ctx, api.JobRequest{Operation: api.OpWorkerSpawn, Model: suite.TinyModel, Device: "gpu:7"})
 	wantAPIError(t, "hive: worker_spawn on gpu:7", err, http.StatusBadRequest, api.CodeInvalidRequest, "gpu:7")
 
 	// Accepted (the negative control of the 400s), run to the end, then
-	// DELETE: 409 on both servers, and the job is still completed.
+	// DELETE: 409 on both servers, and the job is still completed. Both
+	// servers' jobs are run alike with their own clients (the queen's
+	// History cannot re-read a hive's job).
 	for _, srv := range []struct {
 		name string
 		c    *client.Client

@@ -4,13 +4,10 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
-	"github.com/rbee-dev/rbee/internal/client"
-	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
@@ -26,14 +23,9 @@ import (
 func TestStreamTimeoutsNotRetried(t *testing.T) {
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"2s"`, "http.retries": "4"})
 	cfg := queenHTTP(t, toml)
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"),
-		integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
+	h, q := suite.StartHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))
 	ctx := suite.Context(t, 5*time.Minute)
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(ctx, q, relayHive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	// bigModel at 1 mbit/s takes about a minute: the hive job is still
+	// suite.BigModel at 1 mbit/s takes about a minute: the hive job is still
 	// running, and streaming progress, when the fault comes.
 	h.MustInject(t, integration.RateLimit("hub", "1mbit"))
 
@@ -48,36 +40,9 @@ func TestStreamTimeoutsNotRetried(t *testing.T) {
 	}
 
 	var hist checks.History
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: bigModel})
-	if err != nil {
-		t.Fatalf("submit model_download: %v", err)
-	}
-	progressC := make(chan struct{})
-	type result struct {
-		out client.Outcome
-		err error
-		at  time.Time
-	}
-	done := make(chan result, 1)
-	go func() {
-		sent := false
-		out, err := q.Follow(ctx, acc.JobID, 0, func(ev sse.Event) error {
-			var n api.Narration
-			if !sent && ev.Name == api.EventNarration && json.Unmarshal([]byte(ev.Data), &n) == nil && n.Action == "download_progress" {
-				sent = true
-				close(progressC)
-			}
-			return nil
-		})
-		done <- result{out, err, time.Now()}
-	}()
-	select {
-	case <-progressC:
-	case r := <-done:
-		t.Fatalf("the job ended before its first progress event: %s %v", r.out.Terminator(), r.err)
-	case <-ctx.Done():
-		t.Fatal("no download_progress narration")
-	}
+	w := newForwardWatch()
+	acc, done := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: relayHive, Model: suite.BigModel}, w.event)
+	awaitProgress(t, ctx, w, done, followed)
 
 	// Drop what the queen sends to the hive, then abort the open stream:
 	// each reconnect's SYN is dropped and its dial times out.
@@ -86,27 +51,27 @@ func TestStreamTimeoutsNotRetried(t *testing.T) {
 	h.MustCutConnections(t, "queen", relayHive, hivePort)
 	t1 := time.Now()
 
-	var r result
+	var r suite.Followed
 	select {
 	case r = <-done:
 	case <-ctx.Done():
 		t.Fatal("the queen's job did not end after its hive went silent")
 	}
-	if r.err != nil {
-		t.Fatalf("following %s: %v", acc.JobID, r.err)
+	if r.Err != nil {
+		t.Fatalf("following %s: %v", acc.JobID, r.Err)
 	}
 	t.Logf("ended %v after the fault began (%v after the cut); window [%v, %v]: %s",
-		r.at.Sub(t0).Round(time.Millisecond), r.at.Sub(t1).Round(time.Millisecond), lower, upper, r.out.Terminator())
-	suite.MustError(t, r.out, relayHive, "lost the job stream")
-	if rs := retryNarrations(t, r.out); len(rs) > 0 {
+		r.At.Sub(t0).Round(time.Millisecond), r.At.Sub(t1).Round(time.Millisecond), lower, upper, r.Out.Terminator())
+	suite.MustError(t, r.Out, relayHive, "lost the job stream")
+	if rs := retryNarrations(t, r.Out); len(rs) > 0 {
 		t.Errorf("timed-out requests were retried: %+v", rs)
 	}
 	// Each reconnect waited for its dial to time out: not sooner.
-	if took := r.at.Sub(t0); took < lower-100*time.Millisecond {
+	if took := r.At.Sub(t0); took < lower-100*time.Millisecond {
 		t.Errorf("the job failed %v after the fault, before %d reconnect timeouts and the cancel's (%v) could pass", took, cfg.Retries, lower)
 	}
 	// And once each: retried dials would take about retries+1 times longer.
-	if took := r.at.Sub(t1); took > upper {
+	if took := r.At.Sub(t1); took > upper {
 		t.Errorf("the job failed %v after the cut; want at most %v (one dial timeout per reconnect; retried dials need at least %v)", took, upper, retried)
 	}
 
@@ -114,7 +79,7 @@ func TestStreamTimeoutsNotRetried(t *testing.T) {
 	h.MustHeal(t)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := checks.MustSucceed(hist.Run(cctx, q, hiveOp(relayHive))); err != nil {
+	if _, err := checks.EndedDone(hist.Run(cctx, q, hiveOp(relayHive))); err != nil {
 		t.Fatalf("after the heal: %v", err)
 	}
 	suite.NothingLost(t, time.Minute, q, &hist)

@@ -87,6 +87,7 @@ func TestHeartbeatCarriesDevices(t *testing.T) {
 
 	// The devices did not come from GET /capabilities: the queen still
 	// cannot ask.
-	out, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: hive})
+	var hist checks.History
+	out := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: hive})
 	suite.MustError(t, out, hive, "GET /capabilities", "timed out")
 }

@@ -4,7 +4,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
-	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 )
@@ -27,35 +25,6 @@ const (
 	// queen's health probe never waits longer.
 	httpTimeout = 3 * time.Second
 )
-
-// runOp runs one queen operation to its terminator and says how long it took.
-func runOp(t testing.TB, q *client.Client, req api.JobRequest) (client.Outcome, time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
-	t0 := time.Now()
-	o, err := q.Run(ctx, req, nil)
-	d := time.Since(t0)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Operation, req.Alias, err)
-	}
-	t.Logf("%s %s: %s in %v", req.Operation, req.Alias, o.Terminator(), d.Round(time.Millisecond))
-	return o, d
-}
-
-// mustResult runs req, requires [DONE] and decodes its result event.
-func mustResult[T any](t testing.TB, q *client.Client, req api.JobRequest) (T, time.Duration) {
-	t.Helper()
-	o, d := runOp(t, q, req)
-	if o.Kind.String() != api.TermDone {
-		t.Fatalf("%s %s: job %s ended %s; want %s", req.Operation, req.Alias, o.JobID, o.Terminator(), api.TermDone)
-	}
-	r, err := checks.Result[T](o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r, d
-}
 
 // recordedPid reads the hive's pid file; 0 when there is none.
 func recordedPid(t testing.TB, h *integration.Harness) int {
@@ -94,7 +63,7 @@ func running(state, want string) bool {
 // awaitGone waits until pid has exited (and been reaped, or is a zombie).
 func awaitGone(t testing.TB, h *integration.Harness, pid int, timeout time.Duration) {
 	t.Helper()
-	err := checks.Await(context.Background(), timeout, fmt.Sprintf("pid %d gone from the hive", pid), func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), timeout, fmt.Sprintf("pid %d gone from the hive", pid), func(ctx context.Context) (bool, string, error) {
 		s, err := procState(ctx, h, pid)
 		return s == "gone" || strings.HasPrefix(s, "Z "), fmt.Sprintf("pid %d: %s", pid, s), err
 	})
@@ -135,19 +104,4 @@ func wantDevices(t testing.TB, where string, ds []api.Device, gpus int) {
 func curlExit(t testing.TB, h *integration.Harness) int {
 	t.Helper()
 	return h.MustExec(t, "queen", []string{"curl", "-fsS", "-o", "/dev/null", "-m", "3", "http://" + hive + ":9000/health"}).ExitCode
-}
-
-// narration lists the messages of o's narration events.
-func narration(o client.Outcome) []string {
-	var msgs []string
-	for _, ev := range o.Events {
-		if ev.Name != api.EventNarration {
-			continue
-		}
-		var n api.Narration
-		if json.Unmarshal([]byte(ev.Data), &n) == nil {
-			msgs = append(msgs, n.Message)
-		}
-	}
-	return msgs
 }

@@ -42,6 +42,7 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 		})),
 		integration.WithWritableFile("queen", knownHosts, swapped))
 	q := h.MustQueen(t)
+	var hist checks.History
 
 	pid := recordedPid(t, h)
 	if pid == 0 {
@@ -50,9 +51,9 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 	// A hung hive (SIGSTOP) cannot answer /v1/shutdown, so hive_stop must
 	// signal its recorded pid over SSH.
 	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", pid))
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	suite.MustError(t, o, hive, "host key mismatch", `"`+hive+`"`)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	s, err := procState(ctx, h, pid)
 	if err != nil {
@@ -67,7 +68,7 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 
 	// Negative control: the right known_hosts, the same hung hive.
 	suite.PutFile(t, h, "queen", knownHosts, suite.RepoFile(t, "keys/known_hosts"))
-	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	o = suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	suite.MustDone(t, o)
 	awaitGone(t, h, pid, 30*time.Second)
 	if got := recordedPid(t, h); got != 0 {
@@ -76,4 +77,5 @@ func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
 	if row, err := checks.Hive(ctx, q, hive); err != nil || row.State != api.HiveOffline {
 		t.Errorf("GET /v1/hives after hive_stop: %+v, %v; want offline", row, err)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

@@ -21,6 +21,7 @@ import (
 func TestHiveStartViaQueen(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0", "RBEE_GPUS": "1"}))
 	q := h.MustQueen(t)
+	var hist checks.History
 	hc, err := h.Hive(hive)
 	if err != nil {
 		t.Fatal(err)
@@ -31,17 +32,17 @@ func TestHiveStartViaQueen(t *testing.T) {
 	if pid := recordedPid(t, h); pid != 0 {
 		t.Fatalf("pid file holds %d before hive_start", pid)
 	}
-	if row, err := checks.Hive(context.Background(), q, hive); err != nil || len(row.Devices) != 0 {
+	if row, err := checks.Hive(t.Context(), q, hive); err != nil || len(row.Devices) != 0 {
 		t.Fatalf("registry before hive_start: %+v, %v; want no devices yet", row, err)
 	}
 
-	res, _ := mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	res := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	if res.Alias != hive || res.State != api.HiveOnline || res.PID <= 0 {
 		t.Fatalf("hive_start result %+v; want alias %s, state online, a pid", res, hive)
 	}
 	wantDevices(t, "hive_start result", res.Devices, 1)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if body, err := hc.Health(ctx); err != nil || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("hive /health after hive_start: %q, %v; want ok", body, err)
@@ -65,12 +66,14 @@ func TestHiveStartViaQueen(t *testing.T) {
 		t.Errorf("GET /v1/hives: %s is %s; want online", hive, row.State)
 	}
 	wantDevices(t, "GET /v1/hives after hive_start", row.Devices, 1)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // hive_stop stops exactly the recorded hive: /health refuses, the process is gone, and decoys whose names contain rbee-hive still run.
 func TestHiveStopViaQueen(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
+	var hist checks.History
 	hivePid := recordedPid(t, h)
 	if hivePid == 0 {
 		t.Fatal("the autostarted hive recorded no pid")
@@ -91,7 +94,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 	}
 	// This context bounds the checks of the whole test, three hive
 	// operations included: one operation's bound each, not a minute.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*opTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*opTimeout)
 	defer cancel()
 	for name, pid := range decoys {
 		if err := checks.Await(ctx, 10*time.Second, "decoy "+name+" running", func(ctx context.Context) (bool, string, error) {
@@ -102,7 +105,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 		}
 	}
 
-	res, _ := mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	res := suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	if res.Alias != hive || res.State != api.HiveOffline {
 		t.Fatalf("hive_stop result %+v; want alias %s, state offline", res, hive)
 	}
@@ -121,18 +124,20 @@ func TestHiveStopViaQueen(t *testing.T) {
 
 	// A hung hive (SIGSTOP) cannot answer /v1/shutdown, so the queen must
 	// fall back to signalling over SSH: still only the recorded pid.
-	started, _ := mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	started := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", started.PID))
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	if o.Kind.String() != api.TermDone {
 		t.Fatalf("hive_stop of a hung hive ended %s", o.Terminator())
 	}
 	signalled := false
-	for _, n := range narration(o) {
-		signalled = signalled || strings.Contains(n, fmt.Sprintf("stopped %s: pid and signal %d", hive, started.PID))
+	var msgs []string
+	for _, n := range suite.Narrations(t, o) {
+		msgs = append(msgs, n.Message)
+		signalled = signalled || strings.Contains(n.Message, fmt.Sprintf("stopped %s: pid and signal %d", hive, started.PID))
 	}
 	if !signalled {
-		t.Errorf("hive_stop of a hung hive: no narration says pid %d was signalled: %q", started.PID, narration(o))
+		t.Errorf("hive_stop of a hung hive: no narration says pid %d was signalled: %q", started.PID, msgs)
 	}
 	awaitGone(t, h, started.PID, 10*time.Second)
 	for name, pid := range decoys {
@@ -140,6 +145,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 			t.Errorf("decoy %s (pid %d) after hive_stop of a hung hive: %q, %v; want still running", name, pid, s, err)
 		}
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // Stop then start: a new pid, healthy, and heartbeats reach the queen again.
@@ -147,16 +153,17 @@ func TestHiveRestart(t *testing.T) {
 	const interval = 300 * time.Millisecond
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	var hist checks.History
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	if err := checks.AwaitHiveState(ctx, q, hive, api.HiveOnline, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	oldPid := recordedPid(t, h)
 
-	mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	awaitGone(t, h, oldPid, 10*time.Second)
-	res, _ := mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	res := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	if res.PID <= 0 || res.PID == oldPid {
 		t.Fatalf("hive_start after hive_stop reported pid %d; want a new pid (old %d)", res.PID, oldPid)
 	}
@@ -200,18 +207,22 @@ func TestHiveRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // hive_status reports online, unreachable (container paused) and offline (daemon stopped), each within the queen's HTTP timeout.
 func TestHiveStatus(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
+	var hist checks.History
 	// Every answer must come within the probe's bound (the [http] timeout);
 	// the margin covers job start-up on a loaded 2-core machine.
 	const bound = httpTimeout + 7*time.Second
 	status := func(want, probe string) {
 		t.Helper()
-		res, d := mustResult[api.HiveStatus](t, q, api.JobRequest{Operation: api.OpHiveStatus, Alias: hive})
+		t0 := time.Now()
+		res := suite.Result[api.HiveStatus](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStatus, Alias: hive})
+		d := time.Since(t0)
 		if res.Alias != hive || res.State != want || res.Probe != probe {
 			t.Errorf("hive_status: state %s, probe %q; want %s, %q", res.State, res.Probe, want, probe)
 		}
@@ -233,8 +244,9 @@ func TestHiveStatus(t *testing.T) {
 	paused = false
 	status(api.HiveOnline, "ok")
 
-	mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	status(api.HiveOffline, "connection refused")
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // A hive restarted out of band with another number of simulated GPUs while its heartbeats cannot reach the queen: GET /v1/hives keeps the old devices until hive_refresh_capabilities, which asks the hive and shows the new set; GET /v1/hives then agrees.
@@ -242,11 +254,12 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2", "RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	var hist checks.History
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	refresh := func() api.Capabilities {
 		t.Helper()
-		caps, _ := mustResult[api.Capabilities](t, q, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: hive})
+		caps := suite.Result[api.Capabilities](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveRefreshCapabilities, Alias: hive})
 		if caps.HiveID != hive {
 			t.Errorf("capabilities of hive %q; want %s", caps.HiveID, hive)
 		}
@@ -285,4 +298,5 @@ func TestCapabilitiesRefresh(t *testing.T) {
 	if got, want := deviceIDs(registry()), deviceIDs(caps.Devices); !slices.Equal(got, want) {
 		t.Errorf("GET /v1/hives devices after the refresh %v; want %v", got, want)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

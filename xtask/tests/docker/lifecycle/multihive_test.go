@@ -51,6 +51,7 @@ func healthExit(t testing.TB, h *integration.Harness, svc string) int {
 func TestHiveStopOneOfTwo(t *testing.T) {
 	h := integration.Start(t, integration.MultiHive)
 	q := h.MustQueen(t)
+	var hist checks.History
 	ctx := suite.Context(t, 3*time.Minute)
 	for _, hv := range []string{"hive-1", "hive-2"} {
 		if err := checks.AwaitHiveState(ctx, q, hv, api.HiveOnline, 30*time.Second); err != nil {
@@ -62,7 +63,7 @@ func TestHiveStopOneOfTwo(t *testing.T) {
 		t.Fatalf("autostarted hives recorded pids %d and %d", pid1, pid2)
 	}
 
-	res, _ := mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-2"})
+	res := suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: "hive-2"})
 	if res.Alias != "hive-2" || res.State != api.HiveOffline {
 		t.Fatalf("hive_stop hive-2 result %+v; want alias hive-2, offline", res)
 	}
@@ -79,14 +80,14 @@ func TestHiveStopOneOfTwo(t *testing.T) {
 	}
 	// hive_status probes each hive by its own address.
 	for alias, want := range map[string]string{"hive-1": api.HiveOnline, "hive-2": api.HiveOffline} {
-		st, _ := mustResult[api.HiveStatus](t, q, api.JobRequest{Operation: api.OpHiveStatus, Alias: alias})
+		st := suite.Result[api.HiveStatus](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStatus, Alias: alias})
 		if st.Alias != alias || st.State != want {
 			t.Errorf("hive_status %s with hive-2 stopped: alias %q state %q probe %q; want %s", alias, st.Alias, st.State, st.Probe, want)
 		}
 	}
 	assertHive1Untouched(ctx, t, h, pid1)
 
-	st, _ := mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-2"})
+	st := suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: "hive-2"})
 	if st.Alias != "hive-2" || st.State != api.HiveOnline || st.PID <= 0 || st.PID == pid2 {
 		t.Fatalf("hive_start hive-2 result %+v; want online with a new pid (old %d)", st, pid2)
 	}
@@ -97,6 +98,7 @@ func TestHiveStopOneOfTwo(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertHive1Untouched(ctx, t, h, pid1)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // assertHive1Untouched checks that hive-1's daemon still runs under pid,

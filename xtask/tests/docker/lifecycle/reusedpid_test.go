@@ -3,6 +3,7 @@
 package lifecycle
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
@@ -18,6 +20,7 @@ import (
 func TestHiveStopSparesReusedPid(t *testing.T) {
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
+	var hist checks.History
 	ctx := suite.Context(t, 4*time.Minute)
 
 	real := recordedPid(t, h)
@@ -28,7 +31,7 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	// the pid file over SSH. The decoy starts before the pid file is
 	// rewritten, so only the command-line check can tell it apart.
 	suite.Sh(t, h, hive, fmt.Sprintf("kill -STOP %d", real))
-	t.Cleanup(func() { _, _ = h.Exec(t.Context(), hive, []string{"kill", "-CONT", strconv.Itoa(real)}) })
+	t.Cleanup(func() { _, _ = h.Exec(context.Background(), hive, []string{"kill", "-CONT", strconv.Itoa(real)}) })
 	out := suite.Sh(t, h, hive, fmt.Sprintf(
 		`setpriv --reuid=rbee --regid=rbee --init-groups sh -c 'sleep 600 >/dev/null 2>&1 & echo $!' && sleep 1.1`))
 	decoy, err := strconv.Atoi(strings.TrimSpace(strings.Split(strings.TrimSpace(out), "\n")[0]))
@@ -37,7 +40,7 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	}
 	suite.Sh(t, h, hive, fmt.Sprintf("setpriv --reuid=rbee --regid=rbee --init-groups sh -c 'echo %d > %s'", decoy, pidFile))
 
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	suite.MustError(t, o, hive, strconv.Itoa(decoy), "not rbee-hive")
 
 	s, err := procState(ctx, h, decoy)
@@ -55,4 +58,5 @@ func TestHiveStopSparesReusedPid(t *testing.T) {
 	if got := recordedPid(t, h); got != 0 {
 		t.Errorf("pid file holds %d after the refused hive_stop; want the stale file removed", got)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

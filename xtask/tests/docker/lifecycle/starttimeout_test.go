@@ -3,14 +3,14 @@
 package lifecycle
 
 import (
-	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
+	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/sse"
+	"github.com/rbee-dev/rbee/xtask/checks"
 	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
@@ -42,14 +42,15 @@ func TestHiveStartGivesUpAfterStartTimeout(t *testing.T) {
 	// start" check does not end the wait early) but never listens.
 	suite.Sh(t, h, hive, `printf '#!/bin/sh\nexec sleep 600\n' > /home/rbee/.local/bin/rbee-hive && chown rbee:rbee /home/rbee/.local/bin/rbee-hive && chmod 0755 /home/rbee/.local/bin/rbee-hive`)
 
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
 	var waiting time.Time // when the queen said it started waiting for /health
 	submitted := time.Now()
-	o, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveStart, Alias: hive}, func(ev sse.Event) error {
-		var n api.Narration
-		if waiting.IsZero() && ev.Name == api.EventNarration && json.Unmarshal([]byte(ev.Data), &n) == nil &&
-			strings.Contains(n.Message, "waiting for") {
+	var hist checks.History
+	o, err := suite.Follow(suite.Context(t, opTimeout), t, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive}, func(ev sse.Event) error {
+		n, ok, err := client.Narration(ev)
+		if err != nil {
+			return err
+		}
+		if ok && waiting.IsZero() && strings.Contains(n.Message, "waiting for") {
 			waiting = time.Now()
 			t.Logf("narration: %s", n.Message)
 			if want := "(up to " + shortStartTimeout.String() + ")"; !strings.Contains(n.Message, want) {
@@ -66,7 +67,7 @@ func TestHiveStartGivesUpAfterStartTimeout(t *testing.T) {
 		ended.Sub(submitted).Round(time.Millisecond), ended.Sub(waiting).Round(time.Millisecond))
 	suite.MustError(t, o, hive, "did not answer within "+shortStartTimeout.String(), "start_timeout")
 	if waiting.IsZero() {
-		t.Fatalf("hive_start never narrated that it was waiting for /health: %v", narration(o))
+		t.Fatalf("hive_start never narrated that it was waiting for /health: %v", suite.NarrationText(o))
 	}
 	// From below: the queen's wait began after the submit, so the whole job
 	// cannot be shorter than start_timeout. From above: halfway from

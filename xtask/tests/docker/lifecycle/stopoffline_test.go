@@ -32,7 +32,8 @@ func TestHiveStopMarksOfflineAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	var hist checks.History
+	suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	row, err := checks.Hive(ctx, q, hive)
 	looked := time.Now()
 	if err != nil {
@@ -53,7 +54,7 @@ func TestHiveStopMarksOfflineAtOnce(t *testing.T) {
 
 	// The offline mark is not sticky: the next hive_start's heartbeats
 	// make the hive online again.
-	mustResult[api.HiveStartResult](t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	suite.Result[api.HiveStartResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	if err := checks.AwaitHiveState(ctx, q, hive, api.HiveOnline, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}

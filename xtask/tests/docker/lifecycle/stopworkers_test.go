@@ -58,7 +58,7 @@ func TestHiveStopStopsItsWorkers(t *testing.T) {
 	}
 	suite.Infer(t, q, &hist, api.JobRequest{Model: model})
 
-	res, _ := mustResult[api.HiveStopResult](t, q, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
+	res := suite.Result[api.HiveStopResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStop, Alias: hive})
 	if res.State != api.HiveOffline {
 		t.Fatalf("hive_stop result %+v; want offline", res)
 	}

@@ -38,7 +38,8 @@ func TestHiveUninstallViaQueen(t *testing.T) {
 		t.Fatalf("%s is not on %s before hive_uninstall (test -f: exit %d)", hiveBinary, hive, r.ExitCode)
 	}
 
-	res, _ := mustResult[api.HiveUninstallResult](t, q, api.JobRequest{Operation: api.OpHiveUninstall, Alias: hive})
+	var hist checks.History
+	res := suite.Result[api.HiveUninstallResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveUninstall, Alias: hive})
 	if res.Alias != hive || res.BinaryPath != "~/.local/bin/rbee-hive" || !res.Removed {
 		t.Fatalf("hive_uninstall result %+v; want alias %s, binary_path ~/.local/bin/rbee-hive, removed", res, hive)
 	}
@@ -55,11 +56,10 @@ func TestHiveUninstallViaQueen(t *testing.T) {
 	}
 
 	// Negative control: nothing is left to remove, and the result says so.
-	again, _ := mustResult[api.HiveUninstallResult](t, q, api.JobRequest{Operation: api.OpHiveUninstall, Alias: hive})
+	again := suite.Result[api.HiveUninstallResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveUninstall, Alias: hive})
 	if again.Alias != hive || again.Removed {
 		t.Errorf("second hive_uninstall result %+v; want removed false", again)
 	}
 	// Without a binary the hive cannot be started again.
-	var hist checks.History
 	suite.MustError(t, suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive}), "not installed")
 }

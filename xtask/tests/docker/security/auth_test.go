@@ -182,7 +182,7 @@ func testHiveJobAPIWithoutCredentialsRefused(t *testing.T, e *env) {
 	}
 	procsBefore := workerProcesses(t, hv)
 	for _, body := range []map[string]string{
-		{"operation": api.OpWorkerSpawn, "model": tinyModel, "device": "cpu:0"},
+		{"operation": api.OpWorkerSpawn, "model": suite.TinyModel, "device": "cpu:0"},
 		{"operation": api.OpWorkerProcessDelete, "worker_id": "w-0000000001"},
 		{"operation": api.OpModelList},
 	} {

@@ -122,16 +122,16 @@ func boundsRSSNow(t *testing.T, e *boundsEnv) map[string]int64 {
 // the hive; both must end [DONE].
 func boundsRealJobs(t *testing.T, e *boundsEnv) {
 	t.Helper()
-	ctx := suite.Context(t, 2*time.Minute)
+	var hist checks.History
 	for _, req := range []api.JobRequest{
 		{Operation: api.OpStatus},
 		{Operation: api.OpModelList, HiveID: boundsHive},
 	} {
-		out, err := e.q.Run(ctx, req, nil)
-		if err != nil || out.Kind != sse.Done {
-			t.Fatalf("%s after the flood: %s %v; want [DONE]", req.Operation, out.Terminator(), err)
+		if out := suite.Try(t, 2*time.Minute, e.q, &hist, req); out.Kind != sse.Done {
+			t.Fatalf("%s after the flood: %s; want [DONE]", req.Operation, out.Terminator())
 		}
 	}
+	suite.NothingLost(t, time.Minute, e.q, &hist)
 }
 
 // boundsHTTP is a client for the floods: no proxy, many connections.

@@ -27,8 +27,6 @@ const (
 	interval = 500 * time.Millisecond
 	// staleAfter is configs/full-stack/queen.toml's stale_after.
 	staleAfter = 3 * time.Second
-	// tinyModel is what the standalone workers serve.
-	tinyModel = "rbee/tiny-ngram:model.bin"
 	// queenURL and hiveURL are how the rogue reaches them on the network.
 	queenURL = "http://queen:8500"
 	hiveURL  = "http://hive-1:9000"
@@ -111,7 +109,7 @@ func signAt(t *testing.T, keyFile, method, path string, v any, at time.Time) (ht
 	c := &capture{}
 	cl := client.New("http://signer.invalid", client.WithHTTPClient(&http.Client{Transport: c}), opt,
 		client.WithSigningClock(func() time.Time { return at }))
-	if err := cl.Do(context.Background(), method, path, v, nil); err != nil {
+	if err := cl.Do(t.Context(), method, path, v, nil); err != nil {
 		t.Fatalf("signing %s %s: %v", method, path, err)
 	}
 	if c.header.Get("X-Rbee-Signature") == "" {
@@ -231,12 +229,8 @@ func (e *env) mustStillServing(t *testing.T) {
 // the real worker-1 served it.
 func (e *env) mustInferFromRealWorker(t *testing.T) {
 	t.Helper()
-	o := suite.Run(t, time.Minute, e.q, e.hist, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice", MaxTokens: 8})
-	suite.MustDone(t, o)
-	r, err := checks.RoutedTo(o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := suite.Run(t, time.Minute, e.q, e.hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice", MaxTokens: 8})
+	r := suite.Served(t, o)
 	text, err := client.Tokens(o)
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +265,7 @@ func (e *env) mustHoldUp(t *testing.T, before registry) {
 
 // workerHB is a heartbeat for worker id, pointing the queen at url.
 func workerHB(id, hiveID, url, state string) api.WorkerHeartbeat {
-	return api.WorkerHeartbeat{WorkerID: id, HiveID: hiveID, Model: tinyModel, Device: "cpu:0", URL: url, State: state, Timestamp: time.Now().UTC()}
+	return api.WorkerHeartbeat{WorkerID: id, HiveID: hiveID, Model: suite.TinyModel, Device: "cpu:0", URL: url, State: state, Timestamp: time.Now().UTC()}
 }
 
 // post sends body to url from the rogue.

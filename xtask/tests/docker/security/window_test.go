@@ -78,7 +78,7 @@ func TestSignatureWindowBounded(t *testing.T) {
 			what, url, path string
 			body            any
 		}{
-			{"hive-1 worker_spawn", hiveURL, "/v1/jobs", map[string]string{"operation": api.OpWorkerSpawn, "model": tinyModel, "device": "cpu:0"}},
+			{"hive-1 worker_spawn", hiveURL, "/v1/jobs", map[string]string{"operation": api.OpWorkerSpawn, "model": suite.TinyModel, "device": "cpu:0"}},
 			{"hive-1 model_list", hiveURL, "/v1/jobs", map[string]string{"operation": api.OpModelList}},
 			{"hive-1 shutdown", hiveURL, "/v1/shutdown", nil},
 			{"queen shutdown", queenURL, "/v1/shutdown", nil},

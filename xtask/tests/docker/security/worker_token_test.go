@@ -103,7 +103,7 @@ func bearer(t *testing.T, keyFile, hiveID string) string {
 	}
 	c := &capture{}
 	cl := client.New("http://token.invalid", client.WithHTTPClient(&http.Client{Transport: c}), opt)
-	if err := cl.Do(context.Background(), http.MethodGet, "/health", nil, nil); err != nil {
+	if err := cl.Do(t.Context(), http.MethodGet, "/health", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := c.header.Get("Authorization")

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -121,7 +122,7 @@ func mustBeUntouched(t testing.TB, before, after hiveMachine) {
 // queen's current (bad) SSH setup, wants both to end [ERROR] naming
 // every one of want with nothing done on the hive, then writes good to the
 // queen's path and wants the same operations to install and start the hive.
-func refusedThenAccepted(t *testing.T, h *integration.Harness, q *client.Client, path string, good []byte, want ...string) {
+func refusedThenAccepted(t *testing.T, h *integration.Harness, q *client.Client, hist *checks.History, path string, good []byte, want ...string) {
 	t.Helper()
 	before := inspectHive(t, h)
 	if before.binary == "absent" || before.procs != "" || before.pidFile != "absent" || before.sessions != 0 {
@@ -131,7 +132,7 @@ func refusedThenAccepted(t *testing.T, h *integration.Harness, q *client.Client,
 		{Operation: api.OpHiveInstall, Alias: hive, Force: true},
 		{Operation: api.OpHiveStart, Alias: hive},
 	} {
-		o, _ := runOp(t, q, req)
+		o := suite.Try(t, opTimeout, q, hist, req)
 		suite.MustError(t, o, append([]string{hive}, want...)...)
 		t.Logf("%s refused: %s", req.Operation, o.Error)
 	}
@@ -142,13 +143,13 @@ func refusedThenAccepted(t *testing.T, h *integration.Harness, q *client.Client,
 
 	// Negative control: the same operations with the right file.
 	suite.PutFile(t, h, "queen", path, good)
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
+	o := suite.Try(t, opTimeout, q, hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
 	suite.MustDone(t, o)
 	installedNow := inspectHive(t, h)
 	if installedNow.binary == before.binary || installedNow.temps != 0 || installedNow.sessions == 0 {
 		t.Fatalf("accepted hive_install: hive shows %+v (before %+v); want a new binary, no temporaries, SSH sessions", installedNow, before)
 	}
-	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	o = suite.Try(t, opTimeout, q, hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	suite.MustDone(t, o)
 	res, err := checks.Result[api.HiveStartResult](o)
 	if err != nil {
@@ -187,8 +188,10 @@ func TestQueenRefusesMismatchedHostKey(t *testing.T) {
 		return name + " " + typ + " " + key
 	})
 	h, q := startQueenSSH(t, swapped, suite.RepoFile(t, "keys/test_id_rsa"))
-	refusedThenAccepted(t, h, q, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
+	var hist checks.History
+	refusedThenAccepted(t, h, q, &hist, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
 		"host key mismatch", `"`+hive+`"`, fingerprint(t, "keys/hosts/"+hive+"/ssh_host_ed25519_key.pub"))
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // A queen whose known_hosts has no entry for the hive refuses it as unknown (no trust on first use): [ERROR] from hive_install and hive_start, nothing done on the hive; with the entry both work.
@@ -202,15 +205,19 @@ func TestQueenRefusesUnknownHost(t *testing.T) {
 		return name + " " + typ + " " + key
 	})
 	h, q := startQueenSSH(t, unknown, suite.RepoFile(t, "keys/test_id_rsa"))
-	refusedThenAccepted(t, h, q, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
+	var hist checks.History
+	refusedThenAccepted(t, h, q, &hist, queenKnownHostsVar, suite.RepoFile(t, "keys/known_hosts"),
 		"host key for", "is unknown", "no entry in "+queenKnownHostsVar, fingerprint(t, "keys/hosts/"+hive+"/ssh_host_ed25519_key.pub"))
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // A queen holding a client key the hive does not authorize gets [ERROR] "authentication failed" naming that key from hive_install and hive_start, and no session runs on the hive; with the authorized key both work.
 func TestQueenWrongClientKeyRunsNothing(t *testing.T) {
 	h, q := startQueenSSH(t, suite.RepoFile(t, "keys/known_hosts"), suite.RepoFile(t, "keys/wrong_id_rsa"))
-	refusedThenAccepted(t, h, q, queenIdentityVar, suite.RepoFile(t, "keys/test_id_rsa"),
+	var hist checks.History
+	refusedThenAccepted(t, h, q, &hist, queenIdentityVar, suite.RepoFile(t, "keys/test_id_rsa"),
 		"rbee@"+hive, "authentication failed", fingerprint(t, "keys/wrong_id_rsa.pub"))
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // A remote command that fails reaches the client with its exit code and its stderr: hive_install's `--version` check exiting 42 and hive_start's remote start script failing at mkdir both end [ERROR] "(exit N): <stderr>", and the failed start runs nothing on the hive.
@@ -229,8 +236,9 @@ func TestQueenReportsRemoteExitCodeAndStderr(t *testing.T) {
 			"hive_binary": strconv.Quote(probePath),
 		})))
 	q := h.MustQueen(t)
+	var hist checks.History
 
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
 	suite.MustError(t, o, hive, "checking the installed binary", "exit 42", token+": --version")
 	if strings.Contains(o.Error, "stdout-noise") {
 		t.Errorf("error %q reports stdout; want stderr when there is some", o.Error)
@@ -244,7 +252,7 @@ func TestQueenReportsRemoteExitCodeAndStderr(t *testing.T) {
 	// --version ran), but its state directory is a regular file, so the
 	// start script's `mkdir -p` fails before anything is started.
 	suite.Sh(t, h, hive, "rm -rf /home/rbee/.local/state/rbee && touch /home/rbee/.local/state/rbee && chown rbee:rbee /home/rbee/.local/state/rbee")
-	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
+	o = suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveStart, Alias: hive})
 	suite.MustError(t, o, hive, "starting rbee-hive failed on rbee@"+hive, "(exit 1)", "mkdir", "/home/rbee/.local/state/rbee")
 	if got := strings.TrimSpace(suite.Sh(t, h, hive, "cat "+calls)); got != "--version" {
 		t.Errorf("after the failed hive_start the stand-in has run with %q; want only the earlier --version", got)
@@ -253,4 +261,5 @@ func TestQueenReportsRemoteExitCodeAndStderr(t *testing.T) {
 		t.Errorf("rbee-hive runs on the hive after the failed start: pids %s", strings.TrimSpace(r.Stdout))
 	}
 	t.Logf("remote failures reported: %s", o.Error)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

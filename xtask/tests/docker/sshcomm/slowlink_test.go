@@ -76,7 +76,7 @@ func TestInstallOverSlowLink(t *testing.T) {
 // bound is opTimeout plus four times that.
 func runSlowOp(t testing.TB, q *client.Client, req api.JobRequest, expect time.Duration) (client.Outcome, time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout+4*expect)
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout+4*expect)
 	defer cancel()
 	t0 := time.Now()
 	o, err := q.Run(ctx, req, nil)

@@ -30,7 +30,7 @@ import (
 // The test host logs in to the hive's real sshd with the generated key and the pinned host key; a host key that is not the hive's is refused.
 func TestConnectionEstablishment(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, integration.WithServices(hive), bareHive)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
 	c := h.MustSSH(t, hive) // pins keys/hosts/hive-localhost/ssh_host_ed25519_key.pub
@@ -42,12 +42,7 @@ func TestConnectionEstablishment(t *testing.T) {
 		t.Fatalf("logged in as/on %q; want %q", got, want)
 	}
 
-	hp, err := h.HostPort(hive, 22)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(hp))
-	key := signer(t, "keys/test_id_rsa")
+	key := filepath.Join(suite.RepoRoot(t), "keys", "test_id_rsa")
 
 	// The project's known_hosts accepts the hive under its own name …
 	kh, err := knownhosts.New(filepath.Join(suite.RepoRoot(t), "keys", "known_hosts"))
@@ -57,7 +52,7 @@ func TestConnectionEstablishment(t *testing.T) {
 	as := func(name string) ssh.HostKeyCallback {
 		return func(_ string, remote net.Addr, k ssh.PublicKey) error { return kh(name+":22", remote, k) }
 	}
-	good, err := dialSSH(ctx, addr, key, as(hive))
+	good, err := h.SSHWithKey(ctx, hive, key, as(hive))
 	if err != nil {
 		t.Fatalf("known_hosts entry of %s: %v", hive, err)
 	}
@@ -65,13 +60,13 @@ func TestConnectionEstablishment(t *testing.T) {
 
 	// … and refuses it under another hive's name, and so does a pin to
 	// another hive's key: the server's key is checked, not just present.
-	_, err = dialSSH(ctx, addr, key, as("hive-1"))
+	_, err = h.SSHWithKey(ctx, hive, key, as("hive-1"))
 	var ke *knownhosts.KeyError
 	if !errors.As(err, &ke) || len(ke.Want) == 0 {
 		t.Fatalf("known_hosts entry of hive-1 for %s: err %v; want a host key mismatch", hive, err)
 	}
 	other := publicKey(t, "keys/hosts/hive-1/ssh_host_ed25519_key.pub")
-	_, err = dialSSH(ctx, addr, key, ssh.FixedHostKey(other))
+	_, err = h.SSHWithKey(ctx, hive, key, ssh.FixedHostKey(other))
 	if err == nil || !strings.Contains(err.Error(), "host key mismatch") {
 		t.Fatalf("pinned to hive-1's key: err %v; want host key mismatch", err)
 	}
@@ -128,6 +123,7 @@ func TestCommandExecution(t *testing.T) {
 func TestBinaryInstallation(t *testing.T) {
 	h := integration.Start(t, integration.Localhost, bareHive)
 	q := h.MustQueen(t)
+	var hist checks.History
 	if r := h.MustExec(t, hive, []string{"test", "-e", binaryPath}); r.ExitCode == 0 {
 		t.Fatalf("%s exists on a bare hive", binaryPath)
 	}
@@ -135,7 +131,7 @@ func TestBinaryInstallation(t *testing.T) {
 	wantVersion := strings.TrimSpace(suite.Sh(t, h, "queen", queenHive+" --version"))
 	wantSize, _ := strconv.ParseInt(strings.TrimSpace(suite.Sh(t, h, "queen", "stat -c %s "+queenHive)), 10, 64)
 
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
 	suite.MustDone(t, o)
 	res, err := checks.Result[api.HiveInstallResult](o)
 	if err != nil {
@@ -152,7 +148,7 @@ func TestBinaryInstallation(t *testing.T) {
 		t.Errorf("installed --version prints %q; want %q", got, wantVersion)
 	}
 
-	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	o = suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
 	suite.MustError(t, o, hive, "already installed", "force")
 	if again := installed(t, h); again != first {
 		t.Fatalf("a refused install changed the file: %+v → %+v", first, again)
@@ -171,7 +167,7 @@ done >> %s`, binaryPath, watchLog)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
 		_, _ = h.Exec(ctx, hive, []string{"sh", "-c", watch})
 	}()
@@ -180,7 +176,7 @@ done >> %s`, binaryPath, watchLog)
 	defer stopWatch()
 	awaitLog(t, h, watchLog, first.inode)
 
-	o, _ = runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
+	o = suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
 	suite.MustDone(t, o)
 	second := installed(t, h)
 	if second.inode == first.inode {
@@ -202,6 +198,7 @@ done >> %s`, binaryPath, watchLog)
 	if left := strings.TrimSpace(suite.Sh(t, h, hive, "ls -A "+filepath.Dir(binaryPath))); left != "rbee-hive" {
 		t.Errorf("%s holds %q after the installs; want only rbee-hive (no temporary files)", filepath.Dir(binaryPath), left)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // The queen holding a key the hive does not accept gets a clear [ERROR] naming user, host and "authentication failed"; the harness client with that key is refused too.
@@ -210,16 +207,17 @@ func TestAuthenticationFailures(t *testing.T) {
 		// 0600: the queen refuses an identity file others can read, as OpenSSH does.
 		integration.WithWritableFile("queen", queenKey, suite.RepoFile(t, "keys/wrong_id_rsa")))
 	q := h.MustQueen(t)
+	var hist checks.History
 
-	o, _ := runOp(t, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
 	suite.MustError(t, o, hive, "rbee@"+hive, "authentication failed")
 	if r := h.MustExec(t, hive, []string{"test", "-e", binaryPath}); r.ExitCode == 0 {
 		t.Errorf("%s was installed although authentication failed", binaryPath)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	c, err := h.SSHWithKey(ctx, hive, filepath.Join(suite.RepoRoot(t), "keys", "wrong_id_rsa"))
+	c, err := h.SSHWithKey(ctx, hive, filepath.Join(suite.RepoRoot(t), "keys", "wrong_id_rsa"), nil)
 	if err == nil {
 		c.Close()
 		t.Fatal("the harness client logged in with keys/wrong_id_rsa")
@@ -230,6 +228,7 @@ func TestAuthenticationFailures(t *testing.T) {
 	t.Logf("harness client with the wrong key: %v", err)
 	// The same sshd accepts the right key: the refusals are about the key.
 	h.MustSSH(t, hive)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // With port 22 blackholed the queen's SSH connect fails within connect_timeout; a remote command that outlives command_timeout is killed on the hive and reported.
@@ -254,7 +253,8 @@ func TestTimeouts(t *testing.T) {
 			"ssh.command_timeout": strconv.Quote(commandTimeout.String()),
 		})))
 	q := h.MustQueen(t)
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	var hist checks.History
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
 	defer cancel()
 
 	// Connect: the block drops the queen's SYNs to the hive, so only the
@@ -266,8 +266,12 @@ func TestTimeouts(t *testing.T) {
 	h.MustInject(t, integration.Block("queen", hive))
 	var connecting time.Time
 	t0 := time.Now()
-	o, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive}, func(ev sse.Event) error {
-		if connecting.IsZero() && ev.Name == api.EventNarration && strings.Contains(ev.Data, "over SSH") {
+	acc, err := hist.Submit(ctx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := hist.Adopt(ctx, q, api.OpHiveInstall, acc.JobID, func(ev sse.Event) error {
+		if n, ok, _ := client.Narration(ev); connecting.IsZero() && ok && strings.Contains(n.Message, "over SSH") {
 			connecting = time.Now()
 		}
 		return nil
@@ -293,7 +297,7 @@ func TestTimeouts(t *testing.T) {
 	// bound is from submitting (the command cannot start earlier), the
 	// upper one from the moment the stand-in started on the hive.
 	t0 = time.Now()
-	o, err = q.Run(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive}, nil)
+	o, err = hist.Run(ctx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive})
 	end = time.Now()
 	if err != nil {
 		t.Fatal(err)
@@ -324,6 +328,7 @@ func TestTimeouts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // Ten SSH sessions run at the same time and all succeed; concurrent queen operations on one hive hold at most max_sessions_per_host connections at once.
@@ -358,6 +363,7 @@ echo stand-in
 			"ssh.max_sessions_per_host": strconv.Itoa(maxSessions),
 		})))
 	q := h.MustQueen(t)
+	var hist checks.History
 
 	// Ten connections, each waiting until all ten have arrived: a session
 	// only exits 0 if the ten were running at the same moment.
@@ -366,7 +372,7 @@ echo stand-in
 	// loaded machine stretches.
 	barrier := fmt.Sprintf(`d=/tmp/rbee-barrier; mkdir -p $d; touch $d/$$; end=$(( $(date +%%s) + 60 ))
 while [ "$(ls $d | wc -l)" -lt %d ]; do [ "$(date +%%s)" -lt $end ] || exit 9; sleep 0.05; done; echo arrived`, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -402,7 +408,7 @@ while [ "$(ls $d | wc -l)" -lt %d ]; do [ "$(date +%%s)" -lt $end ] || exit 9; s
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o, err := q.Run(ctx, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true}, nil)
+			o, err := hist.Run(ctx, q, api.JobRequest{Operation: api.OpHiveInstall, Alias: hive, Force: true})
 			if err != nil {
 				o.Error = err.Error()
 			}
@@ -431,6 +437,7 @@ while [ "$(ls $d | wc -l)" -lt %d ]; do [ "$(date +%%s)" -lt $end ] || exit 9; s
 	if peak != maxSessions {
 		t.Errorf("at most %d operations ran on the hive at once; want exactly max_sessions_per_host = %d (more breaks the limit, fewer means they did not run concurrently)", peak, maxSessions)
 	}
+	suite.NothingLost(t, time.Minute, q, &hist)
 }
 
 // installedFile is what the hive's filesystem says about the installed binary.
@@ -448,7 +455,7 @@ func installed(t testing.TB, h *integration.Harness) installedFile {
 // awaitLog waits until the watcher has logged a read of inode.
 func awaitLog(t testing.TB, h *integration.Harness, log, inode string) {
 	t.Helper()
-	err := checks.Await(context.Background(), 30*time.Second, "watcher read inode "+inode, func(ctx context.Context) (bool, string, error) {
+	err := checks.Await(t.Context(), 30*time.Second, "watcher read inode "+inode, func(ctx context.Context) (bool, string, error) {
 		r, err := h.Exec(ctx, hive, []string{"sh", "-c", "tail -n 1 " + log})
 		if err != nil {
 			return false, "", err

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/rbee-dev/rbee/internal/api"
-	"github.com/rbee-dev/rbee/internal/client"
 	"github.com/rbee-dev/rbee/internal/sse"
 	"github.com/rbee-dev/rbee/xtask/checks"
-	"github.com/rbee-dev/rbee/xtask/integration"
 	"github.com/rbee-dev/rbee/xtask/suite"
 )
 
@@ -25,20 +23,8 @@ import (
 // Negative control: the unrelated job on the same worker runs to the end.
 func TestCancelInferReachesWorker(t *testing.T) {
 	// 100 ms per token: 300 tokens take 30 s, room to cancel mid-way.
-	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"),
-		integration.WithEnv(map[string]string{"RBEE_TOKEN_DELAY": "100ms"}))
+	h, q, wc := suite.StartWorker(t, 100*time.Millisecond)
 	ctx := suite.Context(t, 4*time.Minute)
-	q := h.MustQueen(t)
-	if _, err := checks.AwaitWorker(ctx, q, "worker-1", 30*time.Second, "fresh", checks.Fresh); err != nil {
-		t.Fatal(err)
-	}
-	// worker-1 is a standalone worker: its token is the one derived for
-	// the pseudo-hive "standalone" (what the queen sends it too).
-	token, err := client.WithWorkerTokenFrom(h.ClusterKeyFile(), "standalone")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc := client.New(h.MustURL(t, "worker-1", 9100), token)
 
 	// The unrelated job, straight on the worker, followed to its end.
 	const controlTokens, cancelTokens = 300, 400
@@ -48,6 +34,8 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	}
 	var controlSeen atomic.Int64
 	controlDone := make(chan error, 1)
+	// Raw access: the control job is the worker's own, not a queen job a
+	// History could re-read.
 	go func() {
 		_, err := wc.FollowPath(ctx, control.SSEURL, control.JobID, 0, func(ev sse.Event) error {
 			if ev.Name == api.EventToken {
@@ -59,30 +47,19 @@ func TestCancelInferReachesWorker(t *testing.T) {
 	}()
 
 	seed := uint64(7)
-	acc, err := q.Submit(ctx, api.JobRequest{Operation: api.OpInfer, Model: tinyModel, Prompt: "Alice was", MaxTokens: cancelTokens, Seed: &seed})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var seen atomic.Int64
 	started := make(chan struct{})
-	type res struct {
-		out client.Outcome
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		out, err := q.Follow(ctx, acc.JobID, 0, func(ev sse.Event) error {
-			if ev.Name == api.EventToken && seen.Add(1) == 5 {
-				close(started)
-			}
-			return nil
-		})
-		done <- res{out, err}
-	}()
+	var hist checks.History
+	acc, done := suite.Submit(ctx, t, q, &hist, api.JobRequest{Operation: api.OpInfer, Model: suite.TinyModel, Prompt: "Alice was", MaxTokens: cancelTokens, Seed: &seed}, func(ev sse.Event) error {
+		if ev.Name == api.EventToken && seen.Add(1) == 5 {
+			close(started)
+		}
+		return nil
+	})
 	select {
 	case <-started:
 	case r := <-done:
-		t.Fatalf("infer ended %s (%v) before 5 tokens", r.out.Terminator(), r.err)
+		t.Fatalf("infer ended %s (%v) before 5 tokens", r.Out.Terminator(), r.Err)
 	case <-ctx.Done():
 		t.Fatal("no 5 tokens on the queen's stream")
 	}
@@ -98,8 +75,8 @@ func TestCancelInferReachesWorker(t *testing.T) {
 		t.Fatalf("control job %s is %q (%v) at the cancel; the test needs it running", control.JobID, cst.State, err)
 	}
 	r := <-done
-	if r.err != nil || r.out.Kind != sse.Cancelled {
-		t.Fatalf("queen stream: ended %s, %v; want [CANCELLED]", r.out.Terminator(), r.err)
+	if r.Err != nil || r.Out.Kind != sse.Cancelled {
+		t.Fatalf("queen stream: ended %s, %v; want [CANCELLED]", r.Out.Terminator(), r.Err)
 	}
 	if st, err := q.Job(ctx, acc.JobID); err != nil || st.State != api.StateCancelled {
 		t.Fatalf("queen GET /v1/jobs/%s: %+v, %v; want cancelled", acc.JobID, st, err)
@@ -155,4 +132,5 @@ func TestCancelInferReachesWorker(t *testing.T) {
 		t.Fatalf("control job %s: %s, end %+v, %d tokens, %v; want [DONE] with all %d tokens", control.JobID, cout.Terminator(), cend, cn, err, controlTokens)
 	}
 	t.Logf("cancelled after the client saw %d tokens; worker job %s stopped at %d; control job generated %d", atCancel, wjob, n, cn)
+	suite.NothingLost(t, time.Minute, q, &hist)
 }

@@ -19,12 +19,8 @@ import (
 // table or its process list; with the file's bytes restored the same spawn
 // runs.
 func TestSpawnOfCorruptModelFails(t *testing.T) {
-	h, q := startHive(t, 0)
 	var hist checks.History
-	m := download(t, q, &hist, tinyModel)
-	if m.Path == "" || m.Size < 64 {
-		t.Fatalf("model_download result %+v; want a path and a model file", m)
-	}
+	h, q, m := downloadedModel(t, &hist, suite.TinyModel)
 
 	// Overwrite 8 bytes in the middle of the payload, keeping a copy of
 	// them: the file keeps its size, its checksum no longer matches.
@@ -43,17 +39,17 @@ func TestSpawnOfCorruptModelFails(t *testing.T) {
 		t.Fatalf("%s on %s after corrupting: size %s sha256 %s; want size %d and a sha256 other than %s", m.Path, hive, size, sum, m.Size, m.SHA256)
 	}
 	// The catalog still has it: the spawn below reaches the worker.
-	if got := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: tinyModel}); got.ID != tinyModel {
-		t.Fatalf("model_get after corrupting: %+v; want %s still in the catalog", got, tinyModel)
+	if got := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: suite.TinyModel}); got.ID != suite.TinyModel {
+		t.Fatalf("model_get after corrupting: %+v; want %s still in the catalog", got, suite.TinyModel)
 	}
 
-	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: tinyModel, Device: "cpu:0"})
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: suite.TinyModel, Device: "cpu:0"})
 	suite.MustError(t, o, hive, "exited with code", "before it became healthy", "corrupt")
 	t.Logf("worker_spawn of the corrupt model: %s", o.Terminator())
 	if t.Failed() {
 		t.FailNow()
 	}
-	for _, w := range processList(t, q, &hist) {
+	for _, w := range suite.ProcessList(t, q, &hist, hive) {
 		if w.State != "exited" {
 			t.Errorf("hive-1 lists worker %+v after the failed spawn; want none that is not exited", w)
 		}
@@ -70,7 +66,7 @@ func TestSpawnOfCorruptModelFails(t *testing.T) {
 	if size, sum := sizeAndSum(); size != fmt.Sprint(m.Size) || sum != m.SHA256 {
 		t.Fatalf("%s on %s after restoring: size %s sha256 %s; want %d %s", m.Path, hive, size, sum, m.Size, m.SHA256)
 	}
-	w := spawn(t, q, &hist, tinyModel, "cpu:0")
+	w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	if w.State != "running" || !alive(t, h, hive, w.PID) {
 		t.Fatalf("worker_spawn of the restored model: %+v (alive %v); want running", w, alive(t, h, hive, w.PID))
 	}

@@ -3,7 +3,6 @@
 package workerlifecycle
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -19,44 +18,12 @@ import (
 )
 
 const (
-	hive      = "hive-1"
-	hivePort  = 9000
-	tinyModel = "rbee/tiny-ngram:model.bin"
+	hive     = "hive-1"
+	hivePort = 9000
 	// opTimeout bounds one job through the queen (download, spawn, list);
 	// generous because other suites may share the two cores.
 	opTimeout = 60 * time.Second
 )
-
-// startHive brings up the part of the full stack a worker needs: the queen,
-// hive-1 and the model hub (localhost and multi-hive have no hub, and
-// worker_spawn needs a downloaded model). It waits until the queen has seen
-// hive-1's heartbeat. gpus > 0 gives hive-1 that many simulated GPUs.
-func startHive(t *testing.T, gpus int) (*integration.Harness, *client.Client) {
-	t.Helper()
-	h := integration.Start(t, integration.FullStack,
-		integration.WithServices("queen", hive, "hub"),
-		integration.WithEnv(map[string]string{"RBEE_GPUS": strconv.Itoa(gpus)}))
-	q := h.MustQueen(t)
-	if err := checks.AwaitHiveState(context.Background(), q, hive, api.HiveOnline, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return h, q
-}
-
-func download(t *testing.T, q *client.Client, hist *checks.History, model string) api.Model {
-	t.Helper()
-	return suite.Result[api.Model](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpModelDownload, HiveID: hive, Model: model})
-}
-
-func spawn(t *testing.T, q *client.Client, hist *checks.History, model, device string) api.WorkerProcess {
-	t.Helper()
-	return suite.Result[api.WorkerProcess](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: model, Device: device})
-}
-
-func processList(t *testing.T, q *client.Client, hist *checks.History) []api.WorkerProcess {
-	t.Helper()
-	return suite.Result[api.WorkerList](t, opTimeout, q, hist, api.JobRequest{Operation: api.OpWorkerProcessList, HiveID: hive}).Workers
-}
 
 // workerHealth asks a worker's /health from inside the topology network (the
 // queen's container), at the URL the hive advertised: what the queen itself
@@ -116,4 +83,23 @@ func containsWorker(ws []api.WorkerProcess, id string, pid int) bool {
 		}
 	}
 	return false
+}
+
+// gpus gives hive-1 n simulated GPUs (0: none, stated explicitly).
+func gpus(n int) integration.Option {
+	return integration.WithEnv(map[string]string{"RBEE_GPUS": strconv.Itoa(n)})
+}
+
+// downloadedModel starts hive-1 without GPUs and downloads model onto it
+// through hist: the prologue of the tests that then damage the model's
+// file on the hive. It fails unless the download names a path and a file
+// of at least 64 bytes (a payload to damage in the middle).
+func downloadedModel(t *testing.T, hist *checks.History, model string) (*integration.Harness, *client.Client, api.Model) {
+	t.Helper()
+	h, q := suite.StartHive(t, gpus(0))
+	m := suite.Download(t, q, hist, hive, model)
+	if m.Path == "" || m.Size < 64 {
+		t.Fatalf("model_download result %+v; want a path and a model file", m)
+	}
+	return h, q, m
 }

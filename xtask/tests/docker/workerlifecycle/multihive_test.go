@@ -29,8 +29,8 @@ func TestWorkersOnTwoHives(t *testing.T) {
 		if err := checks.AwaitHiveState(ctx, q, hv, api.HiveOnline, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		suite.SeedModel(t, h, q, hv, tinyModel)
-		ws[hv] = suite.SpawnWorker(t, q, &hist, hv, tinyModel)
+		suite.SeedModel(t, h, q, hv, suite.TinyModel)
+		ws[hv] = suite.SpawnWorker(t, q, &hist, hv, suite.TinyModel)
 	}
 	other := map[string]string{"hive-1": "hive-2", "hive-2": "hive-1"}
 	for hv, w := range ws {

@@ -18,23 +18,19 @@ import (
 // With the file's bytes restored, both show it again (the negative control:
 // the catalog checks the file, it did not simply lose the model).
 func TestTruncatedModelLeavesCatalog(t *testing.T) {
-	h, q := startHive(t, 0)
 	var hist checks.History
-	m := download(t, q, &hist, tinyModel)
-	if m.Path == "" || m.Size < 64 {
-		t.Fatalf("model_download result %+v; want a path and a model file", m)
-	}
+	h, q, m := downloadedModel(t, &hist, suite.TinyModel)
 	listed := func() bool {
 		t.Helper()
 		for _, got := range suite.Result[api.ModelList](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelList, HiveID: hive}).Models {
-			if got.ID == tinyModel {
+			if got.ID == suite.TinyModel {
 				return true
 			}
 		}
 		return false
 	}
 	if !listed() {
-		t.Fatalf("model_list after the download: %s missing", tinyModel)
+		t.Fatalf("model_list after the download: %s missing", suite.TinyModel)
 	}
 
 	// Keep a copy, then cut the file to half its size in place.
@@ -44,10 +40,10 @@ func TestTruncatedModelLeavesCatalog(t *testing.T) {
 		t.Fatalf("%s on %s after truncating: %s bytes; want %d", m.Path, hive, size, m.Size/2)
 	}
 	if listed() {
-		t.Errorf("model_list lists %s with model.bin truncated to %d of %d bytes; want it left out", tinyModel, m.Size/2, m.Size)
+		t.Errorf("model_list lists %s with model.bin truncated to %d of %d bytes; want it left out", suite.TinyModel, m.Size/2, m.Size)
 	}
-	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: tinyModel})
-	suite.MustError(t, o, tinyModel, "is not on "+hive)
+	o := suite.Try(t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: suite.TinyModel})
+	suite.MustError(t, o, suite.TinyModel, "is not on "+hive)
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -55,10 +51,10 @@ func TestTruncatedModelLeavesCatalog(t *testing.T) {
 	// Control: the full file back, the model is listed and got again.
 	suite.Sh(t, h, hive, fmt.Sprintf("cp %[2]s %[1]s", m.Path, backup))
 	if !listed() {
-		t.Fatalf("model_list after restoring %s: %s missing", m.Path, tinyModel)
+		t.Fatalf("model_list after restoring %s: %s missing", m.Path, suite.TinyModel)
 	}
-	if got := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: tinyModel}); got.ID != tinyModel || got.Size != m.Size {
-		t.Fatalf("model_get after restoring: %+v; want %s of %d bytes", got, tinyModel, m.Size)
+	if got := suite.Result[api.Model](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpModelGet, HiveID: hive, Model: suite.TinyModel}); got.ID != suite.TinyModel || got.Size != m.Size {
+		t.Fatalf("model_get after restoring: %+v; want %s of %d bytes", got, suite.TinyModel, m.Size)
 	}
 	suite.NothingLost(t, opTimeout, q, &hist)
 }

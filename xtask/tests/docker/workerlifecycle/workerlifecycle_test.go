@@ -25,15 +25,15 @@ import (
 // Spawn via queen: after model_download, worker_spawn returns pid, port and
 // URL; the worker is healthy from inside the network and registered by heartbeat.
 func TestSpawnViaQueen(t *testing.T) {
-	h, q := startHive(t, 0)
-	ctx := context.Background()
+	h, q := suite.StartHive(t, gpus(0))
+	ctx := t.Context()
 	var hist checks.History
 
-	m := download(t, q, &hist, tinyModel)
-	if m.ID != tinyModel || m.Size <= 0 || len(m.SHA256) != 64 {
+	m := suite.Download(t, q, &hist, hive, suite.TinyModel)
+	if m.ID != suite.TinyModel || m.Size <= 0 || len(m.SHA256) != 64 {
 		t.Fatalf("model_download result %+v", m)
 	}
-	w := spawn(t, q, &hist, tinyModel, "cpu:0")
+	w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0")
 	if w.WorkerID == "" || w.PID <= 0 || w.Port <= 0 || w.URL == "" {
 		t.Fatalf("worker_spawn result lacks id, pid, port or URL: %+v", w)
 	}
@@ -43,8 +43,8 @@ func TestSpawnViaQueen(t *testing.T) {
 	if !strings.HasPrefix(w.URL, "http://") || !strings.HasSuffix(w.URL, ":"+itoa(w.Port)) || strings.Contains(w.URL, "localhost") || strings.Contains(w.URL, "127.0.0.1") {
 		t.Fatalf("worker URL %q is not an advertised http URL on port %d", w.URL, w.Port)
 	}
-	if w.Model != tinyModel || w.Device != "cpu:0" || w.State != "running" {
-		t.Fatalf("worker_spawn result %+v; want model %s, device cpu:0, state running", w, tinyModel)
+	if w.Model != suite.TinyModel || w.Device != "cpu:0" || w.State != "running" {
+		t.Fatalf("worker_spawn result %+v; want model %s, device cpu:0, state running", w, suite.TinyModel)
 	}
 	// The pid is the worker process itself, serving this model on this port.
 	if cmd := procCmdline(t, h, hive, w.PID); !strings.Contains(cmd, "llm-worker-rbee") || !strings.Contains(cmd, itoa(w.Port)) {
@@ -55,16 +55,16 @@ func TestSpawnViaQueen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wh.Status != api.WorkerReady || wh.WorkerID != w.WorkerID || wh.Model != tinyModel || wh.Device != "cpu:0" {
-		t.Fatalf("worker /health = %+v; want ready %s %s cpu:0", wh, w.WorkerID, tinyModel)
+	if wh.Status != api.WorkerReady || wh.WorkerID != w.WorkerID || wh.Model != suite.TinyModel || wh.Device != "cpu:0" {
+		t.Fatalf("worker /health = %+v; want ready %s %s cpu:0", wh, w.WorkerID, suite.TinyModel)
 	}
 
 	row, err := checks.AwaitWorker(ctx, q, w.WorkerID, 15*time.Second, "registered by heartbeat", checks.Fresh)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if row.HiveID != hive || row.URL != w.URL || row.Model != tinyModel || row.Device != "cpu:0" || row.State != api.WorkerReady {
-		t.Fatalf("queen's row %+v; want hive %s, url %s, model %s, cpu:0, ready", row, hive, w.URL, tinyModel)
+	if row.HiveID != hive || row.URL != w.URL || row.Model != suite.TinyModel || row.Device != "cpu:0" || row.State != api.WorkerReady {
+		t.Fatalf("queen's row %+v; want hive %s, url %s, model %s, cpu:0, ready", row, hive, w.URL, suite.TinyModel)
 	}
 	suite.NothingLost(t, 30*time.Second, q, &hist)
 }
@@ -72,21 +72,21 @@ func TestSpawnViaQueen(t *testing.T) {
 // List: three workers are listed with their devices and distinct ports, none
 // equal to the hive's port.
 func TestListWorkers(t *testing.T) {
-	_, q := startHive(t, 2)
+	_, q := suite.StartHive(t, gpus(2))
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
 	devices := []string{"cpu:0", "gpu:0", "gpu:1"}
 	spawned := map[string]api.WorkerProcess{}
 	for _, d := range devices {
-		w := spawn(t, q, &hist, tinyModel, d)
+		w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, d)
 		spawned[w.WorkerID] = w
 	}
 	if len(spawned) != 3 {
 		t.Fatalf("three spawns gave %d distinct worker ids", len(spawned))
 	}
 
-	list := processList(t, q, &hist)
+	list := suite.ProcessList(t, q, &hist, hive)
 	if len(list) != 3 {
 		t.Fatalf("worker_process_list has %d workers, want 3: %+v", len(list), list)
 	}
@@ -96,7 +96,7 @@ func TestListWorkers(t *testing.T) {
 		if !ok {
 			t.Fatalf("listed worker %s was never spawned (%+v)", got.WorkerID, got)
 		}
-		if got.Device != want.Device || got.Port != want.Port || got.PID != want.PID || got.URL != want.URL || got.Model != tinyModel {
+		if got.Device != want.Device || got.Port != want.Port || got.PID != want.PID || got.URL != want.URL || got.Model != suite.TinyModel {
 			t.Errorf("listed %+v; spawn said %+v", got, want)
 		}
 		if got.State != "running" {
@@ -125,14 +125,14 @@ func TestListWorkers(t *testing.T) {
 // Delete: the deleted worker's process is gone and it leaves the queen's live
 // set; the other workers are untouched.
 func TestDeleteWorker(t *testing.T) {
-	h, q := startHive(t, 0)
-	ctx := context.Background()
+	h, q := suite.StartHive(t, gpus(0))
+	ctx := t.Context()
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
 	var ws []api.WorkerProcess
 	for range 3 {
-		ws = append(ws, spawn(t, q, &hist, tinyModel, "cpu:0"))
+		ws = append(ws, suite.Spawn(t, q, &hist, hive, suite.TinyModel, "cpu:0"))
 	}
 	for _, w := range ws {
 		if _, err := checks.AwaitWorker(ctx, q, w.WorkerID, 15*time.Second, "registered", checks.Fresh); err != nil {
@@ -172,7 +172,7 @@ func TestDeleteWorker(t *testing.T) {
 		}
 	}
 
-	list := processList(t, q, &hist)
+	list := suite.ProcessList(t, q, &hist, hive)
 	for _, w := range list {
 		if w.WorkerID == victim.WorkerID {
 			t.Fatalf("deleted worker still in the hive's list: %+v", w)
@@ -202,12 +202,12 @@ func TestDeleteWorker(t *testing.T) {
 // Spawn on a specific device: on a hive with two simulated GPUs gpu:1 is
 // honoured (health and heartbeat say gpu:1); gpu:7 is an [ERROR] naming the device.
 func TestSpawnOnDevice(t *testing.T) {
-	h, q := startHive(t, 2)
-	ctx := context.Background()
+	h, q := suite.StartHive(t, gpus(2))
+	ctx := t.Context()
 	var hist checks.History
 
-	download(t, q, &hist, tinyModel)
-	w := spawn(t, q, &hist, tinyModel, "gpu:1")
+	suite.Download(t, q, &hist, hive, suite.TinyModel)
+	w := suite.Spawn(t, q, &hist, hive, suite.TinyModel, "gpu:1")
 	if w.Device != "gpu:1" {
 		t.Fatalf("spawned on %s, want gpu:1 (%+v)", w.Device, w)
 	}
@@ -226,7 +226,7 @@ func TestSpawnOnDevice(t *testing.T) {
 
 	runCtx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	out, err := hist.Run(runCtx, q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: tinyModel, Device: "gpu:7"})
+	out, err := hist.Run(runCtx, q, api.JobRequest{Operation: api.OpWorkerSpawn, HiveID: hive, Model: suite.TinyModel, Device: "gpu:7"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestSpawnOnDevice(t *testing.T) {
 	if !strings.Contains(out.Error, `"gpu:7"`) || !strings.Contains(out.Error, hive) {
 		t.Fatalf("spawn on gpu:7: error %q does not name the device and the hive", out.Error)
 	}
-	list := processList(t, q, &hist)
+	list := suite.ProcessList(t, q, &hist, hive)
 	if len(list) != 1 || list[0].WorkerID != w.WorkerID {
 		t.Fatalf("after the refused spawn the hive lists %+v; want only %s", list, w.WorkerID)
 	}

@@ -110,7 +110,9 @@ func renameEnv(env []string, from, to string) []string {
 // MustCloneService is CloneService that fails the test on error.
 func (h *Harness) MustCloneService(t testing.TB, svc, name string, timeout time.Duration) {
 	t.Helper()
-	if err := h.CloneService(context.Background(), svc, name, timeout); err != nil {
+	ctx, cancel := mustCtx(t)
+	defer cancel()
+	if err := h.CloneService(ctx, svc, name, timeout); err != nil {
 		t.Fatal(err)
 	}
 }

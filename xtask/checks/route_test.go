@@ -59,4 +59,15 @@ func TestRoutedTo(t *testing.T) {
 			}
 		})
 	}
+	t.Run("routes in order", func(t *testing.T) {
+		o := client.Outcome{JobID: "job-x", Events: []sse.Event{narrationEvent(t, 1, route("w-1", "hive-1")), token, narrationEvent(t, 2, route("w-2", "hive-2"))}}
+		rs, err := Routes(o)
+		if err != nil || len(rs) != 2 || rs[0] != (Route{"w-1", "hive-1"}) || rs[1] != (Route{"w-2", "hive-2"}) {
+			t.Fatalf("Routes = %+v, %v", rs, err)
+		}
+		o.Events = append(o.Events, sse.Event{ID: 3, Name: api.EventNarration, Data: "{"})
+		if _, err := Routes(o); err == nil || !strings.Contains(err.Error(), "job-x") {
+			t.Fatalf("a torn narration: %v", err)
+		}
+	})
 }
