@@ -25,7 +25,7 @@
 // resources of runs whose owner process is gone (SIGKILLed test binaries).
 //
 // Faults (Block, Reject, Partition, Isolate, Loss, RateLimit, Latency) are
-// values: Inject, Recover, Heal. They are installed from a helper container
+// values: Inject, Recover, RecoverAll. They are installed from a helper container
 // sharing the target's network namespace, recorded, re-applied after
 // Restart/StartService, written to a transcript, and dropped with the stack.
 //

@@ -231,7 +231,7 @@ func TestRejectAndPartition(t *testing.T) {
 	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
 		t.Fatal("hive→queen works across a partition")
 	}
-	// Heal one direction only.
+	// Recover one direction only.
 	h.MustRecover(t, Block("queen", "hive-localhost"))
 	if ok, code := curl(t, h, "queen", hive); !ok {
 		t.Fatalf("queen→hive after restoring that direction: exit %d", code)
@@ -239,12 +239,12 @@ func TestRejectAndPartition(t *testing.T) {
 	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
 		t.Fatal("hive→queen healed with the other direction")
 	}
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
-		t.Fatalf("hive→queen after Heal: exit %d", code)
+		t.Fatalf("hive→queen after RecoverAll: exit %d", code)
 	}
 	if len(h.Faults()) != 0 {
-		t.Fatalf("faults after Heal: %v", h.Faults())
+		t.Fatalf("faults after RecoverAll: %v", h.Faults())
 	}
 }
 
@@ -359,13 +359,13 @@ func TestIsolateLossRateLatency(t *testing.T) {
 		t.Fatal("queen reached the isolated hive")
 	}
 	h.MustWaitForHealthy(t, "hive-localhost", 30*time.Second) // the host path stays open
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 
 	h.MustInject(t, Loss("queen", 100))
 	if ok, _ := curl(t, h, "hive-localhost", queen); ok {
 		t.Fatal("100% loss let a request through")
 	}
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
 		t.Fatalf("after healing loss: exit %d", code)
 	}
@@ -374,7 +374,7 @@ func TestIsolateLossRateLatency(t *testing.T) {
 	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
 		t.Fatalf("small request under a 1mbit limit: exit %d", code)
 	}
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 
 	err := h.Inject(ctx, PacketLatency("queen", 50*time.Millisecond, 0))
 	switch {
@@ -383,7 +383,7 @@ func TestIsolateLossRateLatency(t *testing.T) {
 	case err != nil:
 		t.Fatalf("latency: %v", err)
 	default:
-		h.MustHeal(t)
+		h.MustRecoverAll(t)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // A Fault is a value describing a network fault: inject it with
-// Harness.Inject, undo it with Harness.Recover (or Heal everything).
+// Harness.Inject, undo it with Harness.Recover (or RecoverAll for every active fault).
 //
 // All faults are installed by a helper container that shares the network
 // namespace of a target service (see DefaultFaultImage); the target itself
@@ -133,7 +133,7 @@ func (h *Harness) validate(f Fault, values bool) error {
 }
 
 // Inject applies f and records it; it stays active across Restart, Stop and
-// Start until Recover or Heal. Injecting a rule that is already active
+// Start until Recover or RecoverAll. Injecting a rule that is already active
 // changes nothing; a new Loss, RateLimit or PacketLatency on a service, or
 // a new toxic of the same kind and direction on a link, replaces the old
 // one. It returns once the rules are in force.
@@ -209,8 +209,8 @@ func orNone(s string) string {
 	return s
 }
 
-// Heal removes every active fault.
-func (h *Harness) Heal(ctx context.Context) error {
+// RecoverAll removes every active fault.
+func (h *Harness) RecoverAll(ctx context.Context) error {
 	h.faultMu.Lock()
 	defer h.faultMu.Unlock()
 	if len(h.faults) == 0 {

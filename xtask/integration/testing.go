@@ -211,10 +211,10 @@ func (h *Harness) MustRecover(t testing.TB, f Fault) {
 	h.must(t, func(ctx context.Context) error { return h.Recover(ctx, f) })
 }
 
-// MustHeal is Heal that fails the test on error.
-func (h *Harness) MustHeal(t testing.TB) {
+// MustRecoverAll is RecoverAll that fails the test on error.
+func (h *Harness) MustRecoverAll(t testing.TB) {
 	t.Helper()
-	h.must(t, h.Heal)
+	h.must(t, h.RecoverAll)
 }
 
 // MustWaitForHealthy is WaitForHealthy that fails the test on error.

@@ -280,7 +280,7 @@ func (r *recorder) ownsLocked(base string) bool {
 }
 
 // traceFaults brings the fault spans up to date with the active faults;
-// Inject, Recover and Heal call it with faultMu held.
+// Inject, Recover and RecoverAll call it with faultMu held.
 func (h *Harness) traceFaults() {
 	r := h.tl
 	if r == nil {

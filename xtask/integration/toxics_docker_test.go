@@ -347,9 +347,9 @@ func TestToxicSurvivesRestart(t *testing.T) {
 	if x := exchange(t, h, "queen", "hive-localhost", "get", 1000, 60*time.Second); x.bytes != 10 {
 		t.Fatalf("after the queen's restart: %v, want the 10-byte limit still in force", x)
 	}
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	if x := exchange(t, h, "queen", "hive-localhost", "get", 1000, 60*time.Second); x.bytes != 1000 {
-		t.Fatalf("after Heal: %v", x)
+		t.Fatalf("after RecoverAll: %v", x)
 	}
 }
 

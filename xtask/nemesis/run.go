@@ -361,7 +361,7 @@ func Run(ctx context.Context, sys *System) (res Result, err error) {
 		res.Ran = append(res.Ran, fmt.Sprintf("heal   %-28s after the schedule, at %s: %v", e.Fault(), offset(time.Since(start)), errOr(err, "ok")))
 		runErr = errors.Join(runErr, err)
 	}
-	if err := sys.H.Heal(hctx); err != nil {
+	if err := sys.H.RecoverAll(hctx); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
 	res.Jobs = <-jobsDone

@@ -147,7 +147,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 	}
 	t.Logf("download ended %s", out.Terminator())
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	h.MustStartService(t, hive)
 	h.MustWaitForHealthy(t, hive, 60*time.Second)
 	awaitHive(t, q, hive, api.HiveOnline)
@@ -488,7 +488,7 @@ func TestSSHLostDuringInstall(t *testing.T) {
 		t.Logf("temporary file left by the cut upload (final path untouched): %s", strings.TrimSpace(left))
 	}
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	res := suite.Result[api.HiveInstallResult](t, opTimeout, q, &hist, api.JobRequest{Operation: api.OpHiveInstall, Alias: alias})
 	if res.Size != total || res.Version == "" {
 		t.Fatalf("hive_install after restore: %+v; want size %d and a version", res, total)

@@ -92,7 +92,7 @@ func TestPartitionedHiveOtherServes(t *testing.T) {
 		t.Fatal("the long job on hive-2 never ended")
 	}
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	awaitHive(t, q, "hive-1", api.HiveOnline)
 	if err := suite.AwaitIdle(ctx, q, []string{w1.WorkerID, w2.WorkerID}, stateTimeout); err != nil {
 		t.Fatal(err)

@@ -136,6 +136,6 @@ func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
 		t.Errorf("the infer with both workers refused was accepted %v; want nowhere", c)
 	}
 	t.Logf("both refused: %s after attempts %s", out.Terminator(), fmt.Sprint(ids))
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	suite.NothingLost(t, opTimeout, q, &hist)
 }

@@ -160,7 +160,7 @@ func TestTwoHivesIndependentLastSeen(t *testing.T) {
 	}
 	t.Logf("hive-1 offline %v after the cut; hive-2 last_seen advanced %d times meanwhile", offlineAt.Round(time.Millisecond), len(h2Seen)-1)
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	before, err := checks.Hive(ctx, q, "hive-1")
 	if err != nil {
 		t.Fatal(err)

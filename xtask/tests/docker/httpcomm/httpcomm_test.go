@@ -74,7 +74,7 @@ func TestHealthChecks(t *testing.T) {
 		t.Fatalf("GET /v1/hives while only queen→hive is refused: %+v, %v; want online (heartbeats still arrive)", row, err)
 	}
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	if st := status(); st.State != api.HiveOnline || st.Probe != "ok" {
 		t.Fatalf("hive_status after the heal = state %q probe %q; want online ok", st.State, st.Probe)
 	}
@@ -135,7 +135,7 @@ func TestCapabilitiesDiscovery(t *testing.T) {
 
 	// Negative: with the queen's connections to the hive refused there is
 	// nothing to ask, whatever the registry holds.
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	h.MustInject(t, integration.Reject("queen", localHive))
 	suite.MustError(t, refresh(), localHive, "GET /capabilities", "connection refused")
 	suite.NothingLost(t, time.Minute, q, &hist)

@@ -106,7 +106,7 @@ func TestRetriesExhaustedAsConfigured(t *testing.T) {
 	}
 	t.Logf("%d retries, attempts %v, then %s", len(rs), ks, out.Terminator())
 
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	suite.Run(t, time.Minute, q, &hist, hiveOp(localHive))
 	suite.NothingLost(t, time.Minute, q, &hist)
 }

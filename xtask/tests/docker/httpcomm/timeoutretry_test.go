@@ -76,7 +76,7 @@ func TestStreamTimeoutsNotRetried(t *testing.T) {
 	}
 
 	// The queen is fine once the hive can be reached again.
-	h.MustHeal(t)
+	h.MustRecoverAll(t)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := checks.EndedDone(hist.Run(cctx, q, hiveOp(relayHive))); err != nil {
