@@ -593,7 +593,7 @@ var Catalogue = []Mutant{
 		Desc:   "the worker numbers its tokens from 1: the i field of every token event is one too high",
 		Old:    "api.Token{T: tok, I: i}",
 		New:    "api.Token{T: tok, I: i + 1}",
-		Catch:  "httpcomm/TestSSEStreaming: the token events of a 300+-token infer read from the queen must carry i = 0, 1, 2, … in order (the queen relays the worker's data as is, so token 0 with i 1 fails it). Checked by reading the test; not yet run through mage mutate.",
+		Catch:  "httpcomm/TestSSEStreaming: the token events of a 300+-token infer read from the queen must carry i = 0, 1, 2, … in order (the queen relays the worker's data as is, so token 0 with i 1 fails it).",
 		Claims: []string{"httpcomm"},
 	},
 }
