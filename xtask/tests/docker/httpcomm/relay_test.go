@@ -3,6 +3,7 @@
 package httpcomm
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
@@ -52,6 +53,68 @@ func relayed(t *testing.T, ev sse.Event) string {
 		return ev.Name + " " + ev.Data
 	}
 	return fmt.Sprintf("narration %s/%s %s", n.Actor, n.Action, n.Message)
+}
+
+// mustOneDone checks a client's stream from the queen: ids 1…N in order,
+// exactly one terminator, last, and it is [DONE].
+func mustOneDone(t *testing.T, evs []sse.Event) {
+	t.Helper()
+	terms := 0
+	for i, ev := range evs {
+		if ev.ID != i+1 {
+			t.Fatalf("event %d has id %d, want %d:\n%s", i, ev.ID, i+1, describeEvents(evs))
+		}
+		if ev.IsTerminator() {
+			terms++
+		}
+	}
+	if terms != 1 || len(evs) == 0 || evs[len(evs)-1].Data != api.TermDone {
+		t.Fatalf("want exactly one terminator, [DONE], last; got %d:\n%s", terms, describeEvents(evs))
+	}
+}
+
+// fromHive reports whether ev of the queen's stream is one the queen
+// relayed from the hive (not its own narration, not its terminator).
+func fromHive(t *testing.T, ev sse.Event) bool {
+	return !ev.IsTerminator() && !strings.HasPrefix(relayed(t, ev), "narration queen/")
+}
+
+// hiveJobEvents reads hiveJob's whole stream from the hive itself (its job
+// API is signed: the harness's signed client), replayed from event 0.
+func hiveJobEvents(t *testing.T, ctx context.Context, h *integration.Harness, hiveSvc, hiveJob string) []sse.Event {
+	t.Helper()
+	hive, err := h.Hive(hiveSvc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := hive.FollowPath(ctx, "/v1/jobs/"+hiveJob+"/stream", hiveJob, 0, nil)
+	if err != nil {
+		t.Fatalf("hive stream of %s: %v", hiveJob, err)
+	}
+	return out.Events
+}
+
+// mustRelayAll checks that the queen's stream evs carries every event of
+// the hive's job hiveJob (the hive's own record) exactly once and in
+// order, and returns the hive's events without its terminator.
+func mustRelayAll(t *testing.T, ctx context.Context, h *integration.Harness, hiveSvc, hiveJob string, evs []sse.Event) []string {
+	t.Helper()
+	var want, got []string
+	for _, ev := range hiveJobEvents(t, ctx, h, hiveSvc, hiveJob) {
+		if !ev.IsTerminator() {
+			want = append(want, relayed(t, ev))
+		}
+	}
+	for _, ev := range evs {
+		if fromHive(t, ev) {
+			got = append(got, relayed(t, ev))
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("relayed hive events differ from the hive's own %d events:\nrelayed (%d):\n  %s\nhive:\n  %s",
+			len(want), len(got), strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+	return want
 }
 
 var resumedAfter = regexp.MustCompile(`stream resumed after event (\d+)`)
@@ -117,45 +180,11 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 	evs := r.evs
 
 	// The client's stream: ids 1…N, exactly one terminator, last, [DONE].
-	terms := 0
-	for i, ev := range evs {
-		if ev.ID != i+1 {
-			t.Fatalf("event %d has id %d, want %d:\n%s", i, ev.ID, i+1, describeEvents(evs))
-		}
-		if ev.IsTerminator() {
-			terms++
-		}
-	}
-	if terms != 1 || len(evs) == 0 || evs[len(evs)-1].Data != api.TermDone {
-		t.Fatalf("want exactly one terminator, [DONE], last; got %d:\n%s", terms, describeEvents(evs))
-	}
+	mustOneDone(t, evs)
 
 	// Every event of the hive's job, exactly once and in order, on the
 	// queen's stream: the hive's own record, read from the hive.
-	// (The hive's job API is signed: read it with the harness's signed client.)
-	hiveOut, err := hive.FollowPath(ctx, "/v1/jobs/"+hiveJob+"/stream", hiveJob, 0, nil)
-	if err != nil {
-		t.Fatalf("hive stream of %s: %v", hiveJob, err)
-	}
-	hiveEvs := hiveOut.Events
-	var want, got []string
-	for _, ev := range hiveEvs {
-		if !ev.IsTerminator() {
-			want = append(want, relayed(t, ev))
-		}
-	}
-	for _, ev := range evs {
-		if ev.IsTerminator() {
-			continue
-		}
-		if s := relayed(t, ev); !strings.HasPrefix(s, "narration queen/") {
-			got = append(got, s)
-		}
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("relayed hive events differ from the hive's own %d events:\nrelayed (%d):\n  %s\nhive:\n  %s",
-			len(want), len(got), strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-	}
+	want := mustRelayAll(t, ctx, h, relayHive, hiveJob, evs)
 	if len(want) < 5 {
 		t.Fatalf("the hive job had %d events; the test needs progress before and after the cut", len(want))
 	}
@@ -177,7 +206,7 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 	if err != nil || qst.State != api.StateCompleted {
 		t.Fatalf("queen job %s: %+v, %v; want completed", acc.JobID, qst, err)
 	}
-	t.Logf("queen job %s: %d events; hive job %s: %d events, resumed after event %s", acc.JobID, len(evs), hiveJob, len(hiveEvs), m[1])
+	t.Logf("queen job %s: %d events; hive job %s: %d events and its terminator, resumed after event %s", acc.JobID, len(evs), hiveJob, len(want), m[1])
 	// The History reads the finished job again from its first event, so
 	// that CheckNothingLost covers it as well.
 	if _, err := hist.Adopt(ctx, q, api.OpModelDownload, acc.JobID, nil); err != nil {

@@ -200,32 +200,13 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 	}
 
 	// The client's stream: ids 1…N, exactly one terminator, last, [DONE].
-	terms := 0
-	for i, ev := range evs {
-		if ev.ID != i+1 {
-			t.Fatalf("event %d has id %d, want %d:\n%s", i, ev.ID, i+1, describeEvents(evs))
-		}
-		if ev.IsTerminator() {
-			terms++
-		}
-	}
-	if terms != 1 || len(evs) == 0 || evs[len(evs)-1].Data != api.TermDone {
-		t.Fatalf("want exactly one terminator, [DONE], last; got %d:\n%s", terms, describeEvents(evs))
-	}
+	mustOneDone(t, evs)
 
 	// Every event of the hive's job, exactly once and in order, on the
 	// queen's stream: the hive's own record, replayed from the hive (its
 	// job API is signed: the harness's signed client).
-	hive, err := h.Hive(relayHive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hiveOut, err := hive.FollowPath(ctx, "/v1/jobs/"+hiveJob+"/stream", hiveJob, 0, nil)
-	if err != nil {
-		t.Fatalf("hive stream of %s: %v", hiveJob, err)
-	}
 	var want, got []idEvent
-	for i, ev := range hiveOut.Events {
+	for i, ev := range hiveJobEvents(t, ctx, h, relayHive, hiveJob) {
 		if ev.ID != i+1 {
 			t.Fatalf("hive job %s: event %d has id %d, want %d", hiveJob, i, ev.ID, i+1)
 		}
