@@ -4,7 +4,6 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -70,53 +69,22 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 	// reports the hive's job id and the first relayed progress event.
 	var mu sync.Mutex
 	var seen []sse.Event
-	hiveJobC := make(chan string, 1)
-	progressC := make(chan struct{}, 1)
+	w := newForwardWatch()
 	type result struct {
 		evs []sse.Event
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		sentJob, sentProgress := false, false
 		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) {
 			mu.Lock()
 			seen = append(seen, ev)
 			mu.Unlock()
-			if ev.Name != api.EventNarration {
-				return
-			}
-			var n api.Narration
-			if json.Unmarshal([]byte(ev.Data), &n) != nil {
-				return
-			}
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !sentJob {
-				sentJob = true
-				hiveJobC <- m[1]
-			}
-			if n.Action == "download_progress" && !sentProgress {
-				sentProgress = true
-				progressC <- struct{}{}
-			}
+			_ = w.event(ev)
 		})
 		done <- result{evs, err}
 	}()
-
-	var hiveJob string
-	select {
-	case hiveJob = <-hiveJobC:
-	case r := <-done:
-		t.Fatalf("stream ended before the job was forwarded: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no \"forwarded … as job-…\" narration")
-	}
-	select {
-	case <-progressC:
-	case r := <-done:
-		t.Fatalf("stream ended before the first progress event: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no download_progress narration")
-	}
+	hiveJob := awaitProgress(t, ctx, w, done, func(r result) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
 	if ls := hiveLogLines(t, h, relayHive, hiveJob, "stream resumed"); len(ls) != 0 {
 		t.Fatalf("hive logged a resume of %s before any fault: %q", hiveJob, ls)
 	}

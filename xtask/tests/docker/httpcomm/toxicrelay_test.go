@@ -4,7 +4,7 @@ package httpcomm
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,45 +54,16 @@ func startRelayedDownload(t *testing.T, ctx context.Context, h *integration.Harn
 		t.Fatalf("submit model_download: %v", err)
 	}
 	j := relayedJob{queenJob: acc.JobID, done: make(chan relayedResult, 1)}
-	hiveJobC := make(chan string, 1)
-	progressC := make(chan struct{}, 1)
+	w := newForwardWatch()
 	go func() {
 		var times []time.Time
-		sentJob, sentProgress := false, false
 		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) {
 			times = append(times, time.Now())
-			if ev.Name != api.EventNarration {
-				return
-			}
-			var n api.Narration
-			if json.Unmarshal([]byte(ev.Data), &n) != nil {
-				return
-			}
-			if m := forwardedAs.FindStringSubmatch(n.Message); m != nil && !sentJob {
-				sentJob = true
-				hiveJobC <- m[1]
-			}
-			if n.Action == "download_progress" && !sentProgress {
-				sentProgress = true
-				progressC <- struct{}{}
-			}
+			_ = w.event(ev)
 		})
 		j.done <- relayedResult{evs: evs, times: times, err: err, end: time.Now()}
 	}()
-	select {
-	case j.hiveJob = <-hiveJobC:
-	case r := <-j.done:
-		t.Fatalf("stream ended before the job was forwarded: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no \"forwarded … as job-…\" narration")
-	}
-	select {
-	case <-progressC:
-	case r := <-j.done:
-		t.Fatalf("stream ended before the first progress event: %v\n%s", r.err, describeEvents(r.evs))
-	case <-ctx.Done():
-		t.Fatal("no download_progress narration")
-	}
+	j.hiveJob = awaitProgress(t, ctx, w, j.done, func(r relayedResult) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)
