@@ -59,7 +59,7 @@ func (h *Harness) helperRun(ctx context.Context, target, script string) (string,
 	if hp == nil {
 		return "", fmt.Errorf("%s is not running", target)
 	}
-	res, err := execIn(ctx, h.docker, hp.id, []string{"sh", "-c", script})
+	res, err := h.run(ctx, hp, script)
 	if err != nil {
 		return "", err
 	}

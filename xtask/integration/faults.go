@@ -312,7 +312,7 @@ func (h *Harness) syncTarget(ctx context.Context, target string) error {
 		}
 	}
 	script, _ := render(rules, env, hp.proxy)
-	res, err := execIn(ctx, h.docker, hp.id, []string{"sh", "-c", script})
+	res, err := h.run(ctx, hp, script)
 	if err != nil {
 		return fmt.Errorf("apply faults of %s: %w", target, err)
 	}
@@ -354,7 +354,7 @@ func (h *Harness) checkNetem(ctx context.Context, target string) error {
 		if hp == nil {
 			return fmt.Errorf("%s is not running: cannot probe for netem", target)
 		}
-		res, err := execIn(ctx, h.docker, hp.id, []string{"sh", "-c", "tc qdisc add dev lo root netem delay 1ms && tc qdisc del dev lo root"})
+		res, err := h.run(ctx, hp, "tc qdisc add dev lo root netem delay 1ms && tc qdisc del dev lo root")
 		if err != nil {
 			return err
 		}

@@ -434,6 +434,11 @@ func (h *Harness) Close(ctx context.Context) error {
 		h.record("close: %d active faults dropped with the stack: %s", len(h.faults), describe(h.faults))
 	}
 	h.faults = nil
+	for _, hp := range h.helpers {
+		if hp.admin != nil {
+			hp.admin.close()
+		}
+	}
 	h.faultMu.Unlock()
 	h.settleCapture(ctx)
 	// Without compose down: every resource of the run carries its label, so

@@ -319,6 +319,13 @@ func render(rules []rule, env ruleEnv, proxy bool) (script string, rs ruleSet) {
 	w("for c in RBEE-IN RBEE-OUT; do iptables -w -N $c 2>/dev/null || iptables -w -F $c; done")
 	w("iptables -w -C INPUT -j RBEE-IN 2>/dev/null || iptables -w -I INPUT 1 -j RBEE-IN")
 	w("iptables -w -C OUTPUT -j RBEE-OUT 2>/dev/null || iptables -w -I OUTPUT 1 -j RBEE-OUT")
+	if env.gateway.IsValid() {
+		// The harness reaches the helper's admin endpoint from the host side
+		// of the bridge: no fault may cut it off from the rules it installs
+		// (a loss or an isolation would otherwise drop its own recovery).
+		w("iptables -w -A RBEE-IN -s %s -p tcp --dport %d -j RETURN", env.gateway, toxic.AdminPort)
+		w("iptables -w -A RBEE-OUT -d %s -p tcp --sport %d -j RETURN", env.gateway, toxic.AdminPort)
+	}
 	for _, l := range rs.filter {
 		w("%s", l)
 	}

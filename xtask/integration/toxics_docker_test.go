@@ -409,3 +409,74 @@ echo "$a|$b"`, ip)
 		t.Fatalf("a new connection after Recover: exit %d %q %q", x.ExitCode, x.Stdout, x.Stderr)
 	}
 }
+
+// The helper's admin endpoint listens on the target's address, so every
+// peer on the network reaches it: a peer without the token gets 401 and
+// its script does not run (the marker it would create stays absent in the
+// helper), while the harness's own request with the token does run. And
+// the endpoint survives the faults it installs: with every packet of the
+// queen dropped (Loss 100 %), the recovery still arrives over the network
+// and the queen talks again.
+func TestToxicAdminEndpoint(t *testing.T) {
+	h := Start(t, Localhost)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := h.PrepareToxics(ctx, "queen"); err != nil {
+		t.Fatal(err)
+	}
+	h.faultMu.Lock()
+	hp := h.helpers["queen"]
+	h.faultMu.Unlock()
+	if hp == nil || hp.admin == nil {
+		if _, local := h.adminAddr("queen"); local {
+			t.Fatal("the queen's helper has no admin endpoint though this host is on its bridge")
+		}
+		t.Skip("the engine's bridges are not on this host: fault scripts go through docker exec")
+	}
+	queenIP, err := h.IP("queen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "/tmp/admin-test-marker"
+	present := func() bool {
+		r, err := execIn(ctx, h.docker, hp.id, []string{"test", "-e", marker})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ExitCode == 0
+	}
+	for _, auth := range []string{"", "Authorization: Bearer wrong-token-of-the-peer\r\n", "Authorization: Bearer " + hp.admin.token[:len(hp.admin.token)-1] + "\r\n"} {
+		body := "touch " + marker + "\n"
+		req := fmt.Sprintf("POST /script HTTP/1.1\r\nHost: queen\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s", auth, len(body), body)
+		r := h.MustExec(t, "hive-localhost", []string{"bash", "-c", fmt.Sprintf(`exec 3<>/dev/tcp/%s/39723 || exit 90; printf '%%s' "$1" >&3; timeout 30 head -c 100 <&3`, queenIP), "_", req})
+		if !strings.Contains(r.Stdout, " 401 ") {
+			t.Fatalf("a peer's request (%q) got %q (exit %d %s), want 401", auth, r.Stdout, r.ExitCode, r.Stderr)
+		}
+	}
+	if present() {
+		t.Fatal("a peer without the token ran a script in the fault helper")
+	}
+	if r, err := hp.admin.run(ctx, "touch "+marker); err != nil || r.ExitCode != 0 {
+		t.Fatalf("the harness's own script: %+v, %v", r, err)
+	}
+	if !present() {
+		t.Fatal("the harness's script with the token did not run (the control of the check above)")
+	}
+
+	hiveIP, err := h.IP("hive-localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reach := fmt.Sprintf("timeout 5 bash -c 'exec 3<>/dev/tcp/%s/9000'", hiveIP)
+	if r := h.MustExec(t, "queen", []string{"bash", "-c", reach}); r.ExitCode != 0 {
+		t.Fatalf("before the loss the queen cannot reach the hive: %+v", r)
+	}
+	h.MustInject(t, Loss("queen", 100))
+	if r := h.MustExec(t, "queen", []string{"bash", "-c", reach}); r.ExitCode == 0 {
+		t.Fatal("with 100% loss the queen still reached the hive")
+	}
+	h.MustRecover(t, Loss("queen", 100))
+	if r := h.MustExec(t, "queen", []string{"bash", "-c", reach}); r.ExitCode != 0 {
+		t.Fatalf("after recovering the loss the queen cannot reach the hive: %+v", r)
+	}
+}

@@ -27,7 +27,29 @@ const (
 	BinPath = "/usr/local/bin/rbee-toxic"
 	// LogPath is the proxy's log inside the helper.
 	LogPath = "/tmp/rbee-toxic.log"
+
+	// AdminPort is the admin endpoint (serve -admin ADDR:AdminPort) on the
+	// target's own address, through which the harness runs a helper's
+	// fault scripts over HTTP instead of paying a docker exec for each.
+	AdminPort = 39723
+	// TokenEnv names the environment variable holding the admin endpoint's
+	// bearer token (at least MinToken bytes); every request without it is
+	// refused before its body is read.
+	TokenEnv = "RBEE_TOXIC_TOKEN"
+	MinToken = 16
+	// MaxScript is the largest script the admin endpoint accepts.
+	MaxScript = 1 << 20
 )
+
+// ScriptResult is the admin endpoint's answer to POST /script: the exit
+// code of `sh -c SCRIPT` and its output (each stream capped; a capped
+// stream ends in a line saying so). Exit is -1 when the script did not
+// finish within the endpoint's time limit (Stderr says so).
+type ScriptResult struct {
+	Exit   int    `json:"exit"`
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
+}
 
 // Toxic is one toxiproxy toxic, in toxiproxy's own JSON form.
 type Toxic struct {

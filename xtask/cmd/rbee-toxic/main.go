@@ -33,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: rbee-toxic serve|apply [flags]")
+		fmt.Fprintln(os.Stderr, "usage: rbee-toxic serve [-listen A] [-control A] [-mark N] [-admin A] | apply -state BASE64 [-control A] [-wait D]")
 		os.Exit(2)
 	}
 	var err error
@@ -56,8 +56,25 @@ func serveCmd(args []string) error {
 	listen := fs.String("listen", toxic.ListenAddr, "proxy listener (the REDIRECT target)")
 	control := fs.String("control", toxic.ControlAddr, "control listener (HTTP)")
 	mark := fs.Int("mark", toxic.Mark, "SO_MARK of the proxy's outbound sockets")
+	adminAddr := fs.String("admin", "", "admin endpoint (HTTP, bearer token from $"+toxic.TokenEnv+") that runs fault scripts; empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	if *adminAddr != "" {
+		a, err := newAdmin(os.Getenv(toxic.TokenEnv), 90*time.Second, 1<<20)
+		if err != nil {
+			return err
+		}
+		al, err := net.Listen("tcp4", *adminAddr)
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 8 << 10}
+		go func() { _ = srv.Serve(al) }()
+		fmt.Fprintf(os.Stderr, "rbee-toxic: admin on %s\n", al.Addr())
 	}
 	s := newServer(originalDst, markedDialer(*mark))
 	ln, err := net.Listen("tcp4", *listen)
