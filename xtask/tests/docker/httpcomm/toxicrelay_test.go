@@ -201,15 +201,29 @@ func TestHungHiveStreamEndsAtIdleTimeout(t *testing.T) {
 	}
 }
 
-// A reset in the middle of an SSE relay (a ResetPeer toxic on the live
-// hive→queen stream: RST after its next chunk): the queen resumes the hive
-// stream with Last-Event-ID, and once the toxic is recovered a resume
-// succeeds; the client sees every hive event exactly once, in order, ids
-// contiguous, one terminator, [DONE], and the hive ran the download once.
-// [http] retries is raised so that the queen's resumes (linear backoff) go
-// on far longer than recovering the toxic takes: every resume made while
-// the toxic is in force is reset too.
-func TestRelayResumesAfterResetPeer(t *testing.T) {
+// A toxic in the middle of an SSE relay, recovered while the queen still
+// retries: the queen resumes the hive stream with Last-Event-ID, and once
+// the toxic is recovered a resume succeeds; the client sees every hive
+// event exactly once, in order, ids contiguous, one terminator, [DONE],
+// and the hive ran the download once. reset-peer resets the live
+// hive→queen stream at its next chunk; hang stops it with the connection
+// open, so the queen's idle timeout has to notice. [http] retries is
+// raised so that the queen's resumes (linear backoff) go on far longer
+// than recovering the toxic takes: every resume made while the toxic is
+// in force is reset or hung too, and delivers nothing.
+func TestRelayResumesAfterToxic(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault integration.Fault
+	}{
+		{"reset-peer", integration.ResetPeer("queen", relayHive, 0)},
+		{"hang", integration.Hang("queen", relayHive)},
+	} {
+		t.Run(tc.name, func(t *testing.T) { relayResumesAfter(t, tc.fault) })
+	}
+}
+
+func relayResumesAfter(t *testing.T, fault integration.Fault) {
 	const retries = 30 // 200 ms × (1+…+30) = 93 s of backoff
 	toml := queenToml(t, "full-stack", "retries = 2", "retries = "+strconv.Itoa(retries))
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", relayHive, "hub"),
@@ -220,10 +234,12 @@ func TestRelayResumesAfterResetPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := startRelayedDownload(t, ctx, h, q)
-	h.MustInject(t, integration.ResetPeer("queen", relayHive, 0))
+	h.MustInject(t, fault)
 	injected := time.Now()
 	// The live stream is reset at its next chunk (a progress event, at the
-	// latest a keepalive): the queen's first resume reaches the hive.
+	// latest a keepalive), or hung until the queen's idle timeout
+	// (max(2 × keepalive, [http] timeout)): the queen's first resume
+	// reaches the hive.
 	var ids []int
 	err := checks.Await(ctx, 2*keepalive+time.Minute, "the hive logs a resume of "+j.hiveJob, func(context.Context) (bool, string, error) {
 		ids = resumesAfter(t, h, j.hiveJob)
@@ -232,8 +248,8 @@ func TestRelayResumesAfterResetPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("first resume of %s seen %v after the reset_peer toxic, after event %d", j.hiveJob, time.Since(injected).Round(time.Millisecond), ids[0])
-	h.MustRecover(t, integration.ResetPeer("queen", relayHive, 0))
+	t.Logf("first resume of %s seen %v after %v, after event %d", j.hiveJob, time.Since(injected).Round(time.Millisecond), fault, ids[0])
+	h.MustRecover(t, fault)
 
 	r := j.wait(t, ctx)
 	if r.err != nil {
@@ -246,9 +262,9 @@ func TestRelayResumesAfterResetPeer(t *testing.T) {
 	if len(ids) == 0 || ids[0] == 0 {
 		t.Fatalf("hive resumes of %s after %v; want at least one, with Last-Event-ID > 0", j.hiveJob, ids)
 	}
-	// The reset resumes delivered nothing (reset_peer forwards no data), so
-	// every resume is after the same event, the last one the queen had
-	// before the reset.
+	// The resumes under the toxic delivered nothing (reset_peer and hang
+	// forward no data), so every resume is after the same event, the last
+	// one the queen had before the toxic.
 	for _, id := range ids {
 		if id != ids[0] {
 			t.Fatalf("resumes after events %v, want all after %d", ids, ids[0])
