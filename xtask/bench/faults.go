@@ -20,17 +20,23 @@ type FaultResult struct {
 	ProbeEvery                 time.Duration
 }
 
+// probeStop is the file whose creation ends a probeScript's loop.
+const probeStop = "/tmp/rbee-bench-probe-stop"
+
 // probeScript starts an HTTP request from inside the container every 20 ms
-// for secs seconds, each in the background so a dropped one (which waits
-// for its 300 ms timeout) does not delay the next, and prints each one's
-// start time (ns, the host's clock: same kernel) and outcome.
+// until probeStop exists (at most secs seconds), each in the background so
+// a dropped one (which waits for its 300 ms timeout) does not delay the
+// next, and prints each one's start time (ns, the host's clock: same
+// kernel) and outcome. Ending on a signal rather than a fixed length keeps
+// the window after a slow fault call as long as after a fast one.
 func probeScript(url string, secs int) string {
-	return fmt.Sprintf(`end=$(( $(date +%%s) + %d ))
-while [ "$(date +%%s)" -lt "$end" ]; do
-  ( s=$(date +%%s%%N); if curl -fsS -o /dev/null -m 0.3 %s 2>/dev/null; then echo "$s ok"; else echo "$s fail"; fi ) &
+	return fmt.Sprintf(`rm -f %[3]s
+end=$(( $(date +%%s) + %[1]d ))
+while [ ! -e %[3]s ] && [ "$(date +%%s)" -lt "$end" ]; do
+  ( s=$(date +%%s%%N); if curl -fsS -o /dev/null -m 0.3 %[2]s 2>/dev/null; then echo "$s ok"; else echo "$s fail"; fi ) &
   sleep 0.02
 done
-wait`, secs, url)
+wait`, secs, url, probeStop)
 }
 
 type probe struct {
@@ -119,7 +125,7 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 	if err != nil {
 		return res, err
 	}
-	const secs = 6
+	const secs = 60 // a bound only: each cycle stops its probe
 	script := probeScript("http://queen:8500/health", secs)
 	for i := 0; i < n; i++ {
 		var wg sync.WaitGroup
@@ -130,8 +136,8 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 			defer wg.Done()
 			out, perr = h.Exec(ctx, "hive-localhost", []string{"bash", "-c", script})
 		}()
-		// A fixed schedule inside the probe's window: ~1 s of traffic, the
-		// block, ~1.2 s blocked, the restore, the rest flowing.
+		// ~1 s of traffic, the block, ~1.2 s blocked, the restore, ~1.2 s
+		// flowing, then the probe is told to stop.
 		time.Sleep(time.Second)
 		t0 := time.Now()
 		if err := h.Inject(ctx, integration.Block("hive-localhost", "queen")); err != nil {
@@ -146,6 +152,11 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 			return res, err
 		}
 		restored := time.Now()
+		time.Sleep(1200 * time.Millisecond)
+		if _, err := h.Exec(ctx, "hive-localhost", []string{"touch", probeStop}); err != nil {
+			wg.Wait()
+			return res, fmt.Errorf("stop the probe: %w", err)
+		}
 		wg.Wait()
 		if perr != nil {
 			return res, fmt.Errorf("probe: %w", perr)

@@ -311,7 +311,10 @@ func (h *Harness) syncTarget(ctx context.Context, target string) error {
 			return err
 		}
 	}
-	script, _ := render(rules, env, hp.proxy)
+	if needProxy {
+		hp.toxics = true
+	}
+	script, _ := render(rules, env, hp.toxics)
 	res, err := h.run(ctx, hp, script)
 	if err != nil {
 		return fmt.Errorf("apply faults of %s: %w", target, err)

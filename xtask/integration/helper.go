@@ -43,6 +43,7 @@ type helper struct {
 	id          string
 	targetStart string // target's State.StartedAt when the helper joined it
 	proxy       bool   // rbee-toxic runs in it (connection-level faults)
+	toxics      bool   // toxics were applied since it started: each apply sets the proxy's state
 	// admin, when rbee-toxic runs and the host is on the target's bridge,
 	// runs the helper's scripts over HTTP (a few ms) instead of docker
 	// exec (tens of ms on a loaded engine).
@@ -188,12 +189,31 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	labels[dockerx.LabelRole] = "fault-helper"
 	labels[dockerx.LabelTarget] = target
 	t0 := time.Now()
+	// Where this process can reach the helper on the target's bridge, the
+	// helper runs rbee-toxic from its first moment, so every fault script
+	// (packet-level ones too) goes over its admin endpoint instead of a
+	// docker exec; elsewhere it sleeps and takes scripts by exec.
+	entry := []string{"sleep", "infinity"}
+	var env []string
+	var ac *adminClient
+	var bin []byte
+	if addr, ok := h.adminAddr(target); ok {
+		if bin, err = h.toxicBinary(ctx); err != nil {
+			return nil, err
+		}
+		if ac, err = newAdminClient(addr); err != nil {
+			return nil, err
+		}
+		entry = []string{"sh", "-c", "exec " + toxic.BinPath + " serve -admin " + addr.String() + " >>" + toxic.LogPath + " 2>&1"}
+		env = []string{toxic.TokenEnv + "=" + ac.token}
+	}
 	created, err := h.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: fmt.Sprintf("%s-fault-%s-%d", h.name, target, time.Now().UnixNano()%1e6),
 		Config: &container.Config{
 			Image:      h.cfg.faultImage,
-			Entrypoint: []string{"sleep", "infinity"},
+			Entrypoint: entry,
 			Cmd:        nil,
+			Env:        env,
 			Labels:     labels,
 		},
 		HostConfig: &container.HostConfig{
@@ -205,13 +225,27 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	if err != nil {
 		return nil, fmt.Errorf("create fault helper for %s (image %s): %w", target, h.cfg.faultImage, err)
 	}
-	if _, err := h.docker.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+	fail := func(err error) (*helper, error) {
 		_, _ = h.docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
-		return nil, fmt.Errorf("start fault helper for %s: %w", target, err)
+		return nil, err
+	}
+	if bin != nil {
+		if err := h.copyToxic(ctx, created.ID, bin); err != nil {
+			return fail(fmt.Errorf("fault helper for %s: %w", target, err))
+		}
+	}
+	if _, err := h.docker.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return fail(fmt.Errorf("start fault helper for %s: %w", target, err))
 	}
 	hp := &helper{id: created.ID, targetStart: st.StartedAt}
+	if ac != nil {
+		if err := h.awaitAdmin(ctx, target, hp.id, ac); err != nil {
+			return fail(err)
+		}
+		hp.proxy, hp.admin = true, ac
+	}
 	h.helpers[target] = hp
-	h.logf("%s: fault helper for %s ready in %v", h.name, target, time.Since(t0).Round(time.Millisecond))
+	h.logf("%s: fault helper for %s ready in %v (admin endpoint: %v)", h.name, target, time.Since(t0).Round(time.Millisecond), ac != nil)
 	return hp, nil
 }
 
@@ -290,15 +324,10 @@ func buildToxic(ctx context.Context, repo string) (builtToxic, error) {
 	return builtToxic{bin: bin, msg: fmt.Sprintf("built %s from the tree in %v", out, time.Since(t0).Round(time.Millisecond))}, nil
 }
 
-// startProxy copies rbee-toxic into hp (through the Docker API, so a remote
-// engine works too) and starts it there, detached; the next apply waits
-// for its control port. The caller holds faultMu.
-func (h *Harness) startProxy(ctx context.Context, target string, hp *helper) error {
-	t0 := time.Now()
-	bin, err := h.toxicBinary(ctx)
-	if err != nil {
-		return err
-	}
+// copyToxic puts the rbee-toxic binary into container id at toxic.BinPath
+// (through the Docker API, so a remote engine works too; a created
+// container that has not started takes it as well).
+func (h *Harness) copyToxic(ctx context.Context, id string, bin []byte) error {
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
 	if err := tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(toxic.BinPath, "/"), Mode: 0o755, Size: int64(len(bin)), ModTime: time.Now()}); err != nil {
@@ -310,20 +339,36 @@ func (h *Harness) startProxy(ctx context.Context, target string, hp *helper) err
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	if _, err := h.docker.CopyToContainer(ctx, hp.id, client.CopyToContainerOptions{DestinationPath: "/", Content: &tb}); err != nil {
-		return fmt.Errorf("copy rbee-toxic into the fault helper of %s: %w", target, err)
+	if _, err := h.docker.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: &tb}); err != nil {
+		return fmt.Errorf("copy rbee-toxic into the fault helper: %w", err)
 	}
-	serve := toxic.BinPath + " serve"
-	var env []string
-	var ac *adminClient
-	if addr, ok := h.adminAddr(target); ok {
-		if ac, err = newAdminClient(addr); err != nil {
-			return err
-		}
-		serve += " -admin " + addr.String()
-		env = append(env, toxic.TokenEnv+"="+ac.token)
+	return nil
+}
+
+// awaitAdmin waits for the admin endpoint of the helper id of target to
+// answer; on failure it shows the end of rbee-toxic's log.
+func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminClient) error {
+	if err := ac.await(ctx, 30*time.Second); err != nil {
+		ac.close()
+		log, _ := execIn(context.WithoutCancel(ctx), h.docker, id, []string{"tail", "-c", "2000", toxic.LogPath})
+		return fmt.Errorf("rbee-toxic admin endpoint of %s's helper: %w; log:\n%s", target, err, log.Stdout+log.Stderr)
 	}
-	ex, err := h.docker.ExecCreate(ctx, hp.id, client.ExecCreateOptions{Cmd: []string{"sh", "-c", "exec " + serve + " >>" + toxic.LogPath + " 2>&1"}, Env: env})
+	return nil
+}
+
+// startProxy starts rbee-toxic, detached, in a helper that does not run it
+// yet (one the admin endpoint cannot serve: a remote engine); the next
+// apply waits for its control port. The caller holds faultMu.
+func (h *Harness) startProxy(ctx context.Context, target string, hp *helper) error {
+	t0 := time.Now()
+	bin, err := h.toxicBinary(ctx)
+	if err != nil {
+		return err
+	}
+	if err := h.copyToxic(ctx, hp.id, bin); err != nil {
+		return fmt.Errorf("%s: %w", target, err)
+	}
+	ex, err := h.docker.ExecCreate(ctx, hp.id, client.ExecCreateOptions{Cmd: []string{"sh", "-c", "exec " + toxic.BinPath + " serve >>" + toxic.LogPath + " 2>&1"}})
 	if err != nil {
 		return fmt.Errorf("start rbee-toxic for %s: %w", target, err)
 	}
@@ -331,13 +376,6 @@ func (h *Harness) startProxy(ctx context.Context, target string, hp *helper) err
 		return fmt.Errorf("start rbee-toxic for %s: %w", target, err)
 	}
 	hp.proxy = true
-	if ac != nil {
-		if err := ac.await(ctx, 30*time.Second); err != nil {
-			log, _ := execIn(context.WithoutCancel(ctx), h.docker, hp.id, []string{"tail", "-c", "2000", toxic.LogPath})
-			return fmt.Errorf("rbee-toxic admin endpoint of %s's helper: %w; log:\n%s", target, err, log.Stdout+log.Stderr)
-		}
-		hp.admin = ac
-	}
-	h.logf("%s: toxic proxy for %s started in %v (admin endpoint: %v)", h.name, target, time.Since(t0).Round(time.Millisecond), ac != nil)
+	h.logf("%s: toxic proxy for %s started in %v", h.name, target, time.Since(t0).Round(time.Millisecond))
 	return nil
 }

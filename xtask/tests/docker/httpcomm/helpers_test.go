@@ -128,6 +128,18 @@ func awaitProgress[R any](t *testing.T, ctx context.Context, w *forwardWatch, en
 	return hiveJob
 }
 
+// relayedResult is how a raw read of a queen job's stream ended: its events
+// in order (with when each arrived, where the reader records it) and error.
+type relayedResult struct {
+	evs   []sse.Event
+	times []time.Time // when each event arrived
+	err   error
+	end   time.Time
+}
+
+// describe tells how the stream ended, for awaitProgress.
+func (r relayedResult) describe() string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) }
+
 // followed describes how a queen job's follow ended, for awaitProgress.
 func followed(r suite.Followed) string { return fmt.Sprintf("%s (%v)", r.Out.Terminator(), r.Err) }
 

@@ -140,16 +140,12 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 	// The reader reports the hive's job id and its first progress event;
 	// the test cuts the connection then, with most of the download to go.
 	w := newForwardWatch()
-	type result struct {
-		evs []sse.Event
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan relayedResult, 1)
 	go func() {
 		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) { _ = w.event(ev) })
-		done <- result{evs, err}
+		done <- relayedResult{evs: evs, err: err}
 	}()
-	hiveJob := awaitProgress(t, ctx, w, done, func(r result) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
+	hiveJob := awaitProgress(t, ctx, w, done, relayedResult.describe)
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +164,7 @@ func TestRelayResumesCutHiveStream(t *testing.T) {
 	cut := h.MustCutConnections(t, "queen", relayHive, hivePort)
 	t.Logf("cut %v with hive job %s running", cut, hiveJob)
 
-	var r result
+	var r relayedResult
 	select {
 	case r = <-done:
 	case <-ctx.Done():

@@ -70,11 +70,7 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 	var mu sync.Mutex
 	var seen []sse.Event
 	w := newForwardWatch()
-	type result struct {
-		evs []sse.Event
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan relayedResult, 1)
 	go func() {
 		evs, err := rawStream(ctx, q.BaseURL()+"/v1/jobs/"+acc.JobID+"/stream", 0, 0, func(ev sse.Event) {
 			mu.Lock()
@@ -82,9 +78,9 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 			mu.Unlock()
 			_ = w.event(ev)
 		})
-		done <- result{evs, err}
+		done <- relayedResult{evs: evs, err: err}
 	}()
-	hiveJob := awaitProgress(t, ctx, w, done, func(r result) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
+	hiveJob := awaitProgress(t, ctx, w, done, relayedResult.describe)
 	if ls := hiveLogLines(t, h, relayHive, hiveJob, "stream resumed"); len(ls) != 0 {
 		t.Fatalf("hive logged a resume of %s before any fault: %q", hiveJob, ls)
 	}
@@ -136,7 +132,7 @@ func TestRelayResumesBehindRunningHive(t *testing.T) {
 		}
 	}
 
-	var r result
+	var r relayedResult
 	select {
 	case r = <-done:
 	case <-ctx.Done():

@@ -4,7 +4,6 @@ package httpcomm
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,13 +27,6 @@ const keepalive = 15 * time.Second
 type relayedJob struct {
 	queenJob, hiveJob string
 	done              chan relayedResult
-}
-
-type relayedResult struct {
-	evs   []sse.Event
-	times []time.Time // when each event arrived
-	err   error
-	end   time.Time
 }
 
 // startRelayedDownload routes the queen's connections to relayHive through
@@ -63,7 +55,7 @@ func startRelayedDownload(t *testing.T, ctx context.Context, h *integration.Harn
 		})
 		j.done <- relayedResult{evs: evs, times: times, err: err, end: time.Now()}
 	}()
-	j.hiveJob = awaitProgress(t, ctx, w, j.done, func(r relayedResult) string { return fmt.Sprintf("%v\n%s", r.err, describeEvents(r.evs)) })
+	j.hiveJob = awaitProgress(t, ctx, w, j.done, relayedResult.describe)
 	hive, err := h.Hive(relayHive)
 	if err != nil {
 		t.Fatal(err)
