@@ -137,6 +137,9 @@ func (a *adminClient) await(ctx context.Context, limit time.Duration) error {
 // this host (so the request stays on the local bridge); none with a remote
 // engine, whose bridges this host is not on.
 func (h *Harness) adminAddr(target string) (netip.AddrPort, bool) {
+	if h.cfg.execFaults {
+		return netip.AddrPort{}, false
+	}
 	s, err := h.service(target)
 	if err != nil {
 		return netip.AddrPort{}, false

@@ -23,6 +23,7 @@ type config struct {
 	keep       bool // Up: keep the stack after the process exits
 	files      []fileOverride
 	capture    string // packet capture mode (WithCapture); "": RBEE_CAPTURE
+	execFaults bool   // WithExecFaults: no admin endpoint in the fault helpers
 }
 
 // fileOverride is a file WithFile mounts into a service.
@@ -109,6 +110,17 @@ func WithFaultImage(image string) Option {
 			return fmt.Errorf("WithFaultImage: empty image")
 		}
 		c.faultImage = image
+		return nil
+	}
+}
+
+// WithExecFaults makes the fault helpers take every script by docker exec
+// and start the toxic proxy only at the first toxic, as they do with a
+// remote engine whose bridges this host is not on, even where the admin
+// endpoint would serve: the path a remote engine takes, on a local one.
+func WithExecFaults() Option {
+	return func(c *config) error {
+		c.execFaults = true
 		return nil
 	}
 }

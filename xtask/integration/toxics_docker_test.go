@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rbee-dev/rbee/xtask/toxic"
 )
 
 // Tests of the connection-level faults against real containers: each toxic
@@ -478,5 +480,40 @@ func TestToxicAdminEndpoint(t *testing.T) {
 	h.MustRecover(t, Loss("queen", 100))
 	if r := h.MustExec(t, "queen", []string{"bash", "-c", reach}); r.ExitCode != 0 {
 		t.Fatalf("after recovering the loss the queen cannot reach the hive: %+v", r)
+	}
+}
+
+// With WithExecFaults the helpers serve no admin endpoint (as with a
+// remote engine): packet faults and toxics go through docker exec and
+// still take effect and lift, and nothing listens on the admin port.
+func TestExecFaultPath(t *testing.T) {
+	h := Start(t, Localhost, WithExecFaults())
+	servePeer(t, h, "hive-localhost")
+	servePeer(t, h, "queen")
+	queen := "http://queen:8500/health"
+	h.MustInject(t, Block("hive-localhost", "queen"))
+	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
+		t.Fatalf("hive→queen while blocked: ok=%v exit %d, want timeout (28)", ok, code)
+	}
+	h.MustRecover(t, Block("hive-localhost", "queen"))
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("hive→queen after recover: curl exit %d", code)
+	}
+	const d = 2 * time.Second
+	h.MustInject(t, Latency("queen", "hive-localhost", d, 0))
+	if x := exchange(t, h, "queen", "hive-localhost", "get", 10, 60*time.Second); x.bytes != 10 || x.elapsed < d {
+		t.Fatalf("queen→hive with %v latency by exec: %v, want 10 bytes after ≥ %v", d, x, d)
+	}
+	h.MustRecover(t, Latency("queen", "hive-localhost", 0, 0))
+	if x := exchange(t, h, "queen", "hive-localhost", "get", 10, 60*time.Second); x.bytes != 10 || x.elapsed >= d {
+		t.Fatalf("queen→hive after recover: %v, want well under %v", x, d)
+	}
+	// Both targets have helpers, and neither serves the admin port: the
+	// connection is refused (exit 7), where a default harness answers.
+	for _, c := range []struct{ from, to string }{{"hive-localhost", "queen"}, {"queen", "hive-localhost"}} {
+		url := fmt.Sprintf("http://%s:%d/ping", c.to, toxic.AdminPort)
+		if ok, code := curl(t, h, c.from, url); ok || code != 7 {
+			t.Fatalf("%s → %s: ok=%v exit %d, want refused (7): no admin endpoint with WithExecFaults", c.from, url, ok, code)
+		}
 	}
 }
