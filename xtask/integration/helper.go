@@ -188,19 +188,42 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 		}
 		delete(h.helpers, target)
 	}
+	t0 := time.Now()
+	addr, admin := h.adminAddr(target)
+	hp, err := h.newHelper(ctx, target, s.id, addr, admin)
+	if err != nil && admin && errors.Is(err, errAdminDown) {
+		// The faults still apply through exec, only slower; the reason
+		// goes to the log and the transcript's reader.
+		h.logf("%s: %v; the fault helper of %s takes its scripts by docker exec instead", h.name, err, target)
+		hp, err = h.newHelper(ctx, target, s.id, addr, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	hp.targetStart = st.StartedAt
+	h.helpers[target] = hp
+	h.logf("%s: fault helper for %s ready in %v (admin endpoint: %v)", h.name, target, time.Since(t0).Round(time.Millisecond), hp.admin != nil)
+	return hp, nil
+}
+
+// errAdminDown marks a helper whose admin endpoint never answered.
+var errAdminDown = errors.New("admin endpoint did not come up")
+
+// newHelper creates and starts a helper in the namespace of the container
+// targetID. With admin, it runs rbee-toxic serving the admin endpoint at
+// addr from its first moment, so every fault script (packet-level ones
+// too) goes over HTTP instead of a docker exec; without, it sleeps and
+// takes scripts by exec.
+func (h *Harness) newHelper(ctx context.Context, target, targetID string, addr netip.AddrPort, admin bool) (*helper, error) {
 	labels := h.labels()
 	labels[dockerx.LabelRole] = "fault-helper"
 	labels[dockerx.LabelTarget] = target
-	t0 := time.Now()
-	// Where this process can reach the helper on the target's bridge, the
-	// helper runs rbee-toxic from its first moment, so every fault script
-	// (packet-level ones too) goes over its admin endpoint instead of a
-	// docker exec; elsewhere it sleeps and takes scripts by exec.
 	entry := []string{"sleep", "infinity"}
 	var env []string
 	var ac *adminClient
 	var bin []byte
-	if addr, ok := h.adminAddr(target); ok {
+	var err error
+	if admin {
 		if bin, err = h.toxicBinary(ctx); err != nil {
 			return nil, err
 		}
@@ -220,7 +243,7 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 			Labels:     labels,
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode("container:" + s.id),
+			NetworkMode: container.NetworkMode("container:" + targetID),
 			CapAdd:      []string{"NET_ADMIN", "NET_RAW"},
 			AutoRemove:  false,
 		},
@@ -240,15 +263,13 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	if _, err := h.docker.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		return fail(fmt.Errorf("start fault helper for %s: %w", target, err))
 	}
-	hp := &helper{id: created.ID, targetStart: st.StartedAt}
+	hp := &helper{id: created.ID}
 	if ac != nil {
 		if err := h.awaitAdmin(ctx, target, hp.id, ac); err != nil {
 			return fail(err)
 		}
 		hp.proxy, hp.admin = true, ac
 	}
-	h.helpers[target] = hp
-	h.logf("%s: fault helper for %s ready in %v (admin endpoint: %v)", h.name, target, time.Since(t0).Round(time.Millisecond), ac != nil)
 	return hp, nil
 }
 
@@ -349,14 +370,28 @@ func (h *Harness) copyToxic(ctx context.Context, id string, bin []byte) error {
 }
 
 // awaitAdmin waits for the admin endpoint of the helper id of target to
-// answer; on failure it shows the end of rbee-toxic's log.
+// answer; on failure (errAdminDown) it tells the helper's state and the end
+// of rbee-toxic's log.
 func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminClient) error {
-	if err := ac.await(ctx, 30*time.Second); err != nil {
-		ac.close()
-		log, _ := execIn(context.WithoutCancel(ctx), h.docker, id, []string{"tail", "-c", "2000", toxic.LogPath})
-		return fmt.Errorf("rbee-toxic admin endpoint of %s's helper: %w; log:\n%s", target, err, log.Stdout+log.Stderr)
+	err := ac.await(ctx, 30*time.Second)
+	if err == nil {
+		return nil
 	}
-	return nil
+	ac.close()
+	if ctx.Err() != nil {
+		return err
+	}
+	state := "state unknown"
+	if ins, ierr := h.docker.ContainerInspect(context.WithoutCancel(ctx), id, client.ContainerInspectOptions{}); ierr == nil && ins.Container.State != nil {
+		cs := ins.Container.State
+		state = fmt.Sprintf("helper %s, exit code %d %s", cs.Status, cs.ExitCode, cs.Error)
+	}
+	log, lerr := execIn(context.WithoutCancel(ctx), h.docker, id, []string{"tail", "-c", "2000", toxic.LogPath})
+	tail := log.Stdout + log.Stderr
+	if lerr != nil {
+		tail = "(not readable: " + lerr.Error() + ")"
+	}
+	return fmt.Errorf("%w: rbee-toxic in %s's helper: %v (%s); log:\n%s", errAdminDown, target, err, strings.TrimSpace(state), tail)
 }
 
 // startProxy starts rbee-toxic, detached, in a helper that does not run it
