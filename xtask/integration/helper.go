@@ -191,7 +191,7 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	t0 := time.Now()
 	addr, admin := h.adminAddr(target)
 	hp, err := h.newHelper(ctx, target, s.id, addr, admin)
-	if err != nil && admin && errors.Is(err, errAdminDown) {
+	if errors.Is(err, errAdminDown) {
 		// The faults still apply through exec, only slower; the reason
 		// goes to the log and the transcript's reader.
 		h.logf("%s: %v; the fault helper of %s takes its scripts by docker exec instead", h.name, err, target)
@@ -230,7 +230,7 @@ func (h *Harness) newHelper(ctx context.Context, target, targetID string, addr n
 		if ac, err = newAdminClient(addr); err != nil {
 			return nil, err
 		}
-		entry = []string{"sh", "-c", "exec " + toxic.BinPath + " serve -admin " + addr.String() + " >>" + toxic.LogPath + " 2>&1"}
+		entry = serveCommand("-admin " + addr.String())
 		env = []string{toxic.TokenEnv + "=" + ac.token}
 	}
 	created, err := h.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -394,6 +394,16 @@ func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminCl
 	return fmt.Errorf("%w: rbee-toxic in %s's helper: %v (%s); log:\n%s", errAdminDown, target, err, strings.TrimSpace(state), tail)
 }
 
+// serveCommand runs rbee-toxic serve (with flags, if any) with its output
+// appended to toxic.LogPath.
+func serveCommand(flags string) []string {
+	serve := toxic.BinPath + " serve"
+	if flags != "" {
+		serve += " " + flags
+	}
+	return []string{"sh", "-c", "exec " + serve + " >>" + toxic.LogPath + " 2>&1"}
+}
+
 // startProxy starts rbee-toxic, detached, in a helper that does not run it
 // yet (one the admin endpoint cannot serve: a remote engine); the next
 // apply waits for its control port. The caller holds faultMu.
@@ -406,7 +416,7 @@ func (h *Harness) startProxy(ctx context.Context, target string, hp *helper) err
 	if err := h.copyToxic(ctx, hp.id, bin); err != nil {
 		return fmt.Errorf("%s: %w", target, err)
 	}
-	ex, err := h.docker.ExecCreate(ctx, hp.id, client.ExecCreateOptions{Cmd: []string{"sh", "-c", "exec " + toxic.BinPath + " serve >>" + toxic.LogPath + " 2>&1"}})
+	ex, err := h.docker.ExecCreate(ctx, hp.id, client.ExecCreateOptions{Cmd: serveCommand("")})
 	if err != nil {
 		return fmt.Errorf("start rbee-toxic for %s: %w", target, err)
 	}
