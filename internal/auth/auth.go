@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,7 +56,12 @@ var (
 )
 
 // Key is the cluster secret.
-type Key struct{ b []byte }
+type Key struct {
+	b []byte
+	// last is the newest timestamp Sign and Transport have put on a
+	// request with this key (Unix ns); see stamp.
+	last atomic.Int64
+}
 
 // NewKey wraps secret, which must be exactly KeySize bytes.
 func NewKey(secret []byte) (*Key, error) {
@@ -183,18 +189,50 @@ func requestURI(r *http.Request) string {
 }
 
 // SignAt sets the signature headers of r for body (the exact bytes that
-// will be sent) at time t.
+// will be sent) at time t, exactly.
 func (k *Key) SignAt(r *http.Request, body []byte, t time.Time) {
-	ts := strconv.FormatInt(t.UnixNano(), 10)
+	k.signNanos(r, body, t.UnixNano())
+}
+
+func (k *Key) signNanos(r *http.Request, body []byte, n int64) {
+	ts := strconv.FormatInt(n, 10)
 	r.Header.Set(HeaderTimestamp, ts)
 	r.Header.Set(HeaderSignature, "v1="+hex.EncodeToString(k.mac(r.Method, requestURI(r), ts, body)))
 }
 
-// Sign is SignAt now.
-func (k *Key) Sign(r *http.Request, body []byte) { k.SignAt(r, body, time.Now()) }
+// Sign signs r at the current time; see Transport for why two requests
+// never get the same timestamp.
+func (k *Key) Sign(r *http.Request, body []byte) { k.signNanos(r, body, k.stamp(time.Now())) }
+
+// maxStampLead bounds how far stamp may move a timestamp ahead of the
+// clock it was given. A clock that went back by more than this (a step,
+// or a test's clock) is taken as it is.
+const maxStampLead = time.Second
+
+// stamp returns t in Unix nanoseconds, made strictly greater than every
+// timestamp this key has stamped before unless that would put it more than
+// maxStampLead ahead of t. Two requests with the same method, target and
+// body signed in the same nanosecond (concurrent goroutines read the same
+// clock value often enough) would otherwise carry the same signature, and
+// a verifier refuses the second as a replay.
+func (k *Key) stamp(t time.Time) int64 {
+	n := t.UnixNano()
+	for {
+		last := k.last.Load()
+		next := n
+		if n <= last && last-n < int64(maxStampLead) {
+			next = last + 1
+		}
+		if k.last.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
 
 // Transport signs every request it sends, each attempt anew (so a retry is
-// not mistaken for a replay), then hands it to Base.
+// not mistaken for a replay), then hands it to Base. The timestamps of one
+// key's requests strictly increase (within a second of the clock), so
+// identical requests sent at once are told apart as well.
 type Transport struct {
 	Key  *Key
 	Base http.RoundTripper // nil: http.DefaultTransport
@@ -222,7 +260,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Now != nil {
 		now = t.Now
 	}
-	t.Key.SignAt(r, body, now())
+	t.Key.signNanos(r, body, t.Key.stamp(now()))
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport

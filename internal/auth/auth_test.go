@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -197,6 +198,128 @@ func TestTransportSignsEachAttempt(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != nil || got[1] != nil {
 		t.Fatalf("server verdicts %v, want two accepted", got)
+	}
+}
+
+// Identical requests sent at once through one key's transports must all be
+// accepted: a clock read by concurrent goroutines often returns the same
+// nanosecond, and equal timestamps on equal requests are equal signatures.
+// The clock here is frozen, the worst case; the negative control signs two
+// such requests at the same instant by hand and sees the second refused.
+func TestConcurrentIdenticalRequestsAreNotReplays(t *testing.T) {
+	k := testKey(t, 1)
+	frozen := time.Now()
+	v := NewVerifier(k, VerifierOptions{})
+	var mu sync.Mutex
+	var refused []error
+	accepted := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, err := v.Verify(r, b)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			refused = append(refused, err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		accepted++
+	}))
+	defer srv.Close()
+	// Two transports over one key, as the queen has (a client for calls and
+	// one for streams), both on the frozen clock.
+	clients := []*http.Client{
+		{Transport: &Transport{Key: k, Now: func() time.Time { return frozen }}},
+		{Transport: &Transport{Key: k, Now: func() time.Time { return frozen }}},
+	}
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(hc *http.Client) {
+			defer wg.Done()
+			resp, err := hc.Post(srv.URL+"/v1/jobs", "application/json", strings.NewReader(`{"operation":"worker_spawn"}`))
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+		}(clients[i%2])
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(refused) != 0 {
+		t.Fatalf("%d of %d identical concurrent requests accepted; %d refused, the first with: %v", accepted, n, len(refused), refused[0])
+	}
+
+	if accepted != n {
+		t.Fatalf("%d of %d identical concurrent requests reached the verifier and were accepted", accepted, n)
+	}
+
+	// Negative control: the same request signed twice at one instant is
+	// one signature, and the verifier refuses the second.
+	body := []byte(`{"operation":"worker_spawn"}`)
+	at := time.Now()
+	if _, err := v.Verify(signedRequest(t, k, "POST", "/v1/jobs", body, at), body); err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	if _, err := v.Verify(signedRequest(t, k, "POST", "/v1/jobs", body, at), body); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("second at the same instant: %v, want ErrReplayed", err)
+	}
+}
+
+// stamp makes one key's timestamps strictly increasing, but never moves a
+// timestamp more than maxStampLead ahead of the clock it was given: a clock
+// stepped back further is taken as it is, so a skewed signer is still
+// refused as expired rather than silently corrected.
+func TestStampIsStrictlyIncreasingNearTheClock(t *testing.T) {
+	k := testKey(t, 1)
+	t0 := time.Unix(1_800_000_000, 0)
+	if a, b := k.stamp(t0), k.stamp(t0); a != t0.UnixNano() || b != a+1 {
+		t.Fatalf("same instant twice: %d, %d; want %d then one more", a, b, t0.UnixNano())
+	}
+	if got := k.stamp(t0.Add(-time.Millisecond)); got != t0.UnixNano()+2 {
+		t.Fatalf("1 ms back: %d, want %d", got, t0.UnixNano()+2)
+	}
+	if got, want := k.stamp(t0.Add(time.Minute)), t0.Add(time.Minute).UnixNano(); got != want {
+		t.Fatalf("a later clock: %d, want it as given (%d)", got, want)
+	}
+	back := t0.Add(-time.Minute)
+	if got := k.stamp(back); got != back.UnixNano() {
+		t.Fatalf("clock 2 min behind the last stamp: %d, want it as given (%d)", got, back.UnixNano())
+	}
+	// The skewed signer is refused by a verifier on the true clock.
+	v := NewVerifier(k, VerifierOptions{Now: func() time.Time { return t0.Add(time.Minute) }})
+	r := httptest.NewRequest("POST", "/v1/shutdown", nil)
+	k.signNanos(r, nil, k.stamp(back))
+	if _, err := v.Check(r, nil); !errors.Is(err, ErrExpired) {
+		t.Fatalf("signed 2 min behind: %v, want ErrExpired", err)
+	}
+
+	// Concurrent stamps of one instant are all distinct.
+	k2 := testKey(t, 2)
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				n := k2.stamp(t0)
+				mu.Lock()
+				seen[n] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 8000 {
+		t.Fatalf("8000 stamps of one instant gave %d distinct values", len(seen))
 	}
 }
 
