@@ -160,7 +160,16 @@ func (h *Harness) Inject(ctx context.Context, f Fault) error {
 	t0 := time.Now()
 	if err := h.syncTargets(ctx, targets); err != nil {
 		h.faults = before
-		_ = h.syncTargets(context.WithoutCancel(ctx), targets) // best effort: back to the old rules
+		// Best effort: back to the old rules where a helper may have
+		// installed some. A target whose helper never came up has nothing
+		// to undo (and another helper would double the wait).
+		back := map[string]bool{}
+		for t := range targets {
+			if h.helpers[t] != nil {
+				back[t] = true
+			}
+		}
+		_ = h.syncTargets(context.WithoutCancel(ctx), back)
 		h.record("inject %s: FAILED: %v", f, err)
 		return fmt.Errorf("inject %s: %w", f, err)
 	}

@@ -113,9 +113,12 @@ func (a *adminClient) run(ctx context.Context, script string) (CommandResult, er
 }
 
 // await waits until the just-started endpoint answers; only "nothing
-// listens yet" is retried, for up to limit.
-func (a *adminClient) await(ctx context.Context, limit time.Duration) error {
+// listens yet" is retried, for up to limit. alive (when not nil) is asked
+// about once a second whether the server can still come up; its error ends
+// the wait at once.
+func (a *adminClient) await(ctx context.Context, limit time.Duration, alive func(context.Context) error) error {
 	deadline := time.Now().Add(limit)
+	nextCheck := time.Now().Add(time.Second)
 	for {
 		_, err := a.do(ctx, http.MethodGet, "/ping", "")
 		if err == nil {
@@ -123,6 +126,12 @@ func (a *adminClient) await(ctx context.Context, limit time.Duration) error {
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
 			return err
+		}
+		if alive != nil && time.Now().After(nextCheck) {
+			if aerr := alive(ctx); aerr != nil {
+				return fmt.Errorf("%w (%v)", aerr, err)
+			}
+			nextCheck = time.Now().Add(time.Second)
 		}
 		select {
 		case <-ctx.Done():
@@ -194,7 +203,7 @@ func (h *Harness) helperFor(ctx context.Context, target string) (*helper, error)
 	if errors.Is(err, errAdminDown) {
 		// The faults still apply through exec, only slower; the reason
 		// goes to the log and the transcript's reader.
-		h.logf("%s: %v; the fault helper of %s takes its scripts by docker exec instead", h.name, err, target)
+		h.record("fault helper of %s takes its scripts by docker exec: %v", target, err)
 		hp, err = h.newHelper(ctx, target, s.id, addr, false)
 	}
 	if err != nil {
@@ -373,7 +382,14 @@ func (h *Harness) copyToxic(ctx context.Context, id string, bin []byte) error {
 // answer; on failure (errAdminDown) it tells the helper's state and the end
 // of rbee-toxic's log.
 func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminClient) error {
-	err := ac.await(ctx, 30*time.Second)
+	running := func(ctx context.Context) error {
+		ins, err := h.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if err != nil || ins.Container.State == nil || ins.Container.State.Running {
+			return nil // not known to be gone: keep waiting
+		}
+		return errors.New("the helper is no longer running")
+	}
+	err := ac.await(ctx, 30*time.Second, running)
 	if err == nil {
 		return nil
 	}
@@ -386,12 +402,39 @@ func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminCl
 		cs := ins.Container.State
 		state = fmt.Sprintf("helper %s, exit code %d %s", cs.Status, cs.ExitCode, cs.Error)
 	}
-	log, lerr := execIn(context.WithoutCancel(ctx), h.docker, id, []string{"tail", "-c", "2000", toxic.LogPath})
-	tail := log.Stdout + log.Stderr
+	tail, lerr := fileTail(context.WithoutCancel(ctx), h.docker, id, toxic.LogPath, 2000)
 	if lerr != nil {
 		tail = "(not readable: " + lerr.Error() + ")"
 	}
 	return fmt.Errorf("%w: rbee-toxic in %s's helper: %v (%s); log:\n%s", errAdminDown, target, err, strings.TrimSpace(state), tail)
+}
+
+// fileTail is the last n bytes of the file at path in container id, read
+// through the archive API (a stopped container's files too, where an exec
+// would fail).
+func fileTail(ctx context.Context, d client.APIClient, id, path string, n int64) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
+	if err != nil {
+		return "", err
+	}
+	defer res.Content.Close()
+	tr := tar.NewReader(res.Content)
+	hdr, err := tr.Next()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if hdr.Size > n {
+		if _, err := io.CopyN(io.Discard, tr, hdr.Size-n); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(tr, n))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return string(b), nil
 }
 
 // serveCommand runs rbee-toxic serve (with flags, if any) with its output

@@ -5,6 +5,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -515,5 +517,43 @@ func TestExecFaultPath(t *testing.T) {
 		if ok, code := curl(t, h, c.from, url); ok || code != 7 {
 			t.Fatalf("%s → %s: ok=%v exit %d, want refused (7): no admin endpoint with WithExecFaults", c.from, url, ok, code)
 		}
+	}
+}
+
+// A helper whose rbee-toxic exits at once (a stand-in that prints a line
+// and exits 3) is given up as soon as the harness sees it stopped, with its
+// log read from the stopped container in the transcript, and the fault is
+// installed by a helper that takes scripts by exec: the block is in force
+// (the effect at the receiver) and lifts on recover.
+func TestAdminDownFallsBackToExec(t *testing.T) {
+	stub := filepath.Join(t.TempDir(), "rbee-toxic")
+	if err := os.WriteFile(stub, []byte("#!/bin/sh\necho 'rbee-toxic stand-in: exiting 3'\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(ToxicBinEnv, stub)
+	h := Start(t, Localhost)
+	if _, local := h.adminAddr("hive-localhost"); !local {
+		t.Skip("the engine's bridges are not on this host: helpers never serve the admin endpoint")
+	}
+	queen := "http://queen:8500/health"
+	h.MustInject(t, Block("hive-localhost", "queen"))
+	if ok, code := curl(t, h, "hive-localhost", queen); ok || code != 28 {
+		t.Fatalf("hive→queen while blocked: ok=%v exit %d, want timeout (28)", ok, code)
+	}
+	h.faultMu.Lock()
+	hp := h.helpers["hive-localhost"]
+	h.faultMu.Unlock()
+	if hp == nil || hp.admin != nil {
+		t.Fatalf("helper %+v: want one that takes scripts by exec", hp)
+	}
+	tr := strings.Join(h.Transcript(), "\n")
+	for _, want := range []string{"takes its scripts by docker exec", "no longer running", "exit code 3", "rbee-toxic stand-in: exiting 3"} {
+		if !strings.Contains(tr, want) {
+			t.Errorf("transcript lacks %q:\n%s", want, tr)
+		}
+	}
+	h.MustRecover(t, Block("hive-localhost", "queen"))
+	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
+		t.Fatalf("hive→queen after recover: curl exit %d", code)
 	}
 }

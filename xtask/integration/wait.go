@@ -114,11 +114,12 @@ func (h *Harness) awaitExit0(ctx context.Context, name string) error {
 }
 
 // WaitForHealthy polls (every 50 ms, then 200 ms) until svc is healthy or
-// timeout passes. Healthy means: running, every published HTTP port answers
-// GET /health below 500 (a bare TCP connect proves nothing: docker-proxy
-// accepts it before the application listens), and, where the service has a
-// healthcheck (compose file or image) and a port is silent or is SSH, that
-// healthcheck passes. Docker's own health probes are disabled in harness
+// timeout passes. Healthy means: running, and every published port answers
+// as its application — an SSH banner on 22, a status below 500 to GET
+// /health elsewhere (a bare TCP connect proves nothing: docker-proxy accepts
+// it before the application listens) — or, where a port is silent and the
+// service has a healthcheck (compose file or image), that healthcheck
+// passes. Docker's own health probes are disabled in harness
 // stacks; the harness runs the same command itself while waiting. It fails
 // at once, with the container's last log lines, if the container is not
 // running (exited, killed, stopped). A timeout ≤ 0 is an error.
@@ -203,26 +204,22 @@ func (h *Harness) ready(ctx context.Context, name string) error {
 	h.mu.Unlock()
 	sort.Ints(ports)
 	var portErr error
-	ssh := false
 	for _, p := range ports {
-		if p == 22 && len(test) > 0 {
-			ssh = true // the healthcheck looks at sshd's socket: no probe line in sshd's log
-			continue
-		}
 		if err := probe(ctx, p, hostPorts[p]); err != nil {
 			portErr = fmt.Errorf("port %d (127.0.0.1:%d): %v", p, hostPorts[p], err)
 			break
 		}
 	}
 	switch {
-	case portErr == nil && !ssh:
-		return nil // every port answered (or none to probe, no healthcheck)
+	case portErr == nil:
+		return nil // every published port answered as its application (or none is published)
 	case len(test) == 0:
 		return portErr
 	}
-	// The healthcheck decides when a port is left to it (sshd) and when a
-	// port does not answer: some services are healthy without every port
-	// (a hive whose daemon is not autostarted runs only sshd).
+	// The healthcheck decides when a port does not answer: some services
+	// are healthy without every port (a hive whose daemon is not
+	// autostarted runs only sshd). It is an exec, 80–300 ms on a loaded
+	// engine, so it runs only then.
 	if err := h.healthcheck(ctx, s.id, test); err != nil {
 		if portErr != nil {
 			return fmt.Errorf("%v; healthcheck: %v", portErr, err)

@@ -69,7 +69,10 @@ func Build(ctx context.Context, cfg Config) error {
 	if c := gitCommit(ctx, cfg.Root); c != "" {
 		ldflags += " -X github.com/rbee-dev/rbee/internal/buildinfo.Commit=" + c
 	}
-	var missing []string
+	// One go invocation for every program: the packages are loaded once,
+	// and a binary whose build ID matches its inputs is not relinked, so a
+	// warm build costs about one `go list`.
+	var missing, pkgs []string
 	var errs []error
 	for _, p := range Programs {
 		if !hasGoFiles(filepath.Join(cfg.Root, p.Pkg)) {
@@ -77,9 +80,15 @@ func Build(ctx context.Context, cfg Config) error {
 			cfg.logf("build: %s: package %s is missing, skipped", p.Name, p.Pkg)
 			continue
 		}
+		if filepath.Base(p.Pkg) != p.Name {
+			return fmt.Errorf("build: %s: package %s must end in the program's name (go build -o DIR/ names binaries after their package)", p.Name, p.Pkg)
+		}
+		pkgs = append(pkgs, p.Pkg)
+	}
+	if len(pkgs) > 0 {
 		start := time.Now()
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags,
-			"-o", filepath.Join(out, p.Name), p.Pkg)
+		args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", out + string(filepath.Separator)}, pkgs...)
+		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = cfg.Root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 		var buf bytes.Buffer
@@ -88,10 +97,10 @@ func Build(ctx context.Context, cfg Config) error {
 			cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, cfg.out()), io.MultiWriter(&buf, cfg.out())
 		}
 		if err := cmd.Run(); err != nil {
-			errs = append(errs, fmt.Errorf("go build %s: %w\n%s", p.Pkg, err, strings.TrimSpace(buf.String())))
-			continue
+			errs = append(errs, fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, strings.TrimSpace(buf.String())))
+		} else {
+			cfg.vlogf("build: %d programs into build/bin (%s)", len(pkgs), since(start))
 		}
-		cfg.vlogf("build: %s (%s)", filepath.Join("build/bin", p.Name), since(start))
 	}
 	if len(missing) > 0 {
 		errs = append(errs, &MissingError{Pkgs: missing})
