@@ -66,29 +66,35 @@ func parseProbes(out string) ([]probe, error) {
 }
 
 // effects finds, in probes around one block/restore cycle, when traffic
-// stopped and started again. dropped: the start of the failed run of probes
-// that reaches up to the restore call (a stray failure earlier, from load,
-// does not count); flowing: the first successful probe after that run. Both
-// are relative to the respective call's return. ok is false when the probes
-// show no drop before the restore or no recovery after it.
+// stopped and started again. dropped: the start of the longest run of
+// failed probes that begins before the restore call returned and lasts
+// past the block call's return (a stray
+// failure from load, earlier or later, makes a shorter run; and the run
+// need not reach up to the restore call: a probe stamped just before it may
+// have connected only after the rules were gone); flowing: the first
+// successful probe after that run. Both are relative to the respective
+// call's return. ok is false when the probes show no drop before the
+// restore or no recovery after it.
 func effects(ps []probe, blockReturned, restoreStarted, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
-	last := -1 // the last probe started before the restore call
-	for i, p := range ps {
-		if p.at.Before(restoreStarted) {
-			last = i
+	d, n := -1, 0 // the chosen run's first probe and length
+	for i := 0; i < len(ps) && ps[i].at.Before(restoreReturned); {
+		if ps[i].ok {
+			i++
+			continue
 		}
+		j := i
+		for j < len(ps) && !ps[j].ok {
+			j++
+		}
+		if j-i >= n && ps[j-1].at.After(blockReturned) {
+			d, n = i, j-i
+		}
+		i = j
 	}
-	if last < 0 || ps[last].ok {
+	if d < 0 {
 		return 0, 0, false
 	}
-	d := last
-	for d > 0 && !ps[d-1].ok {
-		d--
-	}
-	f := last + 1
-	for f < len(ps) && !ps[f].ok {
-		f++
-	}
+	f := d + n
 	if f == len(ps) {
 		return 0, 0, false
 	}

@@ -114,6 +114,14 @@ func TestProbesAndEffects(t *testing.T) {
 	if _, r2, ok := effects(ps, base.Add(510*time.Millisecond), base.Add(1250*time.Millisecond), base.Add(1290*time.Millisecond)); !ok || r2 != restore {
 		t.Errorf("with a late stray failure: restore %v, %v", r2, ok)
 	}
+	// The last probe stamped before the restore call connected only after
+	// the rules were gone: the drop is still the long run before it.
+	// It is the first to see traffic flowing again.
+	ps[62].ok = true
+	if block3, r3, ok := effects(ps, base.Add(510*time.Millisecond), base.Add(1250*time.Millisecond), base.Add(1290*time.Millisecond)); !ok || block3 != block || r3 != -50*time.Millisecond {
+		t.Errorf("with the last probe before the restore ok: %v, %v, %v; want %v, -50ms", block3, r3, ok, block)
+	}
+	ps[62].ok = false
 	// Never dropped: not ok.
 	if _, _, ok := effects(ps[:20], base.Add(100*time.Millisecond), base.Add(150*time.Millisecond), base.Add(200*time.Millisecond)); ok {
 		t.Error("no failures: effects ok")
