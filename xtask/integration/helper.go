@@ -415,26 +415,18 @@ func (h *Harness) awaitAdmin(ctx context.Context, target, id string, ac *adminCl
 func fileTail(ctx context.Context, d client.APIClient, id, path string, n int64) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := d.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
-	if err != nil {
-		return "", err
-	}
-	defer res.Content.Close()
-	tr := tar.NewReader(res.Content)
-	hdr, err := tr.Next()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	if hdr.Size > n {
-		if _, err := io.CopyN(io.Discard, tr, hdr.Size-n); err != nil {
-			return "", fmt.Errorf("%s: %w", path, err)
+	var b []byte
+	err := dockerx.ReadFile(ctx, d, id, path, func(r io.Reader, size int64) error {
+		if size > n {
+			if _, err := io.CopyN(io.Discard, r, size-n); err != nil {
+				return err
+			}
 		}
-	}
-	b, err := io.ReadAll(io.LimitReader(tr, n))
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return string(b), nil
+		var err error
+		b, err = io.ReadAll(io.LimitReader(r, n))
+		return err
+	})
+	return string(b), err
 }
 
 // serveCommand runs rbee-toxic serve (with flags, if any) with its output

@@ -1,7 +1,6 @@
 package mutate
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -380,21 +379,12 @@ func fileSHA(p string) (string, error) {
 }
 
 func containerFileSHA(ctx context.Context, cli client.APIClient, id, path string) (string, error) {
-	res, err := cli.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
-	if err != nil {
-		return "", err
-	}
-	defer res.Content.Close()
-	tr := tar.NewReader(res.Content)
-	hdr, err := tr.Next()
-	if err != nil {
-		return "", fmt.Errorf("reading the copied archive: %w", err)
-	}
-	if hdr.Typeflag != tar.TypeReg {
-		return "", fmt.Errorf("not a regular file in the image (type %c)", hdr.Typeflag)
-	}
 	h := sha256.New()
-	if _, err := io.Copy(h, tr); err != nil {
+	err := dockerx.ReadFile(ctx, cli, id, path, func(r io.Reader, _ int64) error {
+		_, err := io.Copy(h, r)
+		return err
+	})
+	if err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
