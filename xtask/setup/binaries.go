@@ -65,10 +65,6 @@ func Build(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
-	ldflags := "-s -w -X github.com/rbee-dev/rbee/internal/buildinfo.Version=" + version()
-	if c := gitCommit(ctx, cfg.Root); c != "" {
-		ldflags += " -X github.com/rbee-dev/rbee/internal/buildinfo.Commit=" + c
-	}
 	// One go invocation for every program: the packages are loaded once,
 	// and a binary whose build ID matches its inputs is not relinked, so a
 	// warm build costs about one `go list`.
@@ -87,7 +83,14 @@ func Build(ctx context.Context, cfg Config) error {
 	}
 	if len(pkgs) > 0 {
 		start := time.Now()
-		args := append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", out + string(filepath.Separator)}, pkgs...)
+		// The commit stamped in is the last one that changed the programs'
+		// sources, and -buildvcs=false keeps HEAD out: a commit of tests or
+		// docs leaves the binaries, and so the images, as they were.
+		ldflags := "-s -w -X github.com/rbee-dev/rbee/internal/buildinfo.Version=" + version()
+		if c := sourceCommit(ctx, cfg.Root, pkgs); c != "" {
+			ldflags += " -X github.com/rbee-dev/rbee/internal/buildinfo.Commit=" + c
+		}
+		args := append([]string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out + string(filepath.Separator)}, pkgs...)
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = cfg.Root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
@@ -116,16 +119,39 @@ func version() string {
 	return "0.1.0-dev"
 }
 
-func gitCommit(ctx context.Context, root string) string {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// sourceCommit is the last commit that changed a package pkgs are built
+// from (or go.mod, go.sum), with "-dirty" when the work tree changes one
+// now; "" when git or go cannot tell.
+func sourceCommit(ctx context.Context, root string, pkgs []string) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD")
-	cmd.Dir = root
-	b, err := cmd.Output()
+	list := exec.CommandContext(ctx, "go", append([]string{"list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}"}, pkgs...)...)
+	list.Dir = root
+	list.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	b, err := list.Output()
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	paths := []string{"go.mod", "go.sum"}
+	for _, dir := range strings.Fields(string(b)) {
+		if rel, err := filepath.Rel(root, dir); err == nil && filepath.IsLocal(rel) {
+			paths = append(paths, filepath.ToSlash(rel))
+		}
+	}
+	git := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "git", append(args, append([]string{"--"}, paths...)...)...)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	c, err := git("log", "-1", "--format=%h", "--abbrev=12")
+	if err != nil || c == "" {
+		return ""
+	}
+	if st, err := git("status", "--porcelain", "--untracked-files=no"); err == nil && st != "" {
+		c += "-dirty"
+	}
+	return c
 }
 
 // hasGoFiles reports whether dir holds a non-test Go file.
