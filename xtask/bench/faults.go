@@ -68,14 +68,13 @@ func parseProbes(out string) ([]probe, error) {
 // effects finds, in probes around one block/restore cycle, when traffic
 // stopped and started again. dropped: the start of the longest run of
 // failed probes that begins before the restore call returned and lasts
-// past the block call's return (a stray
-// failure from load, earlier or later, makes a shorter run; and the run
-// need not reach up to the restore call: a probe stamped just before it may
-// have connected only after the rules were gone); flowing: the first
-// successful probe after that run. Both are relative to the respective
-// call's return. ok is false when the probes show no drop before the
-// restore or no recovery after it.
-func effects(ps []probe, blockReturned, restoreStarted, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
+// past the block call's return (a stray failure from load, earlier or
+// later, makes a shorter run; and the run need not reach up to the restore
+// call: a probe stamped just before it may have connected only after the
+// rules were gone); flowing: the first successful probe after that run.
+// Both are relative to the respective call's return. ok is false when the
+// probes show no drop before the restore or no recovery after it.
+func effects(ps []probe, blockReturned, restoreReturned time.Time) (block, restore time.Duration, ok bool) {
 	d, n := -1, 0 // the chosen run's first probe and length
 	for i := 0; i < len(ps) && ps[i].at.Before(restoreReturned); {
 		if ps[i].ok {
@@ -171,7 +170,7 @@ func Faults(ctx context.Context, root string, n int, logf func(string, ...any)) 
 		if err != nil {
 			return res, err
 		}
-		b, r, ok := effects(ps, blocked, t1, restored)
+		b, r, ok := effects(ps, blocked, restored)
 		if !ok {
 			return res, fmt.Errorf("cycle %d: the probe saw no drop before the restore or no recovery after it (probes in order: %s; block returned after %v, restore after %v; stderr %q)",
 				i+1, runs(ps), blocked.Sub(t0), restored.Sub(t1), tail(out.Stderr, 5))
