@@ -479,7 +479,8 @@ func SoakReport(ctx context.Context, root string, o SoakOptions, w io.Writer) er
 	at := ""
 	if !runs[0].NoDocker {
 		p, _ := testrun.DockerParallel()
-		at = fmt.Sprintf(" (%d Docker packages at once)", p)
+		tp, _ := testrun.DockerTestParallel()
+		at = fmt.Sprintf(" (%d Docker packages at once, %d tests of each)", p, tp)
 	}
 	fmt.Fprintf(&b, "## Soak %s: %s %d times%s\n\n", m.Date.Format("2006-01-02 15:04 MST"), what, len(runs), at)
 	b.WriteString(m.Table().Markdown())

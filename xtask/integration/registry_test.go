@@ -218,3 +218,61 @@ func refName(e ast.Expr, inPkg bool) string {
 	}
 	return ""
 }
+
+// TestSuiteTestsRunInParallel reads the seven suites and checks that every
+// top-level test begins with t.Parallel(), so that go test -parallel
+// (RBEE_DOCKER_TEST_PARALLEL) runs them side by side: each brings up its
+// own isolated stack. A test that cannot (it sets process-wide state such
+// as t.Setenv) says so in its doc comment with a line starting "Serial:".
+func TestSuiteTestsRunInParallel(t *testing.T) {
+	root, err := findRepoDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "xtask", "tests", "docker", "*", "*_test.go"))
+	tests := 0
+	for _, f := range files {
+		fset := token.NewFileSet()
+		file, err := parser.ParseFile(fset, f, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || !strings.HasPrefix(fn.Name.Name, "Test") || fn.Name.Name == "TestMain" || fn.Body == nil {
+				continue
+			}
+			tests++
+			if fn.Doc != nil && serialLine.MatchString(fn.Doc.Text()) {
+				continue
+			}
+			if len(fn.Body.List) == 0 || !isParallelCall(fn.Body.List[0]) {
+				t.Errorf("%s: %s does not begin with t.Parallel() (or say why not in a \"Serial:\" line of its doc comment)", fset.Position(fn.Pos()), fn.Name.Name)
+			}
+		}
+	}
+	if tests < 50 {
+		t.Errorf("found %d top-level tests in %d suite files; want the seven suites' (about 100)", tests, len(files))
+	}
+}
+
+// serialLine is how a suite test's doc comment says why it is not parallel.
+var serialLine = regexp.MustCompile(`(?m)^Serial: \S`)
+
+// isParallelCall reports whether s is the statement t.Parallel().
+func isParallelCall(s ast.Stmt) bool {
+	e, ok := s.(*ast.ExprStmt)
+	if !ok {
+		return false
+	}
+	c, ok := e.X.(*ast.CallExpr)
+	if !ok || len(c.Args) != 0 {
+		return false
+	}
+	sel, ok := c.Fun.(*ast.SelectorExpr)
+	if !ok || sel.Sel.Name != "Parallel" {
+		return false
+	}
+	id, ok := sel.X.(*ast.Ident)
+	return ok && id.Name == "t"
+}

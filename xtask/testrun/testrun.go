@@ -70,6 +70,9 @@ type Spec struct {
 	Verbose  bool              // gotestsum's standard-verbose format
 	Race     bool              // -race
 	Parallel int               // Docker packages at once (go test -p); 0: DockerParallel()
+	// TestParallel is how many t.Parallel tests of one Docker package run
+	// at once (go test -parallel); 0: DockerTestParallel().
+	TestParallel int
 	// Collapse, when set, sums the spec's packages into one summary row
 	// with this name (the unit tests of many packages); else one row per
 	// package.
@@ -135,7 +138,14 @@ func Run(ctx context.Context, o Options, s Spec) error {
 				return err
 			}
 		}
-		args = append(args, "-tags", "docker", "-p", strconv.Itoa(p))
+		tp := s.TestParallel
+		if tp <= 0 {
+			var err error
+			if tp, err = DockerTestParallel(); err != nil {
+				return err
+			}
+		}
+		args = append(args, "-tags", "docker", "-p", strconv.Itoa(p), "-parallel", strconv.Itoa(tp))
 	}
 	if s.Race {
 		args = append(args, "-race")

@@ -135,6 +135,7 @@ func hubBody(t *testing.T, h *integration.Harness, path string) (sha string, siz
 // model_delete through the queen removes the model from the catalog and
 // its directory (model.bin, metadata.json) from the hive's disk.
 func TestModelDeleteRemovesFiles(t *testing.T) {
+	t.Parallel()
 	h, q := startCatalog(t, nil)
 	var hist checks.History
 	dir := modelDir(suite.TinyModel)
@@ -174,6 +175,7 @@ func TestModelDeleteRemovesFiles(t *testing.T) {
 // download; the download is not disturbed and ends [DONE] with the whole,
 // checksum-verified file in the catalog.
 func TestModelDeleteWhileDownloading(t *testing.T) {
+	t.Parallel()
 	// 8 MiB at 512 KiB/s: the download takes 16 s at the least (the hub
 	// paces it), a window the model_delete below lands in by construction.
 	const rate = 512 << 10
@@ -241,6 +243,7 @@ func TestModelDeleteWhileDownloading(t *testing.T) {
 // not in model_list, no model.bin or partial file on the hive's disk. A
 // model the same hub announces correctly downloads (the control).
 func TestModelDownloadChecksumMismatch(t *testing.T) {
+	t.Parallel()
 	h, q := startCatalog(t, map[string]string{"RBEE_HUB_WRONG_SHA256": suite.Ngram4Model})
 	var hist checks.History
 
@@ -289,6 +292,7 @@ func TestModelDownloadChecksumMismatch(t *testing.T) {
 // narrates resuming at byte k (the catalog's Resumed), and the finished
 // file has the hub's sha256.
 func TestModelDownloadResumesAtPartialSize(t *testing.T) {
+	t.Parallel()
 	// The hub cuts every GET without a Range header after 16 KiB, about a
 	// third of ngram-4; a Range request is never cut.
 	h, q := startCatalog(t, map[string]string{"RBEE_HUB_CUT_AFTER": "16k"})

@@ -19,6 +19,7 @@ import (
 // — install, start, model download, worker spawn — and `rbee-keeper infer`
 // on the test host prints its tokens, the same ones again for the same seed.
 func TestFreshInstallToInference(t *testing.T) {
+	t.Parallel()
 	// Full stack for its model hub; hive-2 and the standalone workers are
 	// left out so that the only worker is the one this test creates.
 	h := integration.Start(t, integration.FullStack,
@@ -97,6 +98,7 @@ func TestFreshInstallToInference(t *testing.T) {
 // says (a random or first-candidate scheduler fails this), and each worker's
 // own log agrees with where the queen says it sent every job.
 func TestMultiHiveLoadBalancing(t *testing.T) {
+	t.Parallel()
 	// The standalone workers are left out: they serve the same model and
 	// would take a share that belongs to no hive.
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hive-2", "hub"))
@@ -158,6 +160,7 @@ func TestMultiHiveLoadBalancing(t *testing.T) {
 // model hub, checksum-verified (catalog sha256 = the hub's = the file's),
 // and a worker spawned for it serves inference.
 func TestModelDownloadToWorkerSpawn(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub"))
 	q := h.MustQueen(t)
 	var hist checks.History
@@ -233,6 +236,7 @@ func TestModelDownloadToWorkerSpawn(t *testing.T) {
 // on the machine's disk (the container's filesystem), as it would on a real
 // machine after a power cut.
 func TestHiveFailureRecovery(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack,
 		integration.WithServices("queen", "hive-1", "hive-2", "hub"),
 		integration.WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0"}))

@@ -25,6 +25,7 @@ import (
 // itself recorded for the job, so a wrong code cannot hide behind a wrong
 // job.
 func TestKeeperExitCodes(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"))
 	q := h.MustQueen(t)
 	ctx := suite.Context(t, 4*opTimeout)

@@ -137,6 +137,7 @@ func startCutProxy(t *testing.T, queenURL string, cutAfter int) *cutProxy {
 // prints every token exactly once: its output equals that of the same
 // seeded run over an unbroken connection, and the job was submitted once.
 func TestKeeperResumesCutStream(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"))
 	q := h.MustQueen(t)
 	if _, err := checks.AwaitWorker(t.Context(), q, "worker-1", stateTimeout, "fresh", checks.Fresh); err != nil {

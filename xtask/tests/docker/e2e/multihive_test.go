@@ -33,6 +33,7 @@ func startMultiHive(t *testing.T) (*integration.Harness, *client.Client) {
 // always took the first candidate would not produce this sequence. The
 // workers' own logs agree with where the queen says it sent each job.
 func TestMultiHiveSequentialAlternation(t *testing.T) {
+	t.Parallel()
 	h, q := startMultiHive(t)
 	var hist checks.History
 	hiveOf := map[string]string{}
@@ -79,6 +80,7 @@ func TestMultiHiveSequentialAlternation(t *testing.T) {
 // ago. Without the in-flight count they would alternate onto the busy
 // worker; without the hive rule they could not be told apart from this.
 func TestMultiHiveLeastInFlightFirst(t *testing.T) {
+	t.Parallel()
 	h, q := startMultiHive(t)
 	var hist checks.History
 	w1 := suite.SpawnWorker(t, q, &hist, "hive-1", suite.TinyModel)

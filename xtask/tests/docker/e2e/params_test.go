@@ -21,6 +21,7 @@ import (
 // temperature 1.5, gives different tokens for different seeds, so a
 // temperature replaced by the default on the way would be seen twice over.
 func TestInferTemperatureReachesWorker(t *testing.T) {
+	t.Parallel()
 	const hv = "hive-localhost"
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)

@@ -17,6 +17,7 @@ import (
 // each hive, so the rotation would have spread pinned jobs had the pin been
 // ignored. Counted at the workers' own logs, not only the queen's narration.
 func TestInferStaysOnItsModelAndHive(t *testing.T) {
+	t.Parallel()
 	h, q := startMultiHive(t)
 	suite.SeedModel(t, h, q, "hive-2", suite.Ngram4Model)
 	var hist checks.History

@@ -38,6 +38,7 @@ import (
 // within the timeout; after restore it is online again, jobs succeed, and no
 // worker is duplicated.
 func TestNetworkPartitionQueenHive(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	ctx := t.Context()
 	var hist checks.History
@@ -109,6 +110,7 @@ func TestNetworkPartitionQueenHive(t *testing.T) {
 // Hive crash during a download: the queen's stream ends [ERROR] naming the
 // hive, the job is failed; after restart no half-written model is in the catalog.
 func TestHiveCrashDuringDownload(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	var hist checks.History
 
@@ -172,6 +174,7 @@ func TestHiveCrashDuringDownload(t *testing.T) {
 // workers keep running (same pids), re-register once it is back, infer works
 // again; no hive is restarted.
 func TestQueenRestart(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	var before checks.History
 
@@ -234,6 +237,7 @@ func TestQueenRestart(t *testing.T) {
 // goes to another worker, or, with none left, ends [ERROR] no ready worker;
 // the hive lists the killed worker as exited.
 func TestWorkerCrash(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	var hist checks.History
 
@@ -287,6 +291,7 @@ func TestWorkerCrash(t *testing.T) {
 // Concurrent operations on one hive: 10 spawns and model operations at once;
 // every job terminal, distinct ports, a consistent catalog, nothing lost.
 func TestConcurrentOperationsOnOneHive(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	var hist checks.History
 	tiny := suite.Download(t, q, &hist, hive, suite.TinyModel)
@@ -396,6 +401,7 @@ func TestConcurrentOperationsOnOneHive(t *testing.T) {
 // SSH lost during install: the connection blocked mid-upload → [ERROR], no
 // partial binary at the final path; after restore the install succeeds.
 func TestSSHLostDuringInstall(t *testing.T) {
+	t.Parallel()
 	const (
 		alias  = "hive-localhost"
 		binary = "/home/rbee/.local/bin/rbee-hive"

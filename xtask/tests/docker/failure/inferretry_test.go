@@ -40,6 +40,7 @@ func acceptedInferences(ctx context.Context, h *integration.Harness, svc string,
 // and saying it may have accepted the request. Negative control: an infer
 // before the fault is counted at exactly one of the two workers.
 func TestInferNotRetriedAfterWorkerAccepted(t *testing.T) {
+	t.Parallel()
 	// The queen's [http] timeout must outlast holding the worker's answer
 	// and cutting the connection, whatever the load: a minute.
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"60s"`})

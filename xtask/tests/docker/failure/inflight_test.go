@@ -25,6 +25,7 @@ import (
 // queen answers GET /v1/jobs/{id} and the stream with a 404 naming the
 // job, at once, instead of hanging.
 func TestJobInFlightAcrossQueenRestart(t *testing.T) {
+	t.Parallel()
 	// 100 ms per token: 300 tokens take 30 s, far longer than the restart.
 	h, q, wc := suite.StartWorker(t, 100*time.Millisecond)
 	ctx := suite.Context(t, 4*time.Minute)

@@ -50,6 +50,7 @@ func accepted(t *testing.T, h *integration.Harness, ws map[string]api.WorkerProc
 // by its own log), a job pinned to hive-1 ends [ERROR] at once; after the
 // heal both hives serve again, and no job is lost.
 func TestPartitionedHiveOtherServes(t *testing.T) {
+	t.Parallel()
 	var hist checks.History
 	h, q, ws := startTwoHives(t, &hist)
 	w1, w2 := ws["hive-1"], ws["hive-2"]
@@ -117,6 +118,7 @@ func TestPartitionedHiveOtherServes(t *testing.T) {
 // is never scheduled, a new worker on hive-1 serves, and load alternates
 // over both hives again.
 func TestHiveCrashRecoveryWithTwoHives(t *testing.T) {
+	t.Parallel()
 	var hist checks.History
 	h, q, ws := startTwoHives(t, &hist)
 	w1, w2 := ws["hive-1"], ws["hive-2"]
@@ -168,6 +170,7 @@ func TestHiveCrashRecoveryWithTwoHives(t *testing.T) {
 // catalog, not the other's), each worker accepted exactly the jobs pinned to it, and nothing
 // is lost.
 func TestConcurrentOperationsAcrossHives(t *testing.T) {
+	t.Parallel()
 	var hist checks.History
 	h, q, ws := startTwoHives(t, &hist)
 	// A second model on hive-2 only, so the two catalogs differ.

@@ -25,6 +25,7 @@ import (
 // run by default (RBEE_NEMESIS_SEEDS, RBEE_NEMESIS_DURATION);
 // RBEE_FAULT_SEED=N replays seed N exactly.
 func TestNemesis(t *testing.T) {
+	t.Parallel()
 	n, d := 2, 30*time.Second
 	if v := os.Getenv("RBEE_NEMESIS_SEEDS"); v != "" {
 		var err error

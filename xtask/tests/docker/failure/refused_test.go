@@ -25,6 +25,7 @@ import (
 // refused, the job ends [ERROR] after one attempt on each. Negative
 // control: before the fault, two sequential infers run one on each worker.
 func TestInferRefusedWorkerTriedOnAnother(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1", "worker-2"))
 	ctx := suite.Context(t, 5*time.Minute)
 	q := h.MustQueen(t)

@@ -89,6 +89,7 @@ func awaitSpawns(t *testing.T, h *integration.Harness, hc *client.Client, n int)
 // accepted it (what really happened), not that the hive was unreachable.
 // Negative control: the next spawn is counted, so the counts are live.
 func TestPOSTNotRetriedAfterDelivery(t *testing.T) {
+	t.Parallel()
 	// The queen's [http] timeout must outlast holding the hive's answer
 	// and cutting the connection, whatever the load: a minute.
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"60s"`})

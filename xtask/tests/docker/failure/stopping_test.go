@@ -22,6 +22,7 @@ import (
 // for its model ends [ERROR] no ready worker without any attempt on it.
 // The same infer on that worker before the stop is the negative control.
 func TestStoppingWorkerNotScheduled(t *testing.T) {
+	t.Parallel()
 	// stale_after of a minute keeps the stopped worker fresh (last_seen is
 	// its stopping heartbeat) for far longer than the few seconds the infer
 	// below takes: only its state can keep it from being scheduled.

@@ -23,6 +23,7 @@ const defaultStaleAfter = 30 * time.Second
 // their last heartbeat, and turn stale and offline within the read
 // tolerance after that, by the queen's last_seen.
 func TestStalenessDefault(t *testing.T) {
+	t.Parallel()
 	conf := regexp.MustCompile(`(?m)^stale_after\s*=.*\n`).ReplaceAll(suite.RepoFile(t, "configs/full-stack/queen.toml"), nil)
 	if regexp.MustCompile(`(?m)^stale_after`).Match(conf) {
 		t.Fatal("queen.toml variant still sets stale_after")

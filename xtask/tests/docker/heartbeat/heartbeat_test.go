@@ -21,6 +21,7 @@ import (
 
 // 1. A spawned worker appears in GET /v1/workers within one interval, with its hive, model, device and a URL the queen can reach.
 func TestRegistration(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub"), withInterval)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
@@ -50,6 +51,7 @@ func TestRegistration(t *testing.T) {
 
 // 2. A worker's and a hive's last_seen advance over at least three intervals and never go backwards.
 func TestUpdates(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "worker-1"), withInterval)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
@@ -156,6 +158,7 @@ func TestUpdates(t *testing.T) {
 
 // 3. A worker killed with SIGKILL turns stale within stale_after plus one interval, and infer is no longer routed to it.
 func TestStaleness(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1", "hub", "worker-1"), withInterval)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
@@ -195,6 +198,7 @@ func TestStaleness(t *testing.T) {
 
 // 4. After a queen restart and an outage of many intervals in which no heartbeat gets through, the registry stays empty, every hive and worker is back within one interval (plus slack) once they can reach it, and no worker process restarted.
 func TestAfterQueenRestart(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, withInterval)
 	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)
@@ -266,6 +270,7 @@ func TestAfterQueenRestart(t *testing.T) {
 
 // 5. Five standalone worker containers plus hive workers are all tracked; killing one makes exactly that one stale.
 func TestManyWorkers(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, withInterval)
 	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)

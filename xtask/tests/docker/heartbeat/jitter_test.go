@@ -105,6 +105,7 @@ func dropConnections(t *testing.T, ctx context.Context, h *integration.Harness, 
 // slow heartbeats' delay; recovered, it is online again within the same
 // bound.
 func TestHeartbeatsOverJitteryLink(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "hive-1"), withInterval)
 	ctx := suite.Context(t, 5*time.Minute)
 	q := h.MustQueen(t)

@@ -78,6 +78,7 @@ func snapshot(ctx context.Context, q *client.Client) (hiveSnapshot, error) {
 // online, and each worker is listed under the hive that spawned it, with a
 // URL on that hive's machine.
 func TestTwoHivesRegisterSeparately(t *testing.T) {
+	t.Parallel()
 	_, q, ws := twoHives(t)
 	ctx := suite.Context(t, time.Minute)
 	s, err := snapshot(ctx, q)
@@ -110,6 +111,7 @@ func TestTwoHivesRegisterSeparately(t *testing.T) {
 // online and fresh throughout; after the heal hive-1's last_seen advances
 // again.
 func TestTwoHivesIndependentLastSeen(t *testing.T) {
+	t.Parallel()
 	h, q, ws := twoHives(t)
 	ctx := suite.Context(t, 3*time.Minute)
 	w1, w2 := ws["hive-1"].WorkerID, ws["hive-2"].WorkerID

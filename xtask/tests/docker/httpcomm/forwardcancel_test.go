@@ -27,6 +27,7 @@ const cancelWait = 10 * time.Second
 // job did, and the download behind it did not finish (the model is not in
 // the hive's catalog, its partial file is short of the model's size).
 func TestCancelForwardedJobCancelsHiveJob(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
 	hive, err := h.Hive(relayHive)

@@ -22,6 +22,7 @@ import (
 
 // 1. hive_status through the queen probes the hive over the network: online (probe ok) while the queen can reach it, and offline with "connection refused" while the queen's connections to it are refused, even though the hive is healthy and its heartbeats keep the registry online.
 func TestHealthChecks(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
@@ -83,6 +84,7 @@ func TestHealthChecks(t *testing.T) {
 
 // 2. hive_refresh_capabilities asks the hive itself (GET /capabilities) and is not answered from the devices heartbeats carry: with the hive's heartbeats cut and its daemon restarted out of band with other GPUs, the refresh returns what the hive now answers; with the queen's connections to the hive refused, it ends [ERROR] naming the hive.
 func TestCapabilitiesDiscovery(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2"}))
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)
@@ -152,6 +154,7 @@ func deviceIDs(ds []api.Device) []string {
 
 // 3. A forwarded hive operation's result arrives on the queen's stream, ends [DONE], and the hive ran it (its log and job API show the job id).
 func TestJobSubmission(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, time.Minute)
 	q := h.MustQueen(t)
@@ -193,6 +196,7 @@ func TestJobSubmission(t *testing.T) {
 
 // 4. A long infer (hundreds of events) streams complete, in order, with one terminator; a second reader sees the same events; a reader cut mid-stream resumes with Last-Event-ID and loses nothing.
 func TestSSEStreaming(t *testing.T) {
+	t.Parallel()
 	// The full stack's standalone worker serves the model: no download needed.
 	h := integration.Start(t, integration.FullStack, integration.WithServices("queen", "worker-1"))
 	ctx := suite.Context(t, 2*time.Minute)
@@ -305,6 +309,7 @@ func sameEvents(a, b []sse.Event) bool {
 
 // 5. With the hive paused, a forwarded job ends [ERROR] naming the timeout within the configured timeout plus a margin, without retries; the queen stays responsive; after unpause the same job works.
 func TestTimeoutHandling(t *testing.T) {
+	t.Parallel()
 	// A 10 s [http] timeout: a single attempt ends after ~10 s, a retried
 	// one after at least 20 s, so the bound below has 10 s of room for a
 	// loaded machine by construction.
@@ -355,6 +360,7 @@ func TestTimeoutHandling(t *testing.T) {
 
 // 6. With the hive daemon stopped inside a running container, a forwarded job fails fast with an error naming the hive and "connection refused".
 func TestConnectionRefused(t *testing.T) {
+	t.Parallel()
 	// A long [http] timeout makes "fails fast" mean something: a refused
 	// connection must not wait for it.
 	const longTimeout = 20 * time.Second
@@ -405,6 +411,7 @@ func TestConnectionRefused(t *testing.T) {
 
 // 7. Connections refused for the first moments (REJECT queen→hive) are retried, the retries show as narration, and the job succeeds once the network recovers.
 func TestRetryOnFailure(t *testing.T) {
+	t.Parallel()
 	// The fault is lifted from inside the stream callback, by a docker
 	// exec whose duration depends on the machine's load. A hundred retries
 	// (the most queen.toml allows) with 100 ms–1 s backoff keep the queen

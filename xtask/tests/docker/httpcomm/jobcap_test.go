@@ -20,6 +20,7 @@ import (
 // completed (the negative control: pruning drops the oldest finished jobs,
 // not every job). Between 10 and 20 of the 60 must be found.
 func TestFinishedJobsBoundedByMaxJobs(t *testing.T) {
+	t.Parallel()
 	const maxJobs, n = 20, 60
 	toml := queenToml(t, "localhost", "max_jobs  = 10000", "max_jobs  = 20")
 	h := integration.Start(t, integration.Localhost, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))

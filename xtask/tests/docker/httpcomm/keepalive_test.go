@@ -50,6 +50,7 @@ func rawLines(ctx context.Context, url string) ([]rawLine, error) {
 // shorter does (negative control), and the queen's relay of the worker's
 // stream is never cut for idleness (the worker logs no resume).
 func TestKeepalivesThroughRelay(t *testing.T) {
+	t.Parallel()
 	// 40 s between tokens: more than the queen's idle limit on the worker
 	// stream (max(2 × 15 s, [http] timeout) = 30 s) and than the client
 	// watchdog used below (25 s).

@@ -19,6 +19,7 @@ import (
 // refused, a job for hive-2 ends [ERROR] naming hive-2 and its URL while the
 // same job for hive-1 still ends [DONE].
 func TestForwardingToNamedHive(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.MultiHive)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)

@@ -124,6 +124,7 @@ var resumedAfter = regexp.MustCompile(`stream resumed after event (\d+)`)
 // hive logs the resume; the job is not submitted again), and the client sees
 // every hive event exactly once, in order, ids contiguous, one terminator.
 func TestRelayResumesCutHiveStream(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t)
 	ctx := suite.Context(t, 5*time.Minute)
 	h.MustInject(t, integration.RateLimit("hub", "2mbit"))

@@ -43,6 +43,7 @@ func describeIDEvents(side string, evs []idEvent) string {
 // the hive's own stream of the job, replayed from the start), and the hive
 // logs the resume after exactly the last event the queen had relayed.
 func TestRelayResumesBehindRunningHive(t *testing.T) {
+	t.Parallel()
 	// 8 MiB at 128 KiB/s: the download takes 64 s at the least (the hub
 	// paces it) and the hive narrates its progress at least once a second,
 	// so during the hold below (the queen's idle limit, 30 s) the hive runs

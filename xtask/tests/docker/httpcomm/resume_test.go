@@ -140,6 +140,7 @@ func checkResume(t *testing.T, ctx context.Context, who, base, jobID string, wan
 // queen's stream and on the hive's own stream of the forwarded job, for a
 // job that ended [DONE] and one that ended [ERROR].
 func TestResumeFinishedStreamAtTerminator(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)

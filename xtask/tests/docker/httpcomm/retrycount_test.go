@@ -54,6 +54,7 @@ var retryAttempt = regexp.MustCompile(`^retrying (\S+) (\S+), attempt (\d+)/(\d+
 // it gave up after retries+1 attempts. Fewer retries than configured (or
 // more) fail the count.
 func TestRetriesExhaustedAsConfigured(t *testing.T) {
+	t.Parallel()
 	// An even count of six: with backoff 100 ms doubling to 1 s the queen
 	// retries for about 3.5 s, far below the Submit bound of
 	// timeout×(retries+2), so only the retry budget ends the job.

@@ -21,6 +21,7 @@ import (
 // attempt (no earlier than the timeout, before twice it); latency at a third of it succeeds, no sooner than the
 // latency (the toxic is in force); recovered, the op is fast again.
 func TestTimeoutAgainstSlowHive(t *testing.T) {
+	t.Parallel()
 	const timeout = 6 * time.Second
 	toml := queenToml(t, "localhost", "timeout = \"3s\"", "timeout = \"6s\"")
 	h := integration.Start(t, integration.Localhost, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))

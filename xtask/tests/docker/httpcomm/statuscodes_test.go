@@ -40,6 +40,7 @@ func wantAPIError(t *testing.T, what string, err error, status int, code string,
 // 400 invalid_request naming it (a valid one is accepted), and DELETE of a
 // finished job is 409 conflict while its record stays completed.
 func TestJobAPIStatusCodes(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	ctx := suite.Context(t, 2*time.Minute)
 	q := h.MustQueen(t)

@@ -21,6 +21,7 @@ import (
 // timeout after the fault, and well before retries×(retries+1)×timeout
 // (every reconnect's dial retried retries times); no retry is narrated.
 func TestStreamTimeoutsNotRetried(t *testing.T) {
+	t.Parallel()
 	toml := suite.QueenConfig(t, "full-stack", map[string]string{"http.timeout": `"2s"`, "http.retries": "4"})
 	cfg := queenHTTP(t, toml)
 	h, q := suite.StartHive(t, integration.WithFile("queen", "/etc/rbee/queen.toml", toml))

@@ -123,6 +123,7 @@ func resumesAfter(t *testing.T, h *integration.Harness, job string) []int {
 // relayed event; no later than that plus the backoff and a margin after the
 // hang. Recovered, the next job on the hive succeeds.
 func TestHungHiveStreamEndsAtIdleTimeout(t *testing.T) {
+	t.Parallel()
 	const (
 		timeout = 3 * time.Second // [http] in configs/full-stack/queen.toml
 		retries = 2
@@ -204,6 +205,7 @@ func TestHungHiveStreamEndsAtIdleTimeout(t *testing.T) {
 // than recovering the toxic takes: every resume made while the toxic is
 // in force is reset or hung too, and delivers nothing.
 func TestRelayResumesAfterToxic(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		fault integration.Fault

@@ -23,6 +23,7 @@ import (
 // devices the hive itself reports for its configured GPUs, while the
 // queen still cannot reach the hive.
 func TestHeartbeatCarriesDevices(t *testing.T) {
+	t.Parallel()
 	const (
 		gpus     = 2
 		interval = 500 * time.Millisecond

@@ -18,6 +18,7 @@ import (
 
 // hive_stop of a hung hive falls back to SSH; with another machine's key pinned for the hive the queen refuses the connection ([ERROR] host key mismatch) and signals nothing, and with the right known_hosts it kills the recorded pid.
 func TestHiveStopRefusesMismatchedHostKey(t *testing.T) {
+	t.Parallel()
 	// The queen reads known_hosts anew for every connection, from a file
 	// the test can replace (WithFile mounts are read-only).
 	const knownHosts = "/tmp/rbee-ssh/known_hosts"

@@ -19,6 +19,7 @@ import (
 
 // hive_start on a hive whose binary is installed but not running: it becomes healthy, its pid is recorded and the queen fetched its capabilities.
 func TestHiveStartViaQueen(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0", "RBEE_GPUS": "1"}))
 	q := h.MustQueen(t)
 	var hist checks.History
@@ -71,6 +72,7 @@ func TestHiveStartViaQueen(t *testing.T) {
 
 // hive_stop stops exactly the recorded hive: /health refuses, the process is gone, and decoys whose names contain rbee-hive still run.
 func TestHiveStopViaQueen(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	var hist checks.History
@@ -150,6 +152,7 @@ func TestHiveStopViaQueen(t *testing.T) {
 
 // Stop then start: a new pid, healthy, and heartbeats reach the queen again.
 func TestHiveRestart(t *testing.T) {
+	t.Parallel()
 	const interval = 300 * time.Millisecond
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)
@@ -212,6 +215,7 @@ func TestHiveRestart(t *testing.T) {
 
 // hive_status reports online, unreachable (container paused) and offline (daemon stopped), each within the queen's HTTP timeout.
 func TestHiveStatus(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	var hist checks.History
@@ -251,6 +255,7 @@ func TestHiveStatus(t *testing.T) {
 
 // A hive restarted out of band with another number of simulated GPUs while its heartbeats cannot reach the queen: GET /v1/hives keeps the old devices until hive_refresh_capabilities, which asks the hive and shows the new set; GET /v1/hives then agrees.
 func TestCapabilitiesRefresh(t *testing.T) {
+	t.Parallel()
 	const interval = 500 * time.Millisecond
 	h := integration.Start(t, integration.Localhost, integration.WithEnv(map[string]string{"RBEE_GPUS": "2", "RBEE_HEARTBEAT_INTERVAL": interval.String()}))
 	q := h.MustQueen(t)

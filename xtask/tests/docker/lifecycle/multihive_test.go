@@ -49,6 +49,7 @@ func healthExit(t testing.TB, h *integration.Harness, svc string) int {
 // last_seen advancing, and hive_status tells the two apart; hive_start of hive-2 brings it back under a new pid,
 // still without touching hive-1.
 func TestHiveStopOneOfTwo(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.MultiHive)
 	q := h.MustQueen(t)
 	var hist checks.History

@@ -18,6 +18,7 @@ import (
 
 // hive_stop signals only a recorded pid that is still rbee-hive: with the pid file naming another live process of the rbee account (a reused pid), it ends [ERROR] "not rbee-hive", kills nothing and removes the stale file.
 func TestHiveStopSparesReusedPid(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	var hist checks.History

@@ -29,6 +29,7 @@ const (
 // start_timeout, no sooner than the configured 4 s after it began waiting
 // and well before the 30 s default.
 func TestHiveStartGivesUpAfterStartTimeout(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost,
 		integration.WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0"}),
 		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{

@@ -20,6 +20,7 @@ const longStaleAfter = time.Minute
 // hive_stop marks the hive offline in /v1/hives as it returns, not a
 // stale_after later; hive_start makes it online again.
 func TestHiveStopMarksOfflineAtOnce(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost,
 		integration.WithFile("queen", "/etc/rbee/queen.toml", suite.QueenConfig(t, "localhost", map[string]string{
 			"heartbeat.stale_after": `"` + longStaleAfter.String() + `"`,

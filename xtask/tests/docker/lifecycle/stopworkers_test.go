@@ -23,6 +23,7 @@ import (
 // name that the hive did not start survives. Negative control: before the
 // stop the worker runs, answers the queen and serves an infer.
 func TestHiveStopStopsItsWorkers(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	ctx := suite.Context(t, 4*opTimeout)

@@ -21,6 +21,7 @@ const hiveBinary = "/home/rbee/.local/bin/rbee-hive"
 // disk; a second uninstall finds nothing to remove, and hive_start then says
 // the hive is not installed.
 func TestHiveUninstallViaQueen(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost)
 	q := h.MustQueen(t)
 	ctx := suite.Context(t, 4*opTimeout)

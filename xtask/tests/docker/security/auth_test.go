@@ -19,6 +19,7 @@ import (
 // which every attack finds the stack as the first one did: the two that
 // stop hive-1 come last, the first of them starts it again.
 func TestRogueAttacks(t *testing.T) {
+	t.Parallel()
 	e := start(t)
 	for _, a := range []struct {
 		name string

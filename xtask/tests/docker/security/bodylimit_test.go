@@ -17,6 +17,7 @@ import (
 // API. 64 KiB over stays under what a Go server drains after refusing a
 // body, so the answer reaches the client on a loaded machine too.
 func TestSignedEndpointsRefuseOversizedBody(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	hc := boundsHTTP()
 	body := func(n int) []byte {

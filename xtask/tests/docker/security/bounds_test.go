@@ -188,6 +188,7 @@ func boundsFlood(n, par int, fn func(i int) error) error {
 // Heartbeats with oversized fields are refused and stored nowhere; a flood
 // of new worker ids does not grow the registry past its cap.
 func TestBoundsHeartbeatFlood(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	before := boundsRSSNow(t, e)
 	hc := boundsHTTP()
@@ -272,6 +273,7 @@ func TestBoundsHeartbeatFlood(t *testing.T) {
 // and retained within the byte budget; after oversized heartbeats were
 // refused no status result is big, so retention stays small.
 func TestBoundsJobFlood(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	before := boundsRSSNow(t, e)
 	hc := boundsHTTP()
@@ -314,6 +316,7 @@ func TestBoundsJobFlood(t *testing.T) {
 // A body trickled at 1 byte every 5 s is cut by the body deadline (408 or
 // a closed connection) on the queen and the hive, while both keep serving.
 func TestBoundsSlowBody(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	// The servers' body deadline is 20 s: a cut after at most 60 s leaves
 	// room for a loaded machine, and 100 bytes at 1 byte/5 s would take
@@ -397,6 +400,7 @@ func firstLine(s string) string {
 // Many connections that never send a request are closed by the queen and
 // the hive (header deadline), which serve real jobs meanwhile.
 func TestBoundsIdleConnections(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	before := boundsRSSNow(t, e)
 	const n = 300
@@ -433,6 +437,7 @@ func TestBoundsIdleConnections(t *testing.T) {
 // Requests with 1 MiB of headers are refused (431, or the connection
 // closed) by the queen and the hive, 150 at once, and memory stays low.
 func TestBoundsBigHeaders(t *testing.T) {
+	t.Parallel()
 	e := boundsStart(t)
 	before := boundsRSSNow(t, e)
 	header := "X-Big: " + strings.Repeat("a", 1<<20) + "\r\n"

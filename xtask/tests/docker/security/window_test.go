@@ -21,6 +21,7 @@ import (
 // with 401 outside it, in the past and in the future; a refused call
 // changes nothing at its receiver.
 func TestSignatureWindowBounded(t *testing.T) {
+	t.Parallel()
 	e := start(t).withRogue(t, "rogue-window")
 	w := client.SignatureWindow
 	// Half a window from each edge: a signature stamped now±w/2 stays inside

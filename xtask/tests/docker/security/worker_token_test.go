@@ -25,6 +25,7 @@ const workerURL = "http://worker-1:9100"
 // with the token of another hive's workers (401, no job); a wrong token
 // neither reads nor cancels the accepted job.
 func TestWorkerBearerToken(t *testing.T) {
+	t.Parallel()
 	e := start(t).withRogue(t, "rogue-token")
 	// Long enough (1000 tokens, 5 ms apart at the worker's default token
 	// delay) to be still running when the refused reads and cancels arrive.

@@ -170,6 +170,7 @@ func fingerprint(t testing.TB, rel string) string {
 
 // A queen whose known_hosts pins another machine's key for the hive refuses to connect: hive_install and hive_start end [ERROR] "host key mismatch" naming the server's key, and nothing is installed, started or run on the hive; with the right known_hosts both work.
 func TestQueenRefusesMismatchedHostKey(t *testing.T) {
+	t.Parallel()
 	// hive-localhost and hive-1 swap keys: the hive's real key is still in
 	// the file, under another name, so a queen that accepted any key it
 	// knows, or looked the hive up under the wrong name, would connect.
@@ -196,6 +197,7 @@ func TestQueenRefusesMismatchedHostKey(t *testing.T) {
 
 // A queen whose known_hosts has no entry for the hive refuses it as unknown (no trust on first use): [ERROR] from hive_install and hive_start, nothing done on the hive; with the entry both work.
 func TestQueenRefusesUnknownHost(t *testing.T) {
+	t.Parallel()
 	// The hive's key stays in the file under a name the queen never dials:
 	// what counts is the entry for the hive's own name.
 	unknown := suite.KnownHosts(t, func(name, typ, key string) string {
@@ -213,6 +215,7 @@ func TestQueenRefusesUnknownHost(t *testing.T) {
 
 // A queen holding a client key the hive does not authorize gets [ERROR] "authentication failed" naming that key from hive_install and hive_start, and no session runs on the hive; with the authorized key both work.
 func TestQueenWrongClientKeyRunsNothing(t *testing.T) {
+	t.Parallel()
 	h, q := startQueenSSH(t, suite.RepoFile(t, "keys/known_hosts"), suite.RepoFile(t, "keys/wrong_id_rsa"))
 	var hist checks.History
 	refusedThenAccepted(t, h, q, &hist, queenIdentityVar, suite.RepoFile(t, "keys/test_id_rsa"),
@@ -222,6 +225,7 @@ func TestQueenWrongClientKeyRunsNothing(t *testing.T) {
 
 // A remote command that fails reaches the client with its exit code and its stderr: hive_install's `--version` check exiting 42 and hive_start's remote start script failing at mkdir both end [ERROR] "(exit N): <stderr>", and the failed start runs nothing on the hive.
 func TestQueenReportsRemoteExitCodeAndStderr(t *testing.T) {
+	t.Parallel()
 	const (
 		calls = "/tmp/rbee-standin-calls.log" // on the hive: one line of arguments per run of the stand-in
 		token = "stand-in-refuses-7f3a"       // appears only on the stand-in's stderr

@@ -27,6 +27,7 @@ const sshPort = 22
 // [ssh] command_timeout, which bounds the upload as a whole, is raised
 // above the capped transfer's time.
 func TestInstallOverSlowLink(t *testing.T) {
+	t.Parallel()
 	const rate = 250 // KB/s: the 7-8 MB hive binary takes ~30 s
 	h := integration.Start(t, integration.Localhost, bareHive,
 		integration.WithFile("queen", queenToml, suite.QueenConfig(t, "localhost", map[string]string{

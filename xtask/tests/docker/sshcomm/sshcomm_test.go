@@ -29,6 +29,7 @@ import (
 
 // The test host logs in to the hive's real sshd with the generated key and the pinned host key; a host key that is not the hive's is refused.
 func TestConnectionEstablishment(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, integration.WithServices(hive), bareHive)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -75,6 +76,7 @@ func TestConnectionEstablishment(t *testing.T) {
 
 // Exit code, stdout and stderr of a remote command come back separately and intact, also with 1 MiB on each stream at once.
 func TestCommandExecution(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, integration.WithServices(hive), bareHive)
 	c := h.MustSSH(t, hive)
 
@@ -121,6 +123,7 @@ func TestCommandExecution(t *testing.T) {
 
 // The queen's hive_install puts the queen's hive binary onto a bare hive (0755, same sha256, runs); it refuses to overwrite without force and replaces it atomically with force.
 func TestBinaryInstallation(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, bareHive)
 	q := h.MustQueen(t)
 	var hist checks.History
@@ -203,6 +206,7 @@ done >> %s`, binaryPath, watchLog)
 
 // The queen holding a key the hive does not accept gets a clear [ERROR] naming user, host and "authentication failed"; the harness client with that key is refused too.
 func TestAuthenticationFailures(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.Localhost, bareHive,
 		// 0600: the queen refuses an identity file others can read, as OpenSSH does.
 		integration.WithWritableFile("queen", queenKey, suite.RepoFile(t, "keys/wrong_id_rsa")))
@@ -233,6 +237,7 @@ func TestAuthenticationFailures(t *testing.T) {
 
 // With port 22 blackholed the queen's SSH connect fails within connect_timeout; a remote command that outlives command_timeout is killed on the hive and reported.
 func TestTimeouts(t *testing.T) {
+	t.Parallel()
 	// Neither is short: every SSH step of hive_install on a loaded machine
 	// (connecting, test, mkdir, the upload of a small stand-in) must fit in
 	// them with room to spare, so only the step made to hang can time out.
@@ -333,6 +338,7 @@ func TestTimeouts(t *testing.T) {
 
 // Ten SSH sessions run at the same time and all succeed; concurrent queen operations on one hive hold at most max_sessions_per_host connections at once.
 func TestConcurrentConnections(t *testing.T) {
+	t.Parallel()
 	const maxSessions, ops = 2, 6
 	// A stand-in hive binary whose --version records how many copies of it
 	// run at once (hive_install runs it over each operation's connection).

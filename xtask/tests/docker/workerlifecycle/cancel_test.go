@@ -22,6 +22,7 @@ import (
 // reports stop_reason "cancelled"; the queen's stream ends [CANCELLED].
 // Negative control: the unrelated job on the same worker runs to the end.
 func TestCancelInferReachesWorker(t *testing.T) {
+	t.Parallel()
 	// 100 ms per token: 300 tokens take 30 s, room to cancel mid-way.
 	h, q, wc := suite.StartWorker(t, 100*time.Millisecond)
 	ctx := suite.Context(t, 4*time.Minute)

@@ -19,6 +19,7 @@ import (
 // table or its process list; with the file's bytes restored the same spawn
 // runs.
 func TestSpawnOfCorruptModelFails(t *testing.T) {
+	t.Parallel()
 	var hist checks.History
 	h, q, m := downloadedModel(t, &hist, suite.TinyModel)
 

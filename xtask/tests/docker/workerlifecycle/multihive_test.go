@@ -20,6 +20,7 @@ import (
 // ends exactly hive-2's worker: its process is gone and the queen drops it,
 // while hive-1's worker still runs and stays fresh.
 func TestWorkersOnTwoHives(t *testing.T) {
+	t.Parallel()
 	h := integration.Start(t, integration.MultiHive)
 	ctx := suite.Context(t, 3*time.Minute)
 	q := h.MustQueen(t)

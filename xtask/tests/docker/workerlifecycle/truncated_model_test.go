@@ -18,6 +18,7 @@ import (
 // With the file's bytes restored, both show it again (the negative control:
 // the catalog checks the file, it did not simply lose the model).
 func TestTruncatedModelLeavesCatalog(t *testing.T) {
+	t.Parallel()
 	var hist checks.History
 	h, q, m := downloadedModel(t, &hist, suite.TinyModel)
 	listed := func() bool {

@@ -25,6 +25,7 @@ import (
 // Spawn via queen: after model_download, worker_spawn returns pid, port and
 // URL; the worker is healthy from inside the network and registered by heartbeat.
 func TestSpawnViaQueen(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t, gpus(0))
 	ctx := t.Context()
 	var hist checks.History
@@ -72,6 +73,7 @@ func TestSpawnViaQueen(t *testing.T) {
 // List: three workers are listed with their devices and distinct ports, none
 // equal to the hive's port.
 func TestListWorkers(t *testing.T) {
+	t.Parallel()
 	_, q := suite.StartHive(t, gpus(2))
 	var hist checks.History
 
@@ -125,6 +127,7 @@ func TestListWorkers(t *testing.T) {
 // Delete: the deleted worker's process is gone and it leaves the queen's live
 // set; the other workers are untouched.
 func TestDeleteWorker(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t, gpus(0))
 	ctx := t.Context()
 	var hist checks.History
@@ -202,6 +205,7 @@ func TestDeleteWorker(t *testing.T) {
 // Spawn on a specific device: on a hive with two simulated GPUs gpu:1 is
 // honoured (health and heartbeat say gpu:1); gpu:7 is an [ERROR] naming the device.
 func TestSpawnOnDevice(t *testing.T) {
+	t.Parallel()
 	h, q := suite.StartHive(t, gpus(2))
 	ctx := t.Context()
 	var hist checks.History
