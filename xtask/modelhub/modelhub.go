@@ -160,9 +160,14 @@ type Hub struct {
 	list  []*File
 	wrong map[string]bool // by model id: announce WrongSum
 
-	mu   sync.Mutex
-	reqs []Request
+	mu       sync.Mutex
+	reqs     []Request
+	inflight int           // file requests begun and not yet recorded
+	idle     chan struct{} // closed when inflight drops to 0; nil while 0
 }
+
+// settleWait bounds how long Requests waits for requests in progress.
+const settleWait = 10 * time.Second
 
 // maxRecorded bounds the request log.
 const maxRecorded = 10000
@@ -233,17 +238,50 @@ func (h *Hub) File(id string) (*File, bool) {
 	return nil, false
 }
 
-// Requests returns the requests served so far.
+// Requests returns the requests served so far. It first waits, up to 10
+// s, for file requests in progress to end: a request is recorded when its
+// handler returns, which can be just after its client read the last byte,
+// so a client that has its whole response always finds it in the log. A
+// request still in progress after the wait is left out.
 func (h *Hub) Requests() []Request {
+	h.mu.Lock()
+	idle := h.idle
+	h.mu.Unlock()
+	if idle != nil {
+		t := time.NewTimer(settleWait)
+		select {
+		case <-idle:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]Request(nil), h.reqs...)
 }
 
-func (h *Hub) record(r Request) {
+// begin counts a file request in progress until its record.
+func (h *Hub) begin() {
+	h.mu.Lock()
+	if h.inflight == 0 {
+		h.idle = make(chan struct{})
+	}
+	h.inflight++
+	h.mu.Unlock()
+}
+
+// record logs r; ended says r was counted by begin and is no longer in
+// progress.
+func (h *Hub) record(r Request, ended bool) {
 	h.mu.Lock()
 	if len(h.reqs) < maxRecorded {
 		h.reqs = append(h.reqs, r)
+	}
+	if ended {
+		if h.inflight--; h.inflight == 0 {
+			close(h.idle)
+			h.idle = nil
+		}
 	}
 	h.mu.Unlock()
 	h.opts.Logf("%s %s range=%q -> %d (%d bytes%s)", r.Method, r.Path, r.Range, r.Status, r.Bytes, map[bool]string{true: ", cut", false: ""}[r.Cut])
@@ -285,7 +323,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f, ok := h.files[r.URL.Path]
 	if !ok {
-		h.record(Request{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Status: http.StatusNotFound})
+		h.record(Request{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Status: http.StatusNotFound}, false)
 		notFound(w, fmt.Sprintf("entry not found: %s", r.URL.Path))
 		return
 	}
@@ -300,12 +338,13 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.cut = h.opts.CutAfterBytes
 	}
 	rec := Request{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range")}
+	h.begin()
 	defer func() {
 		rec.Status, rec.Bytes, rec.Cut = rw.status, rw.sent, rw.didCut
 		if rec.Status == 0 {
 			rec.Status = http.StatusOK
 		}
-		h.record(rec)
+		h.record(rec, true)
 		if rw.didCut {
 			// Abort the connection so the client sees a short body.
 			panic(http.ErrAbortHandler)

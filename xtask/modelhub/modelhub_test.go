@@ -198,6 +198,40 @@ func TestCutAndResume(t *testing.T) {
 	}
 }
 
+// Requests waits for a request in progress: asked while a paced download
+// is still sending, it answers once the download has ended, with the
+// whole download in the log. Without the wait the log would be empty
+// here; with it, a client that has read its whole response (as in
+// TestCutAndResume) can never find its request missing.
+func TestRequestsWaitsForRequestsInProgress(t *testing.T) {
+	hub := New(Options{RateBytesPerSec: 64 << 10})
+	ts := httptest.NewServer(hub)
+	defer ts.Close()
+	f, _ := hub.File(TinyNgram)
+	resp, err := http.Get(ts.URL + f.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	read := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, resp.Body)
+		read <- n
+	}()
+	reqs := hub.Requests() // the headers are in, the body is still paced
+	if len(reqs) != 1 || reqs[0].Bytes != f.Size || reqs[0].Status != http.StatusOK {
+		t.Fatalf("request log %+v; want the one whole download of %d bytes", reqs, f.Size)
+	}
+	select {
+	case n := <-read:
+		if n != f.Size {
+			t.Fatalf("client read %d of %d bytes", n, f.Size)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client had not read the body 10 s after the hub logged it sent")
+	}
+}
+
 // The hive's catalog downloads from the hub, resumes a cut download, and
 // the worker can load the result and report its id.
 func TestCatalogInterop(t *testing.T) {
