@@ -126,6 +126,7 @@ type captureRunInfo struct {
 // to its own queen from the connection's first SYN on, no packet with an
 // address outside its own subnet, and none of the other run's heartbeats.
 func TestCaptureHoldsItsOwnRunOnly(t *testing.T) {
+	t.Parallel()
 	if why, err := shardSkip(Localhost); err != nil {
 		t.Fatal(err)
 	} else if why != "" {
@@ -240,6 +241,8 @@ func TestCaptureHoldsItsOwnRunOnly(t *testing.T) {
 
 // The child side of TestCaptureArtifacts: RBEE_CAPTURE_HELPER=fail brings a
 // queen up, calls it, then fails; =pass does the same and passes.
+//
+// Serial: it runs only as a child process, alone in its test binary.
 func TestCaptureHelperProcess(t *testing.T) {
 	mode := os.Getenv("RBEE_CAPTURE_HELPER")
 	if mode == "" {
@@ -259,6 +262,7 @@ func TestCaptureHelperProcess(t *testing.T) {
 // a passing test leaves none unless RBEE_CAPTURE=always; RBEE_CAPTURE=off
 // captures nothing.
 func TestCaptureArtifacts(t *testing.T) {
+	t.Parallel()
 	if why, err := shardSkip(Localhost); err != nil {
 		t.Fatal(err)
 	} else if why != "" {

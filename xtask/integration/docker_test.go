@@ -80,6 +80,7 @@ func curl(t *testing.T, h *Harness, svc, url string) (bool, int) {
 // The localhost topology comes up isolated, labelled, and reachable through
 // URL, Exec, Logs, SSH and the typed queen client.
 func TestLocalhostBasics(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost, WithEnv(map[string]string{"RBEE_GPUS": "2"}))
 	ctx := context.Background()
 
@@ -167,6 +168,7 @@ func TestLocalhostBasics(t *testing.T) {
 // A hive without its daemon (only sshd) is healthy by its healthcheck, which
 // the harness runs itself, even though port 9000 never answers.
 func TestHealthcheckDecidesWhenAPortIsSilent(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost, WithServices("hive-localhost"), WithEnv(map[string]string{"RBEE_HIVE_AUTOSTART": "0"}))
 	resp, err := http.Get(h.MustURL(t, "hive-localhost", 9000) + "/health")
 	if err == nil {
@@ -179,6 +181,7 @@ func TestHealthcheckDecidesWhenAPortIsSilent(t *testing.T) {
 // A block drops TCP that hive opens to queen, checked from inside hive, and
 // not what queen opens to hive; restore restores.
 func TestBlockIsDirected(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
 	if ok, code := curl(t, h, "hive-localhost", queen); !ok {
@@ -207,6 +210,7 @@ func TestBlockIsDirected(t *testing.T) {
 
 // Reject refuses at once instead of timing out; Partition cuts both ways.
 func TestRejectAndPartition(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
 	h.MustInject(t, Reject("queen", "hive-localhost"))
@@ -251,6 +255,7 @@ func TestRejectAndPartition(t *testing.T) {
 // A block stays in force across a restart of the blocked service (its
 // namespace, and the rules in it, are new) and of its peer.
 func TestFaultSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
 	h.MustInject(t, Block("hive-localhost", "queen"))
@@ -282,6 +287,7 @@ func TestFaultSurvivesRestart(t *testing.T) {
 
 // Pause makes requests time out; Unpause recovers.
 func TestPauseAndUnpause(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	url := h.MustURL(t, "queen", 8500) + "/health"
 	hc := &http.Client{Timeout: time.Second}
@@ -312,6 +318,7 @@ func TestPauseAndUnpause(t *testing.T) {
 
 // WaitForHealthy on a killed service fails at once, with its last log lines.
 func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	h.MustKill(t, "hive-localhost")
 	t0 := time.Now()
@@ -347,6 +354,7 @@ func TestWaitForHealthyFailsFastOnExit(t *testing.T) {
 // 100 % loss drops everything; rate limits install; latency is supported or
 // says it is not.
 func TestIsolateLossRateLatency(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	ctx := context.Background()
 	queen, hive := "http://queen:8500/health", "http://hive-localhost:9000/health"
@@ -390,6 +398,7 @@ func TestIsolateLossRateLatency(t *testing.T) {
 // Two harnesses in parallel get their own subnets and ports, and a fault in
 // one does not touch the other.
 func TestParallelHarnesses(t *testing.T) {
+	t.Parallel()
 	type up struct {
 		h   *Harness
 		sub string
@@ -429,6 +438,7 @@ func TestParallelHarnesses(t *testing.T) {
 // MultiHiveN generates hives with their own names, addresses and host keys,
 // and a hives.conf listing them all.
 func TestMultiHiveN(t *testing.T) {
+	t.Parallel()
 	h := Start(t, MultiHiveN(3))
 	if got := strings.Join(h.Services(), ","); got != "hive-1,hive-2,hive-3,queen" {
 		t.Fatalf("services = %s", got)
@@ -454,6 +464,7 @@ func TestMultiHiveN(t *testing.T) {
 
 // The full stack comes up: hub first, workers once it is healthy.
 func TestFullStackUp(t *testing.T) {
+	t.Parallel()
 	h := Start(t, FullStack)
 	for _, svc := range []string{"worker-1", "worker-2"} {
 		resp, err := http.Get(h.MustURL(t, svc, 9100) + "/health")
@@ -470,6 +481,7 @@ func TestFullStackUp(t *testing.T) {
 // CollectArtifacts writes logs, inspect output, transcript and the resolved
 // project, and its summary starts with the directory.
 func TestArtifacts(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	h.MustInject(t, Block("hive-localhost", "queen"))
 	dir := t.TempDir()
@@ -494,6 +506,8 @@ func TestArtifacts(t *testing.T) {
 // The helper side of TestReapAfterSIGKILL (RBEE_HARNESS_HELPER=1: bring a
 // stack up, say so, hang) and of TestFailedRun (=fail: fail the test;
 // =panic: panic).
+//
+// Serial: it runs only as a child process, alone in its test binary.
 func TestHelperProcess(t *testing.T) {
 	switch os.Getenv("RBEE_HARNESS_HELPER") {
 	case "fail":
@@ -517,6 +531,9 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // A run killed with SIGKILL never cleans up; the next New reaps it.
+//
+// Serial: between the kill and its own Reap it must find the killed run's
+// leftovers, which the reap of any other New in this process would remove.
 func TestReapAfterSIGKILL(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
 	cmd.Env = append(os.Environ(), "RBEE_HARNESS_HELPER=1")
@@ -603,6 +620,7 @@ func runHelper(t *testing.T, mode string, env ...string) (string, int) {
 // A failed test writes artifacts and, with RBEE_KEEP_FAILED=1, keeps its
 // stack and says how to remove it; a panicking test leaves nothing behind.
 func TestFailedRun(t *testing.T) {
+	t.Parallel()
 	art := t.TempDir()
 	out, pid := runHelper(t, "fail", "RBEE_KEEP_FAILED=1", "RBEE_TEST_ARTIFACTS="+art)
 	dir := art + "/TestHelperProcess"
@@ -650,6 +668,7 @@ func TestFailedRun(t *testing.T) {
 }
 
 func TestWithFileReplacesAMount(t *testing.T) {
+	t.Parallel()
 	conf := []byte("# replaced by the test\n[[hive]]\nalias = \"hive-x\"\nhostname = \"hive-x\"\nssh_user = \"rbee\"\n")
 	h := Start(t, Localhost, WithServices("queen"),
 		WithFile("queen", "/etc/rbee/hives.conf", conf),

@@ -219,17 +219,20 @@ func refName(e ast.Expr, inPkg bool) string {
 	return ""
 }
 
-// TestSuiteTestsRunInParallel reads the seven suites and checks that every
-// top-level test begins with t.Parallel(), so that go test -parallel
-// (RBEE_DOCKER_TEST_PARALLEL) runs them side by side: each brings up its
-// own isolated stack. A test that cannot (it sets process-wide state such
-// as t.Setenv) says so in its doc comment with a line starting "Serial:".
+// TestSuiteTestsRunInParallel reads the Docker tests (the seven suites and
+// the harness's own) and checks that every top-level test begins with
+// t.Parallel(), so that go test -parallel (RBEE_DOCKER_TEST_PARALLEL) runs
+// them side by side: each brings up its own isolated stack. A test that
+// cannot (it sets process-wide state such as t.Setenv) says so in its doc
+// comment with a line starting "Serial:".
 func TestSuiteTestsRunInParallel(t *testing.T) {
 	root, err := findRepoDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(root, "xtask", "tests", "docker", "*", "*_test.go"))
+	harness, _ := filepath.Glob(filepath.Join(root, "xtask", "integration", "*docker_test.go"))
+	files = append(files, harness...)
 	tests := 0
 	for _, f := range files {
 		fset := token.NewFileSet()
@@ -251,8 +254,8 @@ func TestSuiteTestsRunInParallel(t *testing.T) {
 			}
 		}
 	}
-	if tests < 50 {
-		t.Errorf("found %d top-level tests in %d suite files; want the seven suites' (about 100)", tests, len(files))
+	if tests < 100 || len(harness) < 4 {
+		t.Errorf("found %d top-level tests in %d files (%d of the harness); want the seven suites' and the harness's (about 130)", tests, len(files), len(harness))
 	}
 }
 

@@ -196,6 +196,7 @@ func readDOM(t *testing.T, bctx context.Context) reportDOM {
 // check pinned inside the fault's span, and the log window around it; a
 // screenshot of the first screen is saved beside the report.
 func TestFailureReportInBrowser(t *testing.T) {
+	t.Parallel()
 	// The scenario's own Start would skip under another RBEE_TOPOLOGY shard,
 	// inside failingTB, where a skip reads as the scenario not failing.
 	if why, err := shardSkip(Localhost); err != nil {
@@ -311,6 +312,7 @@ func TestFailureReportInBrowser(t *testing.T) {
 // message, draws one duration bar per test, and its link opens that test's
 // report.html with the timeline drawn; a screenshot is saved beside it.
 func TestRunReportInBrowser(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	arts, res := filepath.Join(dir, "artifacts"), filepath.Join(dir, "test-results")
 	if err := os.MkdirAll(res, 0o755); err != nil {

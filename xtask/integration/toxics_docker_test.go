@@ -135,6 +135,7 @@ echo "$(wc -c <"$o") $(( (f - s) / 1000 )) $rc $(head -c 200 "$e")"`, ip, peerPo
 // Latency slows from's new connections to to by at least the delay, not
 // to's connections to from; recovered, the same exchange is fast again.
 func TestToxicLatency(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	servePeer(t, h, "hive-localhost")
 	servePeer(t, h, "queen")
@@ -164,6 +165,7 @@ func TestToxicLatency(t *testing.T) {
 // The redirect catches new connections only: a keep-alive connection the
 // queen opened before the fault keeps its speed, a new one is slowed.
 func TestToxicSparesExistingConnections(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	const d = 3 * time.Second
 	ip, err := h.IP("hive-localhost")
@@ -240,6 +242,7 @@ func waitFile(t *testing.T, h *Harness, svc, path string) {
 // from the cap: ten times the capped transfer's time, and at least a
 // minute.
 func TestToxicBandwidth(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	servePeer(t, h, "hive-localhost")
 	const size, rate = 200_000, 50 // bytes, KB/s: 4 s at the cap
@@ -280,6 +283,7 @@ func bwExchange(t *testing.T, h *Harness, what, verb string, n int, limit time.D
 // ResetPeer resets; SlowClose holds the close back; Slice delivers every
 // byte, slowly. Each is checked against the unfaulted exchange first.
 func TestToxicKinds(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	servePeer(t, h, "hive-localhost")
 	const size = 100_000
@@ -343,6 +347,7 @@ func TestToxicKinds(t *testing.T) {
 // A toxic stays in force across a restart of its target: the new helper
 // gets the proxy and the redirect again.
 func TestToxicSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	servePeer(t, h, "hive-localhost")
 	h.MustInject(t, LimitData("queen", "hive-localhost", 10))
@@ -363,6 +368,7 @@ func TestToxicSurvivesRestart(t *testing.T) {
 // fault (the control: the connection is reusable); after Recover a new one
 // works.
 func TestPacketFaultHitsExistingConnections(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	ip, err := h.IP("hive-localhost")
 	if err != nil {
@@ -422,6 +428,7 @@ echo "$a|$b"`, ip)
 // queen dropped (Loss 100 %), the recovery still arrives over the network
 // and the queen talks again.
 func TestToxicAdminEndpoint(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -489,6 +496,7 @@ func TestToxicAdminEndpoint(t *testing.T) {
 // remote engine): packet faults and toxics go through docker exec and
 // still take effect and lift, and nothing listens on the admin port.
 func TestExecFaultPath(t *testing.T) {
+	t.Parallel()
 	h := Start(t, Localhost, WithExecFaults())
 	servePeer(t, h, "hive-localhost")
 	servePeer(t, h, "queen")
@@ -525,6 +533,8 @@ func TestExecFaultPath(t *testing.T) {
 // log read from the stopped container in the transcript, and the fault is
 // installed by a helper that takes scripts by exec: the block is in force
 // (the effect at the receiver) and lifts on recover.
+//
+// Serial: it sets RBEE_TOXIC_BIN for the process (t.Setenv).
 func TestAdminDownFallsBackToExec(t *testing.T) {
 	stub := filepath.Join(t.TempDir(), "rbee-toxic")
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\necho 'rbee-toxic stand-in: exiting 3'\nexit 3\n"), 0o755); err != nil {
