@@ -32,10 +32,11 @@ const maxParallel = 8
 const TestParallelEnv = "RBEE_DOCKER_TEST_PARALLEL"
 
 // DefaultTestParallel is the number of tests per Docker package run at once
-// when RBEE_DOCKER_TEST_PARALLEL is unset: what the 2-core development
-// machine sustained best when measured (docs/BENCHMARKS.md). It is set
-// explicitly rather than left to go test, whose default (GOMAXPROCS) counts
-// the test process's cores, not what the engine sustains.
+// when RBEE_DOCKER_TEST_PARALLEL is unset. On the 2-core development
+// machine 3 ran httpcomm 2.5× faster than 1 and passed a full stressed
+// soak; 6 was faster still but was not soaked (docs/BENCHMARKS.md). It is
+// set explicitly rather than left to go test, whose default (GOMAXPROCS)
+// counts the test process's cores, not what the engine sustains.
 const DefaultTestParallel = 3
 
 // maxTestParallel bounds RBEE_DOCKER_TEST_PARALLEL for the same reason as
