@@ -263,15 +263,16 @@ func TestRenderRules(t *testing.T) {
 		want  []string
 		avoid []string
 	}{
-		{"none: flush only", nil, []string{"iptables -w -F $c", "tc qdisc del dev $dev root"}, []string{"-j DROP", "qdisc add"}},
+		{"none: flush only", nil, []string{"iptables-restore -w --noflush <<RULES\n*filter\n:RBEE-IN - [0:0]\n:RBEE-OUT - [0:0]\n-A RBEE-IN -s 172.28.0.1", "tc qdisc del dev $dev root"}, []string{"-j DROP", "qdisc replace", "-F"}},
 		{"drop is directed", Block("queen", "hive-1").parts, []string{"-A RBEE-OUT -d 172.28.0.20 -m conntrack --ctdir ORIGINAL -j DROP"}, []string{"RBEE-IN -s 172.28.0.20"}},
 		{"reject", Reject("queen", "hive-1").parts, []string{"--reject-with tcp-reset", "--reject-with icmp-port-unreachable"}, nil},
 		{"isolate spares the gateway", Isolate("queen").parts, []string{"-A RBEE-OUT -d 172.28.0.1 -j RETURN", "-A RBEE-OUT -d 172.28.0.0/24 -j DROP", "-A RBEE-IN -s 172.28.0.1 -j RETURN", "-A RBEE-IN -s 172.28.0.0/24 -j DROP"}, nil},
 		{"loss", Loss("queen", 25).parts, []string{"--probability 0.2500 -j DROP", "-i $dev", "-o $dev"}, nil},
-		{"rate", RateLimit("queen", "1mbit").parts, []string{"tc qdisc add dev $dev root tbf rate 1mbit"}, []string{"netem"}},
+		{"rate", RateLimit("queen", "1mbit").parts, []string{"tc qdisc replace dev $dev root tbf rate 1mbit"}, []string{"netem", "qdisc del"}},
 		{"packet latency", PacketLatency("queen", 150*time.Millisecond, 0).parts, []string{"netem delay 150ms\n"}, []string{"rbee-toxic", "nat"}},
 		{"packet latency with jitter", PacketLatency("queen", 150*time.Millisecond, 20*time.Millisecond).parts, []string{"netem delay 150ms 20ms"}, nil},
-		{"every rule set exempts the admin endpoint first", Block("queen", "hive-1").parts, []string{"iptables -w -A RBEE-IN -s 172.28.0.1 -p tcp --dport 39723 -j RETURN\niptables -w -A RBEE-OUT -d 172.28.0.1 -p tcp --sport 39723 -j RETURN\niptables -w -A RBEE-OUT -d 172.28.0.20"}, nil},
+		{"every rule set exempts the admin endpoint first", Block("queen", "hive-1").parts, []string{":RBEE-OUT - [0:0]\n-A RBEE-IN -s 172.28.0.1 -p tcp --dport 39723 -j RETURN\n-A RBEE-OUT -d 172.28.0.1 -p tcp --sport 39723 -j RETURN\n-A RBEE-OUT -d 172.28.0.20"}, []string{"iptables -w -A", "-F RBEE"}},
+		{"the chains change in one transaction each", Block("queen", "hive-1").parts, []string{"-j DROP\nCOMMIT\nRULES\n"}, []string{"iptables -w -N", "iptables -w -F"}},
 		{"packet latency and rate", append(PacketLatency("queen", 20*time.Millisecond, 0).parts, RateLimit("queen", "1mbit").parts...), []string{"netem delay 20ms rate 1mbit"}, []string{"tbf"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

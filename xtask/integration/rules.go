@@ -100,18 +100,20 @@ type qdisc struct {
 	delay, jitter time.Duration
 }
 
-// commands are the tc commands that install q on $dev (after the old root
-// qdisc was deleted); none when q is empty.
+// commands are the tc commands that put q on $dev in place of whatever
+// root qdisc is there: one "replace" (the old qdisc is swapped for the new
+// in one step, so no packet passes unshaped between a delete and an add),
+// or, when q is empty, the delete of the old one.
 func (q qdisc) commands() []string {
 	if q.delay <= 0 && q.rate == "" {
-		return nil
+		return []string{"tc qdisc del dev $dev root 2>/dev/null || true"}
 	}
 	if q.delay <= 0 {
 		// burst ≥ one MTU-sized packet; latency bounds the queue (packets
 		// waiting longer are dropped, as on a saturated link).
-		return []string{fmt.Sprintf("tc qdisc add dev $dev root tbf rate %s burst 32kbit latency 400ms", q.rate)}
+		return []string{fmt.Sprintf("tc qdisc replace dev $dev root tbf rate %s burst 32kbit latency 400ms", q.rate)}
 	}
-	c := fmt.Sprintf("tc qdisc add dev $dev root netem delay %dms", q.delay.Milliseconds())
+	c := fmt.Sprintf("tc qdisc replace dev $dev root netem delay %dms", q.delay.Milliseconds())
 	if q.jitter > 0 {
 		c += fmt.Sprintf(" %dms", q.jitter.Milliseconds())
 	}
@@ -316,20 +318,23 @@ func render(rules []rule, env ruleEnv, proxy bool) (script string, rs ruleSet) {
 	w("set -e")
 	w("dev=$(ip -o -4 addr show to %s/32 | awk '{print $2; exit}')", env.self)
 	w(`[ -n "$dev" ] || { echo "no interface with address %s" >&2; exit 2; }`, env.self)
-	w("for c in RBEE-IN RBEE-OUT; do iptables -w -N $c 2>/dev/null || iptables -w -F $c; done")
-	w("iptables -w -C INPUT -j RBEE-IN 2>/dev/null || iptables -w -I INPUT 1 -j RBEE-IN")
-	w("iptables -w -C OUTPUT -j RBEE-OUT 2>/dev/null || iptables -w -I OUTPUT 1 -j RBEE-OUT")
+	// Each table's chains are replaced in one iptables-restore: a re-sync
+	// (another fault injected, one recovered) never passes through a state
+	// with the chains flushed, in which a packet would slip past a block or
+	// a new connection past the toxic proxy (and keep-alive would keep it
+	// there).
+	var filter []string
 	if env.gateway.IsValid() {
 		// The harness reaches the helper's admin endpoint from the host side
 		// of the bridge: no fault may cut it off from the rules it installs
 		// (a loss or an isolation would otherwise drop its own recovery).
-		w("iptables -w -A RBEE-IN -s %s -p tcp --dport %d -j RETURN", env.gateway, toxic.AdminPort)
-		w("iptables -w -A RBEE-OUT -d %s -p tcp --sport %d -j RETURN", env.gateway, toxic.AdminPort)
+		filter = append(filter,
+			fmt.Sprintf("iptables -w -A RBEE-IN -s %s -p tcp --dport %d -j RETURN", env.gateway, toxic.AdminPort),
+			fmt.Sprintf("iptables -w -A RBEE-OUT -d %s -p tcp --sport %d -j RETURN", env.gateway, toxic.AdminPort))
 	}
-	for _, l := range rs.filter {
-		w("%s", l)
-	}
-	w("tc qdisc del dev $dev root 2>/dev/null || true")
+	b.WriteString(restore("filter", []string{"RBEE-IN", "RBEE-OUT"}, append(filter, rs.filter...)))
+	w("iptables -w -C INPUT -j RBEE-IN 2>/dev/null || iptables -w -I INPUT 1 -j RBEE-IN")
+	w("iptables -w -C OUTPUT -j RBEE-OUT 2>/dev/null || iptables -w -I OUTPUT 1 -j RBEE-OUT")
 	for _, c := range rs.qdisc.commands() {
 		w("%s", c)
 	}
@@ -338,11 +343,31 @@ func render(rules []rule, env ruleEnv, proxy bool) (script string, rs ruleSet) {
 		// connections, and loses them before the redirect goes away; both
 		// are in force when the script ends.
 		w("%s apply -state %s", toxic.BinPath, encodeState(rs.state()))
-		w("iptables -w -t nat -N RBEE-TOX 2>/dev/null || iptables -w -t nat -F RBEE-TOX")
+		b.WriteString(restore("nat", []string{"RBEE-TOX"}, rs.nat))
 		w("iptables -w -t nat -C OUTPUT -j RBEE-TOX 2>/dev/null || iptables -w -t nat -I OUTPUT 1 -j RBEE-TOX")
-		for _, l := range rs.nat {
-			w("%s", l)
-		}
 	}
 	return b.String(), rs
+}
+
+// restore is the shell command that replaces chains of table with the
+// rules lines (each an "iptables -w [-t table] -A chain …" command) in one
+// iptables-restore transaction: with --noflush the rest of the table is
+// kept, and each chain named is created or, when it exists, flushed, in
+// the same commit that adds its rules. The here-document is unquoted so
+// that the script's $dev expands in it.
+func restore(table string, chains, rules []string) string {
+	var b strings.Builder
+	b.WriteString("iptables-restore -w --noflush <<RULES\n*" + table + "\n")
+	for _, c := range chains {
+		b.WriteString(":" + c + " - [0:0]\n")
+	}
+	prefix := "iptables -w "
+	if table != "filter" {
+		prefix += "-t " + table + " "
+	}
+	for _, l := range rules {
+		b.WriteString(strings.TrimPrefix(l, prefix) + "\n")
+	}
+	b.WriteString("COMMIT\nRULES\n")
+	return b.String()
 }

@@ -324,13 +324,14 @@ func (h *Harness) effectRules(e rule) string {
 		env.subnet = h.nets[0].subnet
 		env.gateway = h.gateway[h.nets[0].key]
 	}
-	var keep []string
-	script, _ := render([]rule{e}, env, false)
-	for _, l := range strings.Split(script, "\n") {
-		if strings.Contains(l, " -A RBEE-") || strings.Contains(l, "qdisc add") {
-			keep = append(keep, l)
+	_, rs := render([]rule{e}, env, false)
+	keep := append([]string(nil), rs.filter...)
+	for _, c := range rs.qdisc.commands() {
+		if strings.Contains(c, "qdisc replace") {
+			keep = append(keep, c)
 		}
 	}
+	keep = append(keep, rs.nat...)
 	return fmt.Sprintf("in %s's network namespace:\n%s", e.on(), strings.Join(keep, "\n"))
 }
 

@@ -120,7 +120,7 @@ func TestRenderRoutes(t *testing.T) {
 	if st := decodeApplied(t, script); len(st.Routes) != 0 {
 		t.Errorf("empty state = %+v", st)
 	}
-	if !strings.Contains(script, "-t nat -F RBEE-TOX") || strings.Contains(script, "REDIRECT") {
+	if !strings.Contains(script, "*nat\n:RBEE-TOX - [0:0]\nCOMMIT\n") || strings.Contains(script, "REDIRECT") || strings.Contains(script, "-F RBEE-TOX") {
 		t.Errorf("clearing script:\n%s", script)
 	}
 }
@@ -197,10 +197,10 @@ func TestQdiscMerges(t *testing.T) {
 		q    qdisc
 		want []string
 	}{
-		{qdisc{}, nil},
-		{qdisc{rate: "1mbit"}, []string{"tc qdisc add dev $dev root tbf rate 1mbit burst 32kbit latency 400ms"}},
-		{qdisc{delay: 10 * time.Millisecond}, []string{"tc qdisc add dev $dev root netem delay 10ms"}},
-		{qdisc{delay: 10 * time.Millisecond, jitter: 2 * time.Millisecond, rate: "1mbit"}, []string{"tc qdisc add dev $dev root netem delay 10ms 2ms rate 1mbit"}},
+		{qdisc{}, []string{"tc qdisc del dev $dev root 2>/dev/null || true"}},
+		{qdisc{rate: "1mbit"}, []string{"tc qdisc replace dev $dev root tbf rate 1mbit burst 32kbit latency 400ms"}},
+		{qdisc{delay: 10 * time.Millisecond}, []string{"tc qdisc replace dev $dev root netem delay 10ms"}},
+		{qdisc{delay: 10 * time.Millisecond, jitter: 2 * time.Millisecond, rate: "1mbit"}, []string{"tc qdisc replace dev $dev root netem delay 10ms 2ms rate 1mbit"}},
 	} {
 		got := tc.q.commands()
 		if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
