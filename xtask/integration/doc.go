@@ -21,8 +21,10 @@
 // when a parallel run takes it first), host ports published on 127.0.0.1
 // only and chosen by Docker, and the labels dev.rbee.project=rbee-netest,
 // dev.rbee.test, dev.rbee.run, dev.rbee.owner-pid/-host/-start and
-// dev.rbee.started-at on every container, network and volume. New reaps the
-// resources of runs whose owner process is gone (SIGKILLed test binaries).
+// dev.rbee.started-at on every container, network and volume. On SIGINT or
+// SIGTERM a process removes its stacks before the signal ends it
+// (interrupt.go); New reaps the resources of runs whose owner process is
+// gone (SIGKILLed test binaries).
 //
 // Faults (Block, Reject, Partition, Isolate, Loss, RateLimit, Latency) are
 // values: Inject, Recover, RecoverAll. They are installed from a helper container

@@ -9,14 +9,17 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -519,7 +522,7 @@ func TestHelperProcess(t *testing.T) {
 		panic("deliberate panic with a stack up")
 	case "1":
 	default:
-		t.Skip("helper process for TestReapAfterSIGKILL and TestFailedRun")
+		t.Skip("helper process for TestReapAfterSIGKILL, TestInterruptRemovesStacks and TestFailedRun")
 	}
 	h, err := New(context.Background(), Localhost, WithName("TestReapAfterSIGKILL-victim"), WithServices("queen"))
 	if err != nil {
@@ -535,13 +538,39 @@ func TestHelperProcess(t *testing.T) {
 // Serial: between the kill and its own Reap it must find the killed run's
 // leftovers, which the reap of any other New in this process would remove.
 func TestReapAfterSIGKILL(t *testing.T) {
+	cmd, project, _ := startVictim(t, "RBEE_HARNESS_HELPER=1")
+	pid := cmd.Process.Pid
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	ctx := context.Background()
+	if left := leftovers(ctx, pid); len(left) == 0 {
+		t.Fatal("the killed run left nothing behind: the test proves nothing")
+	}
+	n, err := Reap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(ctx, pid); len(left) > 0 {
+		t.Fatalf("after Reap (%d runs), %s still has %v", n, project, left)
+	}
+}
+
+// startVictim runs TestHelperProcess (the mode in env) in a child process
+// until it has printed that its stack is up; its further output goes to a
+// channel nobody waits on. It returns the child, its stack's name and the
+// child's stderr so far and later (read it after Wait).
+func startVictim(t *testing.T, env ...string) (*exec.Cmd, string, *syncBuffer) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")
-	cmd.Env = append(os.Environ(), "RBEE_HARNESS_HELPER=1")
+	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = io.MultiWriter(os.Stderr, stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -576,21 +605,64 @@ func TestReapAfterSIGKILL(t *testing.T) {
 		for range lines {
 		}
 	}()
-	pid := cmd.Process.Pid
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	ctx := context.Background()
-	if left := leftovers(ctx, pid); len(left) == 0 {
-		t.Fatal("the killed run left nothing behind: the test proves nothing")
-	}
-	n, err := Reap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if left := leftovers(ctx, pid); len(left) > 0 {
-		t.Fatalf("after Reap (%d runs), %s still has %v", n, project, left)
+	return cmd, project, stderr
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An interrupted run (Ctrl-C, SIGTERM) removes its stacks before it ends,
+// and still ends by the signal: no reaper needed. TestReapAfterSIGKILL is
+// the control: the same helper killed without a chance to clean up leaves
+// its stack behind.
+func TestInterruptRemovesStacks(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			cmd, project, stderr := startVictim(t, "RBEE_HARNESS_HELPER=1", ShardEnv+"=")
+			ctx := context.Background()
+			pid := cmd.Process.Pid
+			if left := leftovers(ctx, pid); len(left) == 0 {
+				t.Fatalf("%s is up but has no labelled resources: the test proves nothing", project)
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			// The removal is bounded by interruptGrace; the deadline is
+			// well past it, so only a handler that hangs reaches it.
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case <-exited:
+			case <-time.After(interruptGrace + 60*time.Second):
+				t.Fatalf("the child did not end within %v of %v", interruptGrace+60*time.Second, sig)
+			}
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != sig {
+				t.Errorf("child ended with %v, want killed by %v", cmd.ProcessState, sig)
+			}
+			if left := leftovers(ctx, pid); len(left) > 0 {
+				t.Fatalf("after %v, %s still has %v\nchild stderr:\n%s", sig, project, left, stderr)
+			}
+			if want := "removing 1 stacks of this process"; !strings.Contains(stderr.String(), want) {
+				t.Errorf("child stderr lacks %q:\n%s", want, stderr)
+			}
+		})
 	}
 }
 

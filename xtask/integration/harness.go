@@ -126,7 +126,9 @@ func newHarness(ctx context.Context, topo Topology, cfg config, name string) (*H
 		return nil, err
 	}
 	tp = h.phase("images", tp)
-	// From here on resources exist: return h so the caller can Close it.
+	// From here on resources exist: return h so the caller can Close it,
+	// and an interrupt of the process removes them (interrupt.go).
+	track(h.name, h.docker)
 	if err := h.createNetworks(ctx); err != nil {
 		return h, err
 	}
@@ -445,6 +447,7 @@ func (h *Harness) Close(ctx context.Context) error {
 	// removeRun's kill and label sweep remove all of it (the reaper's path),
 	// and compose's own listing and stopping is time spent twice.
 	err := removeRun(ctx, h.docker, nil, h.name)
+	untrack(h.name)
 	h.phase("close", t0)
 	h.logf("%s: closed in %v", h.name, time.Since(t0).Round(time.Millisecond))
 	return err

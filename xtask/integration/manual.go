@@ -103,5 +103,6 @@ func (h *Harness) Keep(ctx context.Context) (string, error) {
 	h.mu.Lock()
 	h.closed = true // the stack is the person's now
 	h.mu.Unlock()
+	untrack(h.name)
 	return fmt.Sprintf("kept stack %s (RBEE_KEEP_FAILED=1): inspect with `docker compose -p %s ps`, remove with `go run mage.go env:down %s`", h.name, h.name, h.name), nil
 }
